@@ -1,0 +1,109 @@
+"""The ``gshard`` command: flags built from the settings table, then the manager.
+
+Everything that can be wrong with the command line is reported here, in one
+line with exit status 2, before any socket is bound or process forked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from gshard import __version__, log
+from gshard.config import Config, config_names, settings
+from gshard.errors import EXIT_USAGE, ConfigError
+from gshard.listener import open_listeners
+from gshard.manager import Manager
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line naming the problem, exit status 2 (argparse prints the usage too)."""
+        self.exit(EXIT_USAGE, f"gshard: error: {message} (see gshard --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gshard",
+        description="A sharded gevent WSGI server: one SO_REUSEPORT listener per shard.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("app", nargs="?", metavar="APP",
+                        help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="A Python config file of settings (gunicorn's names work).")
+    parser.add_argument("-v", "--version", action="version", version=f"gshard {__version__}")
+    for spec in settings():
+        flags = spec.metadata["flags"]
+        if not flags:
+            continue
+        parser.add_argument(
+            *flags,
+            dest=spec.name,
+            metavar=spec.metadata["metavar"],
+            action="append" if spec.metadata["append"] else "store",
+            help=spec.metadata["help"],
+        )
+    return parser
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Settings from a Python config file, as gunicorn's ``-c`` reads them.
+
+    Names gshard does not know (gunicorn hooks, settings of other worker
+    types) are reported and ignored, so a gunicorn config file still works.
+    """
+    try:
+        namespace = runpy.run_path(path)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file {path!r}") from None
+    except Exception as exc:
+        raise ConfigError(f"--config: {path!r} failed: {exc!r}") from None
+    names = config_names()
+    values = {}
+    for key, value in namespace.items():
+        if key.startswith("_") or not key.islower() or type(value).__name__ == "module":
+            continue
+        if key in names:
+            values[names[key]] = value
+        else:
+            log.error_log.warning("Ignoring setting %r from %s: gshard has no such setting",
+                                  key, path)
+    return values
+
+
+def parse_config(argv: Sequence[str]) -> Config:
+    """The validated ``Config`` for a command line; raises ``ConfigError``."""
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    config_path = args.pop("config", None)
+    if config_path:
+        values.update(load_config_file(config_path))
+    values.update(args)
+    if "bind" not in values and os.environ.get("PORT"):
+        values["bind"] = [f"0.0.0.0:{os.environ['PORT']}"]  # as gunicorn does on PaaS
+    return Config.from_values(values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"gshard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.configure(config.loglevel, config.errorlog, config.accesslog)
+    try:
+        listeners = open_listeners(config.bind, config.shards, config.backlog)
+    except OSError as exc:
+        log.error_log.error("Cannot listen: %s", exc)
+        return 1
+    return Manager(config, listeners).run()
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Every setting, declared once: its type, default, check, help and CLI flags.
+
+Each field of ``Config`` carries its own metadata, so the command line
+(``cli.py``), config files and validation all read the same table and cannot
+drift apart. Nothing here touches the network, the file system or the
+application: ``Config`` is checked data, built before anything binds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gshard.errors import ConfigError
+from gshard.log import DEFAULT_ACCESS_FORMAT
+
+# --- bind addresses ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """Where to listen: a TCP host and port, or a unix socket path."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.unix_path is not None
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    def url(self, port: int | None = None) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if self.is_ipv6 else self.host
+        return f"http://{host}:{self.port if port is None else port}"
+
+
+DEFAULT_PORT = 8000
+
+
+def parse_bind(text: str) -> BindAddress:
+    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT``, ``HOST`` or ``unix:PATH``, read as gunicorn does."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ValueError("unix: needs a path")
+        return BindAddress(unix_path=path)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"malformed IPv6 address {text!r}")
+        port_text = rest[1:] if rest else str(DEFAULT_PORT)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host!r}") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, str(DEFAULT_PORT)
+        if ":" in host:
+            raise ValueError(f"an IPv6 address needs brackets: [{host}]:{port_text}")
+        host = host or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid port {port_text!r} (0-65535)")
+    return BindAddress(host=host, port=int(port_text))
+
+
+# --- converters: each takes a CLI string or a config-file value ----------
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        number = int(value)
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"must be {bound}")
+        return number
+
+    convert.__name__ = "integer"
+    return convert
+
+
+def _seconds(value: Any) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _binds(value: Any) -> tuple[BindAddress, ...]:
+    items = [value] if isinstance(value, str) else list(value)
+    if not items:
+        raise ValueError("needs at least one address")
+    return tuple(parse_bind(str(item)) for item in items)
+
+
+def _worker_class(value: Any) -> str:
+    text = str(value).lower()
+    # gunicorn's spellings of "gevent", so a command line moved from gunicorn works.
+    if text not in ("gevent", "gunicorn.workers.ggevent.geventworker"):
+        raise ValueError("gshard shards always run gevent; only 'gevent' is accepted")
+    return "gevent"
+
+
+def setting(
+    default: Any,
+    convert: Callable[[Any], Any],
+    help: str,
+    flags: tuple[str, ...] = (),
+    metavar: str | None = None,
+    aliases: tuple[str, ...] = (),
+    append: bool = False,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare a ``Config`` field with what the CLI and config files need to know.
+
+    ``aliases`` are extra names accepted in config files (gunicorn's, where
+    they differ); ``append`` makes a repeatable flag.
+    """
+    metadata = {
+        "convert": convert,
+        "help": help,
+        "flags": flags,
+        "metavar": metavar,
+        "aliases": aliases,
+        "append": append,
+    }
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated settings of one gshard run; build it with ``Config.from_values``."""
+
+    app: str = setting(
+        None, _text, "The WSGI application, as MODULE:ATTR or MODULE:FACTORY(ARGS).",
+        aliases=("wsgi_app",),
+    )
+    bind: tuple[BindAddress, ...] = setting(
+        None, _binds,
+        "Address to listen on: HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH. Repeatable. "
+        "Port 0 picks one free port for all shards.",
+        flags=("-b", "--bind"), metavar="ADDRESS", append=True,
+        default_factory=lambda: (BindAddress("127.0.0.1", DEFAULT_PORT),),
+    )
+    shards: int = setting(
+        None, _int_range(1, 1024),
+        "Number of shard processes, each with its own listener (default: one per CPU).",
+        flags=("--shards", "-w", "--workers"), metavar="N", aliases=("workers",),
+        default_factory=lambda: os.cpu_count() or 1,
+    )
+    worker_class: str = setting(
+        "gevent", _worker_class, "Accepted for gunicorn compatibility; only gevent.",
+        flags=("-k", "--worker-class"), metavar="CLASS",
+    )
+    worker_connections: int = setting(
+        1000, _int_range(1),
+        "Most connections one shard serves at once; past it the shard stops accepting.",
+        flags=("--worker-connections",), metavar="N",
+    )
+    backlog: int = setting(
+        2048, _int_range(1, 65535), "Length of each listener's accept queue.",
+        flags=("--backlog",), metavar="N",
+    )
+    keepalive: float = setting(
+        2.0, _seconds, "Seconds to wait for the next request on a keep-alive connection.",
+        flags=("--keep-alive",), metavar="SECONDS",
+    )
+    header_timeout: float = setting(
+        10.0, _seconds,
+        "Seconds a request head may take to arrive in full (slow clients are cut off).",
+        flags=("--header-timeout",), metavar="SECONDS",
+    )
+    body_timeout: float = setting(
+        30.0, _seconds,
+        "Seconds a request body or a response may stall before the connection is dropped.",
+        flags=("--body-timeout",), metavar="SECONDS",
+    )
+    timeout: float = setting(
+        30.0, _seconds,
+        "Seconds a shard's event loop may stay blocked before the shard is replaced "
+        "(0 disables).",
+        flags=("-t", "--timeout"), metavar="SECONDS",
+    )
+    graceful_timeout: float = setting(
+        30.0, _seconds,
+        "Seconds a stopping shard has to finish its requests before it is killed.",
+        flags=("--graceful-timeout",), metavar="SECONDS",
+    )
+    boot_timeout: float = setting(
+        30.0, _seconds,
+        "Seconds a new shard has to import the application and start serving.",
+        flags=("--boot-timeout",), metavar="SECONDS",
+    )
+    limit_request_line: int = setting(
+        4094, _int_range(0, 8190),
+        "Longest request line in bytes (414 beyond it); 0 means the maximum, 8190.",
+        flags=("--limit-request-line",), metavar="BYTES",
+    )
+    limit_request_fields: int = setting(
+        100, _int_range(0, 32768),
+        "Most header fields in a request (431 beyond it); 0 means the maximum, 32768.",
+        flags=("--limit-request-fields",), metavar="N",
+    )
+    limit_request_field_size: int = setting(
+        8190, _int_range(0, 65536),
+        "Longest header field line in bytes, CRLF included (431 beyond it); "
+        "0 means the maximum, 65536.",
+        flags=("--limit-request-field-size",), metavar="BYTES",
+    )
+    limit_request_body: int = setting(
+        0, _int_range(0), "Largest request body in bytes (413 beyond it); 0 is unlimited.",
+        flags=("--limit-request-body",), metavar="BYTES",
+    )
+    max_requests: int = setting(
+        0, _int_range(0),
+        "Replace a shard after it served this many requests (0 disables).",
+        flags=("--max-requests",), metavar="N",
+    )
+    max_requests_jitter: int = setting(
+        0, _int_range(0), "Random extra requests added to --max-requests per shard.",
+        flags=("--max-requests-jitter",), metavar="N",
+    )
+    chdir: str | None = setting(
+        None, _optional_text, "Change to this directory before loading the application.",
+        flags=("--chdir",), metavar="DIR",
+    )
+    pidfile: str | None = setting(
+        None, _optional_text, "Write the manager's PID to this file.",
+        flags=("-p", "--pid"), metavar="FILE",
+    )
+    proc_name: str | None = setting(
+        None, _optional_text, "Name shown in process titles (default: the APP).",
+        flags=("-n", "--name"), metavar="NAME",
+    )
+    loglevel: str = setting(
+        "info", _choice("debug", "info", "warning", "error", "critical"),
+        "Error log level.", flags=("--log-level",), metavar="LEVEL",
+    )
+    errorlog: str = setting(
+        "-", _text, "Error log file, '-' for stderr.",
+        flags=("--error-logfile", "--log-file"), metavar="FILE",
+    )
+    accesslog: str | None = setting(
+        None, _optional_text, "Access log file, '-' for stdout (default: none).",
+        flags=("--access-logfile",), metavar="FILE",
+    )
+    access_log_format: str = setting(
+        DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
+        flags=("--access-logformat",), metavar="FORMAT",
+    )
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Config:
+        """Convert and check raw values (strings from the CLI or Python from a file).
+
+        Unknown names are refused, each value is converted by its setting, and
+        a failure names the setting and the rule it broke.
+        """
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        converted: dict[str, Any] = {}
+        for name, raw in values.items():
+            spec = known.get(name)
+            if spec is None:
+                raise ConfigError(f"unknown setting {name!r}")
+            try:
+                converted[name] = spec.metadata["convert"](raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{flag_name(spec)}: {exc} (got {raw!r})") from None
+        if "app" not in converted:
+            raise ConfigError("the application is required (APP, e.g. myapp:app)")
+        config = cls(**converted)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Rules that involve more than one setting."""
+        if self.max_requests_jitter and not self.max_requests:
+            raise ConfigError("--max-requests-jitter needs --max-requests")
+        tcp = [b for b in self.bind if not b.is_unix]
+        if len({(b.host, b.port) for b in tcp}) != len(tcp):
+            raise ConfigError("--bind: the same address is given twice")
+
+    def limits_kwargs(self) -> dict[str, int]:
+        """The request limits, with gunicorn's 0-means-maximum applied."""
+        return {
+            "request_line": self.limit_request_line or 8190,
+            "fields": self.limit_request_fields or 32768,
+            "field_size": self.limit_request_field_size or 65536,
+            "body": self.limit_request_body,
+        }
+
+
+def settings() -> Iterable[dataclasses.Field]:
+    """The settings table, in declaration order."""
+    return dataclasses.fields(Config)
+
+
+def flag_name(spec: dataclasses.Field) -> str:
+    """How to name a setting in a message: its long flag, else its name."""
+    flags = spec.metadata["flags"]
+    return next((f for f in flags if f.startswith("--")), spec.name.upper())
+
+
+def config_names() -> dict[str, str]:
+    """Names a config file may use (settings and their aliases) -> setting name."""
+    names = {}
+    for spec in settings():
+        names[spec.name] = spec.name
+        for alias in spec.metadata["aliases"]:
+            names[alias] = spec.name
+    return names

@@ -1,0 +1,394 @@
+"""One client socket served to the end: the only place that calls recv and send.
+
+It joins a gevent socket to the sans-IO ``protocol`` and the pure ``wsgi``
+helpers, and owns what needs a clock or a socket: keep-alive, timeouts,
+100-continue on first read, sendfile, and closing without losing a response.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gevent.socket import wait_write
+
+from gshard.errors import ProtocolError
+from gshard.log import AccessLogger, error_log
+from gshard.protocol import (
+    CONNECTION_CLOSED,
+    Data,
+    Limits,
+    Need,
+    Request,
+    ServerConnection,
+    State,
+    error_response,
+)
+from gshard.wsgi import EMPTY_INPUT, FileWrapper, InputStream, ResponseStart, make_environ
+
+RECV_SIZE = 65536
+# A response this small is joined with its head and sent in one write.
+JOIN_LIMIT = 65536
+# Unread request body we read and discard to keep a connection; past it, close.
+DISCARD_LIMIT = 256 * 1024
+# After refusing a request, how long and how much we keep reading so the
+# client receives our response before the close (a close with unread input
+# makes the kernel send RST, which can destroy the response in flight).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 * 1024
+
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+@dataclass
+class Lifecycle:
+    """Shard-wide serving state the connections consult.
+
+    ``draining`` makes every response end its connection; ``idle`` holds the
+    sockets parked between keep-alive requests, so a drain can close them at
+    once instead of waiting for their timeout.
+    """
+
+    draining: bool = False
+    handled: int = 0
+    idle: set = field(default_factory=set)
+
+
+@dataclass
+class ServeContext:
+    """What a connection needs from its shard and listener."""
+
+    app: Callable
+    base_environ: dict[str, Any]
+    limits: Limits
+    keepalive: float
+    header_timeout: float
+    body_timeout: float
+    access: AccessLogger
+    lifecycle: Lifecycle
+
+
+class Connection:
+    """Serves requests on one socket until either side ends it."""
+
+    __slots__ = ("ctx", "proto", "remote", "response", "sent", "sock")
+
+    def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
+        self.sock = sock
+        self.remote = remote
+        self.ctx = ctx
+        self.proto = ServerConnection(ctx.limits)
+        self.response: ResponseStart | None = None
+        self.sent = 0
+
+    def serve(self) -> None:
+        linger = False
+        try:
+            linger = self._serve()
+        except _CLIENT_GONE:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
+                error_log.debug("connection from %s ended: %s", self.remote[0], exc)
+        finally:
+            self._close(linger)
+
+    def _serve(self) -> bool:
+        """Serve requests in order; True if input may be left unread at the end."""
+        deadline = time.monotonic() + self.ctx.header_timeout
+        while True:
+            try:
+                request = self._read_request(deadline)
+            except ProtocolError as exc:
+                self._refuse(exc)
+                return True
+            if request is None:
+                return False
+            self._respond(request)
+            self.ctx.lifecycle.handled += 1
+            if self.ctx.lifecycle.draining:
+                self.proto.abandon()
+            if self.proto.keep_alive and self.proto.state is State.BODY:
+                self._discard_body()
+            unread = self.proto.state is State.BODY or self.proto.buffered > 0
+            if not self.proto.start_next_cycle():
+                return unread
+            deadline = None
+
+    # --- reading -------------------------------------------------------
+
+    def _read_request(self, deadline: float | None) -> Request | None:
+        """The next request head, or None when the connection ended cleanly.
+
+        Between requests the wait is ``keepalive``; once a request has begun
+        (or on a fresh connection) the whole head must arrive before
+        ``deadline``, so a client trickling bytes cannot hold a greenlet.
+        """
+        proto = self.proto
+        while True:
+            event = proto.next_event()
+            if event is not Need.DATA:
+                return None if event is CONNECTION_CLOSED else event  # type: ignore[return-value]
+            if deadline is None and proto.buffered == 0:
+                if not self._wait_idle():
+                    return None
+                deadline = time.monotonic() + self.ctx.header_timeout
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self.ctx.header_timeout
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(remaining)
+                proto.receive_data(self.sock.recv(RECV_SIZE))
+            except TimeoutError:
+                if proto.buffered == 0:
+                    return None  # nothing was asked: close without a word, as nginx does
+                raise ProtocolError("request head not received in time", 408) from None
+
+    def _wait_idle(self) -> bool:
+        """Wait up to keep-alive for the next request's first bytes."""
+        lifecycle = self.ctx.lifecycle
+        if lifecycle.draining:
+            return False
+        self.sock.settimeout(self.ctx.keepalive)
+        lifecycle.idle.add(self.sock)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (TimeoutError, OSError):
+            return False
+        finally:
+            lifecycle.idle.discard(self.sock)
+        self.proto.receive_data(data)
+        return bool(data)
+
+    def _pull_body(self) -> bytes:
+        """Next piece of the request body for ``wsgi.input``; ``b""`` at its end."""
+        proto = self.proto
+        interim = proto.continue_bytes()
+        if interim:
+            self.sock.sendall(interim)
+        while True:
+            event = proto.next_event()
+            if type(event) is Data:
+                return event.data
+            if event is not Need.DATA:
+                return b""
+            self.sock.settimeout(self.ctx.body_timeout)
+            try:
+                proto.receive_data(self.sock.recv(RECV_SIZE))
+            except TimeoutError:
+                raise ProtocolError("request body not received in time", 408) from None
+
+    def _discard_body(self) -> None:
+        """Read what the application left of the body, so the connection stays usable."""
+        budget = DISCARD_LIMIT
+        try:
+            while budget > 0:
+                piece = self._pull_body()
+                if not piece:
+                    return
+                budget -= len(piece)
+        except (ProtocolError, OSError):
+            pass
+        self.proto.abandon()
+
+    # --- responding ----------------------------------------------------
+
+    def _respond(self, request: Request) -> None:
+        ctx = self.ctx
+        started = time.perf_counter()
+        wsgi_input = (
+            EMPTY_INPUT if self.proto.state is State.DONE else InputStream(self._pull_body)
+        )
+        environ = make_environ(request, ctx.base_environ, wsgi_input, self.remote)
+        response = self.response = ResponseStart(self._write)
+        self.sent = 0
+        result = None
+        try:
+            result = ctx.app(environ, response)
+            self._send_result(result)
+        except ProtocolError as exc:
+            # The client broke the body while the application read it.
+            self.proto.abandon()
+            if response.headers_sent:
+                raise ConnectionAbortedError from exc
+            self._refuse(exc, log_request=request)
+            response.status = f"{exc.status or 400} -"
+        except _CLIENT_GONE:
+            raise
+        except Exception:
+            error_log.exception("Error handling request %s %s", request.method, request.target)
+            self.proto.abandon()
+            if response.headers_sent:
+                raise ConnectionAbortedError from None
+            self.sock.sendall(error_response(500))
+            response.status = "500 Internal Server Error"
+        finally:
+            if hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    error_log.exception("Error closing the response of %s", request.target)
+        if ctx.access.enabled:
+            ctx.access.log(
+                environ, response.status or "-", response.headers, self.sent,
+                time.perf_counter() - started,
+            )
+
+    def _send_result(self, result: Iterable[bytes]) -> None:
+        response = self.response
+        if type(result) in (list, tuple) and response.status is not None:
+            self._send_whole(result)  # type: ignore[arg-type]
+        elif type(result) is FileWrapper and self._sendfile(result):
+            pass
+        else:
+            for data in result:
+                if data:
+                    self._write(data)
+                elif response.status is None:
+                    raise AssertionError("application yielded before start_response")
+        if response.status is None:
+            raise AssertionError("application returned without calling start_response")
+        proto = self.proto
+        tail = b"" if response.headers_sent else self._head(empty=True)
+        tail += proto.response_end()
+        if tail:
+            self.sock.sendall(tail)
+
+    def _send_whole(self, body_parts: list[bytes] | tuple[bytes, ...]) -> None:
+        """A response known in full: one write for head and body when it is small."""
+        total = 0
+        for part in body_parts:
+            if type(part) is not bytes:
+                raise TypeError(f"response body items must be bytes, not {type(part).__name__}")
+            total += len(part)
+        response = self.response
+        if response.headers_sent or total > JOIN_LIMIT:
+            for part in body_parts:
+                if part:
+                    self._write(part)
+            return
+        if response.content_length is None:
+            response.headers = [*response.headers, ("Content-Length", str(total))]
+            response.content_length = total
+        body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+        out = self._head() + self.proto.response_data(body)
+        self.sent = total
+        self.sock.sendall(out)
+
+    def _head(self, empty: bool = False) -> bytes:
+        """The response head, once; ``empty`` when the body is known to be empty."""
+        response = self.response
+        response.headers_sent = True
+        if empty and response.content_length is None:
+            response.headers = [*response.headers, ("Content-Length", "0")]
+            response.content_length = 0
+        return self.proto.response_head(
+            response.status,
+            response.headers,
+            response.content_length,
+            close=response.close or self.ctx.lifecycle.draining,
+            add_date=not response.has_date,
+            add_server=not response.has_server,
+        )
+
+    def _write(self, data: bytes) -> None:
+        """PEP 3333's ``write`` callable, also used for each item of the body."""
+        response = self.response
+        if response.status is None:
+            raise AssertionError("write() called before start_response")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f"response body must be bytes, not {type(data).__name__}")
+            data = bytes(data)
+        framed = self.proto.response_data(data)
+        self.sent += len(data)
+        if not response.headers_sent:
+            framed = self._head() + framed
+        if framed:
+            self.sock.settimeout(self.ctx.body_timeout)
+            self.sock.sendall(framed)
+
+    def _sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with os.sendfile; False to fall back to iterating."""
+        try:
+            fd = wrapper.filelike.fileno()
+            info = os.fstat(fd)
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(info.st_mode) or self.proto.request.method == "HEAD":
+            return False
+        response = self.response
+        if response.status is None:
+            return False
+        size = max(info.st_size - offset, 0)
+        if response.content_length is None:
+            response.headers = [*response.headers, ("Content-Length", str(size))]
+            response.content_length = size
+        # The declared length bounds what we send; the framing below is identity.
+        count = min(size, response.content_length)
+        self.sock.settimeout(self.ctx.body_timeout)
+        self.sock.sendall(self._head())
+        sock_fd = self.sock.fileno()
+        while count > 0:
+            try:
+                n = os.sendfile(sock_fd, fd, offset, count)
+            except BlockingIOError:
+                wait_write(sock_fd, timeout=self.ctx.body_timeout)
+                continue
+            if n == 0:
+                break
+            offset += n
+            count -= n
+            self.sent += n
+            self.proto.count_body(n)
+        return True
+
+    # --- refusing and closing ------------------------------------------
+
+    def _refuse(self, exc: ProtocolError, log_request: Request | None = None) -> None:
+        """Answer a request we cannot serve with its 4xx/5xx, then let the caller close."""
+        error_log.info(
+            "Bad request from %s: %s%s", self.remote[0], exc,
+            f" ({log_request.method} {log_request.target})" if log_request else "",
+        )
+        if exc.status is not None and not self.proto.response_started:
+            self.sock.settimeout(self.ctx.body_timeout)
+            self.sock.sendall(error_response(exc.status))
+
+    def _close(self, linger: bool) -> None:
+        sock = self.sock
+        try:
+            if linger:
+                sock.shutdown(socket.SHUT_WR)
+                self._drain_input()
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _drain_input(self) -> None:
+        """Read and drop what the client still sends, briefly, before closing."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        budget = LINGER_BYTES
+        while budget > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (TimeoutError, OSError):
+                return
+            if not data:
+                return
+            budget -= len(data)

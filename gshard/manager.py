@@ -1,0 +1,238 @@
+"""The manager process: the I/O around ``ManagerFSM``.
+
+One loop, never monkey-patched: it sleeps in ``select`` on two descriptors
+(the signal wakeup pipe and the shards' message socket) until the state
+machine's next deadline, turns what woke it into events, and carries out the
+actions the state machine returns (fork, signal, log, exit). Signal handlers
+do nothing; ``signal.set_wakeup_fd`` writes each signal's number into the
+pipe, so no signal is handled halfway through another step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import time
+import traceback
+from collections import deque
+
+from gshard import ipc, log
+from gshard import manager_fsm as fsm
+from gshard.config import Config
+from gshard.errors import EXIT_BOOT_ERROR
+from gshard.listener import ListenerSet
+from gshard.shard import ShardSpec, set_process_title
+from gshard.shard import run as run_shard
+
+_SIGNAL_EVENTS = {
+    signal.SIGHUP: lambda now: fsm.Reload(now),
+    signal.SIGTERM: lambda now: fsm.Stop(graceful=True, now=now),
+    signal.SIGINT: lambda now: fsm.Stop(graceful=False, now=now),
+    signal.SIGQUIT: lambda now: fsm.Stop(graceful=False, now=now),
+}
+_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
+_STOP_SIGNALS = {
+    fsm.StopMode.DRAIN: signal.SIGTERM,
+    fsm.StopMode.QUIT: signal.SIGQUIT,
+    fsm.StopMode.KILL: signal.SIGKILL,
+}
+# The loop wakes at least this often even when nothing is due.
+MAX_SLEEP = 1.0
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Installed so the signal is not fatal; the wakeup fd carries it to the loop."""
+
+
+class Manager:
+    """Forks the shards and keeps the right ones running until told to stop."""
+
+    def __init__(self, config: Config, listeners: list[ListenerSet]) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.fsm = fsm.ManagerFSM(
+            slots=config.shards,
+            timings=fsm.Timings(
+                boot_timeout=config.boot_timeout,
+                heartbeat_timeout=config.timeout,
+                graceful_timeout=config.graceful_timeout,
+            ),
+        )
+        self.pid = os.getpid()
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._inbox.setblocking(False)
+
+    def run(self) -> int:
+        """Serve until stopped; the exit status for the command."""
+        self._install_signals()
+        self._write_pidfile()
+        set_process_title("manager", self.config)
+        for listener_set in self.listeners:
+            log.error_log.info("Listening at: %s (%d shards)", listener_set.url,
+                               self.config.shards)
+        try:
+            return self._loop()
+        finally:
+            self._cleanup()
+
+    def _loop(self) -> int:
+        pending = deque(self.fsm.handle(fsm.Start(time.monotonic())))
+        while True:
+            while pending:
+                action = pending.popleft()
+                if isinstance(action, fsm.Exit):
+                    return action.code
+                pending.extend(self._perform(action))
+            now = time.monotonic()
+            deadline = self.fsm.next_deadline()
+            sleep = MAX_SLEEP if deadline is None else min(max(deadline - now, 0.0), MAX_SLEEP)
+            readable, _, _ = select.select([self._wakeup_r, self._inbox], [], [], sleep)
+            now = time.monotonic()
+            events: list[fsm.Event] = []
+            if self._wakeup_r in readable:
+                events += self._signal_events(now)
+            if self._inbox in readable:
+                events += self._message_events(now)
+            events += self._reap(now)
+            events.append(fsm.Tick(now))
+            for event in events:
+                pending.extend(self.fsm.handle(event))
+
+    # --- turning the world into events ---------------------------------
+
+    def _signal_events(self, now: float) -> list[fsm.Event]:
+        events: list[fsm.Event] = []
+        try:
+            signums = os.read(self._wakeup_r, 512)
+        except BlockingIOError:
+            return events
+        for signum in signums:
+            make = _SIGNAL_EVENTS.get(signum)
+            if make is not None:
+                events.append(make(now))
+            elif signum == signal.SIGUSR1:
+                log.reopen_files()
+                self._signal_shards(signal.SIGUSR1)
+        return events
+
+    def _message_events(self, now: float) -> list[fsm.Event]:
+        events: list[fsm.Event] = []
+        while True:
+            try:
+                data = self._inbox.recv(ipc.MAX_DATAGRAM)
+            except BlockingIOError:
+                return events
+            try:
+                message = ipc.decode(data)
+            except ValueError:
+                log.error_log.warning("Ignoring a malformed message from a shard: %r", data[:80])
+                continue
+            kind = message.kind
+            if kind is ipc.Kind.BEAT:
+                events.append(fsm.Beat(message.pid, now))
+            elif kind is ipc.Kind.READY:
+                events.append(fsm.Ready(message.pid, now))
+            elif kind is ipc.Kind.BOOT_FAILED:
+                events.append(fsm.BootFailed(message.pid, message.detail, now))
+            elif kind is ipc.Kind.RECYCLE:
+                events.append(fsm.RecycleRequested(message.pid, now))
+
+    def _reap(self, now: float) -> list[fsm.Event]:
+        events: list[fsm.Event] = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return events
+            if pid == 0:
+                return events
+            events.append(fsm.Exited(pid, os.waitstatus_to_exitcode(status), now))
+
+    # --- carrying out actions -----------------------------------------
+
+    def _perform(self, action: fsm.Action) -> list[fsm.Action]:
+        if isinstance(action, fsm.Spawn):
+            pid = self._fork(action.slot, action.generation)
+            return self.fsm.handle(fsm.Spawned(pid, action.slot, action.generation,
+                                               time.monotonic()))
+        if isinstance(action, fsm.Signal):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(action.pid, _STOP_SIGNALS[action.mode])
+        elif isinstance(action, fsm.Log):
+            log.error_log.log(_LEVELS[action.level], "%s", action.message)
+        return []
+
+    def _fork(self, slot: int, generation: int) -> int:
+        spec = ShardSpec(
+            config=self.config,
+            slot=slot,
+            generation=generation,
+            listeners=[(ls.socket_for(slot), ls.address, ls.port) for ls in self.listeners],
+            channel=self._outbox,
+            manager_pid=self.pid,
+        )
+        pid = os.fork()
+        if pid:
+            return pid
+        try:
+            self._forget_manager_state(spec)
+            run_shard(spec)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(EXIT_BOOT_ERROR)
+
+    def _forget_manager_state(self, spec: ShardSpec) -> None:
+        """In a new shard: drop the manager's signal plumbing and other slots' sockets."""
+        signal.set_wakeup_fd(-1)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+        self._inbox.close()
+        mine = {id(sock) for sock, _, _ in spec.listeners}
+        for listener_set in self.listeners:
+            for sock in listener_set.sockets:
+                if id(sock) not in mine:
+                    sock.close()
+
+    def _signal_shards(self, signum: int) -> None:
+        for pid in self.fsm.shards:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    # --- process setup and teardown -----------------------------------
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, _ignore_signal)
+
+    def _write_pidfile(self) -> None:
+        path = self.config.pidfile
+        if path is None:
+            return
+        temp = f"{path}.{self.pid}.tmp"
+        with open(temp, "w") as handle:
+            handle.write(f"{self.pid}\n")
+        os.replace(temp, path)
+
+    def _cleanup(self) -> None:
+        for pid in list(self.fsm.shards):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for listener_set in self.listeners:
+            listener_set.close()
+        signal.set_wakeup_fd(-1)
+        path = self.config.pidfile
+        if path is not None:
+            with contextlib.suppress(OSError), open(path) as handle:
+                if handle.read().strip() == str(self.pid):
+                    os.unlink(path)
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+

@@ -1,0 +1,439 @@
+"""The manager's decisions as a pure state machine: events in, actions out.
+
+No clock, no fork, no signals: every event carries ``now`` and every effect
+is an action the I/O loop in ``manager.py`` carries out. That makes each rule
+testable by feeding events (``tests/unit/test_manager_fsm.py``).
+
+The rules that make restarts safe:
+
+* Shards belong to generations. A generation serves only once *all* of its
+  shards are ready; only then are the shards of the generation before it
+  told to drain. A generation that fails to boot (a shard exits, reports an
+  import error, or misses ``boot_timeout``) is torn down and the serving one
+  is left alone. At first start there is nothing to protect, so the manager
+  halts instead of retrying a broken application forever.
+* A shard of the serving generation that dies is respawned in the same slot
+  (its listener and queued connections wait for it), after a backoff that
+  grows while the slot keeps failing.
+* A shard that asks to be recycled gets a successor in its slot; it drains
+  only once the successor is ready.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
+
+# A shard that served this long before dying starts its slot's backoff afresh.
+STABLE_SECONDS = 10.0
+# Respawn delays: none for the first failure, then doubling up to the cap.
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 30.0
+# How long a shard told to quit (not drain) has before it is killed.
+QUIT_GRACE = 5.0
+
+
+class ShardState(enum.Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"  # the first generation is booting; nothing serves yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # every shard is leaving; the manager exits when none is left
+
+
+class StopMode(enum.Enum):
+    """How to ask a shard to leave; manager.py maps these to signals."""
+
+    DRAIN = "drain"  # finish in-flight requests, then exit (SIGTERM)
+    QUIT = "quit"  # exit now (SIGQUIT)
+    KILL = "kill"  # cannot be ignored (SIGKILL)
+
+
+@dataclass(frozen=True)
+class Timings:
+    boot_timeout: float = 30.0
+    heartbeat_timeout: float = 30.0  # 0 disables
+    graceful_timeout: float = 30.0
+
+
+@dataclass
+class Shard:
+    pid: int
+    slot: int
+    generation: int
+    state: ShardState
+    since: float
+    last_beat: float
+    kill_at: float | None = None  # when a leaving shard is killed outright
+    killed: bool = False
+
+
+# --- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    now: float
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    slot: int
+    generation: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Beat:
+    pid: int
+    now: float
+
+
+@dataclass(frozen=True)
+class BootFailed:
+    pid: int
+    detail: str
+    now: float
+
+
+@dataclass(frozen=True)
+class RecycleRequested:
+    pid: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Exited:
+    """A shard process ended; ``status`` is its exit code, or minus the killing signal."""
+
+    pid: int
+    status: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Reload:
+    now: float
+
+
+@dataclass(frozen=True)
+class Stop:
+    graceful: bool
+    now: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+Event = (
+    Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | Stop | Tick
+)
+
+# --- actions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spawn:
+    slot: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class Signal:
+    pid: int
+    mode: StopMode
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReloadFinished:
+    """The outcome of a reload, for whoever is waiting on it."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+
+
+Action = Spawn | Signal | Log | ReloadFinished | Exit
+
+
+def describe_status(status: int) -> str:
+    return f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+
+
+@dataclass
+class ManagerFSM:
+    """Shards, generations and the phase of the whole server."""
+
+    slots: int
+    timings: Timings = field(default_factory=Timings)
+    phase: Phase = Phase.STARTING
+    shards: dict[int, Shard] = field(default_factory=dict)
+    live: int = 0  # generation serving now; 0 before the first is ready
+    booting: int | None = None  # generation booting as a whole (first start or reload)
+    last_generation: int = 0
+    exit_code: int = EXIT_OK
+    respawn_at: dict[int, float] = field(default_factory=dict)  # slot -> when
+    failures: dict[int, int] = field(default_factory=dict)  # slot -> consecutive failures
+    boot_errors: dict[int, str] = field(default_factory=dict)  # generation -> first traceback
+
+    def handle(self, event: Event) -> list[Action]:
+        handler = getattr(self, "_on_" + type(event).__name__.lower())
+        return handler(event)
+
+    # --- queries -------------------------------------------------------
+
+    def of_generation(self, generation: int) -> list[Shard]:
+        return [s for s in self.shards.values() if s.generation == generation]
+
+    def next_deadline(self) -> float | None:
+        """The earliest time a ``Tick`` could change something."""
+        times = list(self.respawn_at.values())
+        for shard in self.shards.values():
+            if shard.kill_at is not None:
+                times.append(shard.kill_at)
+            elif shard.killed:
+                continue
+            elif shard.state is ShardState.BOOTING:
+                times.append(shard.since + self.timings.boot_timeout)
+            elif shard.state is ShardState.READY and self.timings.heartbeat_timeout:
+                times.append(shard.last_beat + self.timings.heartbeat_timeout)
+        return min(times, default=None)
+
+    # --- event handlers --------------------------------------------------
+
+    def _on_start(self, event: Start) -> list[Action]:
+        return [Log("info", f"Booting {self.slots} shards"), *self._boot_generation()]
+
+    def _boot_generation(self) -> list[Action]:
+        self.last_generation += 1
+        self.booting = self.last_generation
+        return [Spawn(slot, self.booting) for slot in range(self.slots)]
+
+    def _on_spawned(self, event: Spawned) -> list[Action]:
+        self.shards[event.pid] = Shard(
+            event.pid, event.slot, event.generation, ShardState.BOOTING, event.now, event.now
+        )
+        return []
+
+    def _on_beat(self, event: Beat) -> list[Action]:
+        shard = self.shards.get(event.pid)
+        if shard is not None:
+            shard.last_beat = event.now
+        return []
+
+    def _on_ready(self, event: Ready) -> list[Action]:
+        shard = self.shards.get(event.pid)
+        if shard is None or shard.state is not ShardState.BOOTING:
+            return []
+        shard.state = ShardState.READY
+        shard.since = shard.last_beat = event.now
+        if shard.generation == self.booting:
+            if all(s.state is ShardState.READY for s in self.of_generation(self.booting)) and len(
+                self.of_generation(self.booting)
+            ) == self.slots:
+                return self._promote(event.now)
+            return []
+        # A replacement within the serving generation: a respawn or a recycle.
+        actions: list[Action] = [
+            Log("info", f"Shard {shard.slot} (pid {shard.pid}) is serving")
+        ]
+        for other in self.of_generation(shard.generation):
+            if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
+                actions += self._leave(other, StopMode.DRAIN, event.now)
+        return actions
+
+    def _promote(self, now: float) -> list[Action]:
+        """The booting generation is all ready: it serves, and the one before drains."""
+        old, self.live, self.booting = self.live, self.booting or 0, None
+        self.respawn_at.clear()
+        actions: list[Action] = []
+        for shard in self.of_generation(old):
+            if shard.state is not ShardState.DRAINING:
+                actions += self._leave(shard, StopMode.DRAIN, now)
+        if self.phase is Phase.STARTING:
+            self.phase = Phase.RUNNING
+            actions.append(Log("info", f"Ready: {self.slots} shards serving"))
+        else:
+            message = f"Generation {self.live} is serving; generation {old} is draining"
+            actions += [Log("info", message), ReloadFinished(True, message)]
+        return actions
+
+    def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
+        """Ask a shard to go, and arm the kill that follows if it does not."""
+        shard.state = ShardState.DRAINING
+        grace = self.timings.graceful_timeout if mode is StopMode.DRAIN else QUIT_GRACE
+        shard.kill_at = now + grace
+        return [Signal(shard.pid, mode)]
+
+    def _on_bootfailed(self, event: BootFailed) -> list[Action]:
+        shard = self.shards.get(event.pid)
+        if shard is None:
+            return []
+        if shard.generation in self.boot_errors:
+            return []  # every shard of the generation fails alike: report it once
+        self.boot_errors[shard.generation] = event.detail
+        return [Log("error", f"Shard {shard.slot} failed to boot:\n{event.detail.rstrip()}")]
+
+    def _on_exited(self, event: Exited) -> list[Action]:
+        shard = self.shards.pop(event.pid, None)
+        if shard is None:
+            return []
+        how = describe_status(event.status)
+        if self.phase is Phase.STOPPING:
+            return [Exit(self.exit_code)] if not self.shards else []
+        if shard.state is ShardState.DRAINING:
+            return [Log("info", f"Shard {shard.slot} (pid {shard.pid}) {how} after draining")]
+        if shard.generation == self.booting:
+            return self._generation_failed(shard, event.status, event.now)
+        if shard.generation != self.live:
+            return []
+        actions: list[Action] = [
+            Log("error", f"Shard {shard.slot} (pid {shard.pid}) {how}")
+        ]
+        if any(s.slot == shard.slot and s.state is ShardState.READY
+               for s in self.of_generation(self.live)):
+            return actions  # a successor that failed; its predecessor still serves
+        return actions + self._schedule_respawn(shard, event.now)
+
+    def _schedule_respawn(self, shard: Shard, now: float) -> list[Action]:
+        ran_well = shard.state is ShardState.READY and now - shard.since >= STABLE_SECONDS
+        failures = 1 if ran_well else self.failures.get(shard.slot, 0) + 1
+        self.failures[shard.slot] = failures
+        delay = 0.0 if failures == 1 else min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_CAP)
+        if delay == 0.0:
+            return [Spawn(shard.slot, self.live)]
+        self.respawn_at[shard.slot] = now + delay
+        return [Log("warning", f"Shard {shard.slot} keeps failing; respawning in {delay:g}s")]
+
+    def _generation_failed(self, shard: Shard, status: int, now: float) -> list[Action]:
+        """A shard of the booting generation died: that generation will not serve."""
+        generation = shard.generation
+        self.booting = None
+        reason = self._boot_reason(generation, shard, status)
+        actions: list[Action] = []
+        for other in self.of_generation(generation):
+            if other.state is not ShardState.DRAINING:
+                actions += self._leave(other, StopMode.QUIT, now)
+        if not self.live:
+            self.phase = Phase.STOPPING
+            self.exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
+                else EXIT_BOOT_ERROR
+            actions.append(Log("error", f"Shutting down: {reason}"))
+            if not self.shards:
+                actions.append(Exit(self.exit_code))
+            return actions
+        message = f"Reload failed, generation {self.live} keeps serving: {reason}"
+        return [*actions, Log("error", message), ReloadFinished(False, message)]
+
+    def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
+        error = self.boot_errors.get(generation)
+        if error:
+            return "the application failed to load: " + error.strip().splitlines()[-1]
+        if shard.killed:
+            return f"shard {shard.slot} was not ready within {self.timings.boot_timeout:g}s"
+        return f"shard {shard.slot} {describe_status(status)} while booting"
+
+    def _on_recyclerequested(self, event: RecycleRequested) -> list[Action]:
+        shard = self.shards.get(event.pid)
+        if (
+            shard is None
+            or shard.state is not ShardState.READY
+            or shard.generation != self.live
+            or self.booting is not None
+            or self.phase is not Phase.RUNNING
+            or any(s.slot == shard.slot and s.state is ShardState.BOOTING
+                   for s in self.of_generation(self.live))
+        ):
+            return []
+        return [Log("info", f"Recycling shard {shard.slot} (pid {shard.pid})"),
+                Spawn(shard.slot, self.live)]
+
+    def _on_reload(self, event: Reload) -> list[Action]:
+        if self.phase is not Phase.RUNNING:
+            message = f"Reload refused: the server is {self.phase.value}"
+            return [Log("warning", message), ReloadFinished(False, message)]
+        actions: list[Action] = []
+        if self.booting is not None:
+            superseded = self.booting
+            for shard in self.of_generation(superseded):
+                actions += self._leave(shard, StopMode.QUIT, event.now)
+            actions.append(ReloadFinished(False, f"Generation {superseded} was superseded "
+                                                 "by a newer reload"))
+        actions += self._boot_generation()
+        actions.insert(0, Log("info", f"Reloading: booting generation {self.booting}"))
+        return actions
+
+    def _on_stop(self, event: Stop) -> list[Action]:
+        mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
+        if self.phase is Phase.STOPPING and event.graceful:
+            return []
+        self.phase = Phase.STOPPING
+        self.booting = None
+        self.respawn_at.clear()
+        actions: list[Action] = [
+            Log("info", "Shutting down gracefully" if event.graceful else "Shutting down now")
+        ]
+        for shard in self.shards.values():
+            actions += self._leave(shard, mode, event.now)
+        if not self.shards:
+            actions.append(Exit(self.exit_code))
+        return actions
+
+    def _on_tick(self, event: Tick) -> list[Action]:
+        now = event.now
+        actions: list[Action] = []
+        for shard in list(self.shards.values()):
+            actions += self._check_shard(shard, now)
+        for slot, due in list(self.respawn_at.items()):
+            if due <= now:
+                del self.respawn_at[slot]
+                actions.append(Spawn(slot, self.live))
+        return actions
+
+    def _check_shard(self, shard: Shard, now: float) -> list[Action]:
+        if shard.killed:
+            return []
+        if shard.kill_at is not None:
+            if now < shard.kill_at:
+                return []
+            message = f"Shard {shard.slot} (pid {shard.pid}) did not exit in time; killing it"
+        elif shard.state is ShardState.BOOTING and now - shard.since > self.timings.boot_timeout:
+            message = (f"Shard {shard.slot} (pid {shard.pid}) not ready after "
+                       f"{self.timings.boot_timeout:g}s; killing it")
+        elif (
+            shard.state is ShardState.READY
+            and self.timings.heartbeat_timeout
+            and now - shard.last_beat > self.timings.heartbeat_timeout
+        ):
+            message = (f"Shard {shard.slot} (pid {shard.pid}) blocked for more than "
+                       f"{self.timings.heartbeat_timeout:g}s; killing it")
+        else:
+            return []
+        shard.killed = True
+        shard.kill_at = None
+        return [Log("error", message), Signal(shard.pid, StopMode.KILL)]

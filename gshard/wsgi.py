@@ -1,0 +1,320 @@
+"""PEP 3333 without sockets: the environ, ``start_response`` and ``wsgi.input``.
+
+Everything here is driven by plain callables (``pull`` for body bytes,
+``write`` for output), so the WSGI rules are testable without a network.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+from gshard import SERVER_SOFTWARE
+from gshard.protocol import Request
+
+# --- environ ----------------------------------------------------------------
+
+
+def base_environ(
+    server_name: str, server_port: str, url_scheme: str, multiprocess: bool
+) -> dict[str, Any]:
+    """The keys that are the same for every request on one listener, built once."""
+    return {
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": url_scheme,
+        "wsgi.errors": sys.stderr,
+        # Greenlets run many requests of one process at once: the application
+        # sees the same concurrency as under threads.
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+
+
+def split_target(method: str, target: str) -> tuple[str, str]:
+    """(raw path, raw query) of a request target, whatever its form.
+
+    Absolute-form keeps only its path, so an application sees the same
+    PATH_INFO whether or not the client spoke to us as to a proxy.
+    """
+    if target[0] != "/":
+        if method == "CONNECT" or target == "*":
+            return "", ""
+        slash = target.find("/", target.find("://") + 3)
+        query_at = target.find("?")
+        if slash == -1 or (query_at != -1 and query_at < slash):
+            target = "/" + target[query_at:] if query_at != -1 else "/"
+        else:
+            target = target[slash:]
+    path, _, query = target.partition("?")
+    if "#" in path:
+        path = path.partition("#")[0]
+        query = ""
+    elif "#" in query:
+        query = query.partition("#")[0]
+    return path, query
+
+
+def make_environ(
+    request: Request,
+    base: dict[str, Any],
+    wsgi_input: Any,
+    remote: tuple[str, str],
+) -> dict[str, Any]:
+    """The environ for one request, starting from the listener's ``base``."""
+    path, query = split_target(request.method, request.target)
+    if "%" in path:
+        path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
+    environ = base.copy()
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = query
+    environ["RAW_URI"] = request.target
+    environ["SERVER_PROTOCOL"] = request.http_version
+    environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = remote
+    environ["wsgi.input"] = wsgi_input
+    if request.content_length is not None:
+        environ["CONTENT_LENGTH"] = str(request.content_length)
+    for name, value in request.headers:
+        if name == "CONTENT-TYPE":
+            environ["CONTENT_TYPE"] = value
+            continue
+        if name == "CONTENT-LENGTH":
+            continue
+        key = "HTTP_" + name.replace("-", "_")
+        if key in environ:
+            joiner = "; " if key == "HTTP_COOKIE" else ","
+            value = environ[key] + joiner + value
+        environ[key] = value
+    return environ
+
+
+# --- wsgi.input -----------------------------------------------------------------
+
+
+class InputStream:
+    """``wsgi.input``: a file-like reader over body pieces from ``pull``.
+
+    ``pull()`` returns the next piece of the de-chunked body, or ``b""`` at its
+    end; it may raise ``ProtocolError`` if the client breaks framing. Reads
+    stop at the end of the body, so an application can never read into the
+    next pipelined request.
+    """
+
+    __slots__ = ("_buf", "_done", "_pull")
+
+    def __init__(self, pull: Callable[[], bytes]) -> None:
+        self._pull = pull
+        self._buf = b""
+        self._done = False
+
+    def _fill(self) -> bool:
+        """Append one more piece to the buffer; False at the end of the body."""
+        if self._done:
+            return False
+        piece = self._pull()
+        if not piece:
+            self._done = True
+            return False
+        self._buf += piece
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        """Return what one more piece brings, at most ``size`` bytes."""
+        if not self._buf:
+            self._fill()
+        if size < 0:
+            size = len(self._buf)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
+        scanned = 0
+        while True:
+            end = self._buf.find(b"\n", scanned)
+            if end != -1:
+                cut = end + 1
+                break
+            if limit is not None and len(self._buf) >= limit:
+                cut = limit
+                break
+            scanned = len(self._buf)
+            if not self._fill():
+                cut = len(self._buf)
+                break
+        if limit is not None:
+            cut = min(cut, limit)
+        line, self._buf = self._buf[:cut], self._buf[cut:]
+        return line
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class _EmptyInput(InputStream):
+    """``wsgi.input`` for requests without a body; stateless, so shared."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(lambda: b"")
+        self._done = True
+
+
+EMPTY_INPUT = _EmptyInput()
+
+
+# --- start_response -------------------------------------------------------------
+
+_STATUS = re.compile(r"[1-9][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*")
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A value that could end the line or leave latin-1 (PEP 3333 native strings).
+_UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+     "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
+)
+
+
+class ResponseStart:
+    """The ``start_response`` callable for one request, checked per PEP 3333.
+
+    It refuses what would corrupt the stream: a field with CR, LF or another
+    control byte (header injection), a non-latin-1 value, a hop-by-hop field
+    (the server owns framing), a malformed status. ``Connection: close`` is
+    the one hop-by-hop field it accepts: it asks to end the connection after
+    the response, as gunicorn allows.
+    """
+
+    __slots__ = (
+        "close",
+        "content_length",
+        "has_date",
+        "has_server",
+        "headers",
+        "headers_sent",
+        "status",
+        "write",
+    )
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.content_length: int | None = None
+        self.close = False
+        self.has_date = False
+        self.has_server = False
+        self.headers_sent = False
+
+    def __call__(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: Any = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if type(status) is not str or _STATUS.fullmatch(status) is None:
+            raise ValueError(f"invalid status {status!r}")
+        self.headers = self._checked(headers)
+        self.status = status
+        return self.write
+
+    def _checked(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers to send; records what the server must know about them."""
+        self.content_length = None
+        self.close = self.has_date = self.has_server = False
+        if type(headers) is not list:
+            raise TypeError("response headers must be a list")
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2:
+                raise TypeError(f"response header {item!r} is not a (name, value) tuple")
+            name, value = item
+            if type(name) is not str or type(value) is not str:
+                raise TypeError(f"response header {item!r} is not two native strings")
+            if _FIELD_NAME.fullmatch(name) is None or _UNSAFE_VALUE.search(value):
+                raise ValueError(f"response header {item!r} has forbidden characters")
+            lower = name.lower()
+            if lower == "content-length":
+                if not (value.isdigit() and value.isascii()) or (
+                    self.content_length is not None and self.content_length != int(value)
+                ):
+                    raise ValueError(f"invalid Content-Length {value!r}")
+                self.content_length = int(value)
+            elif lower == "date":
+                self.has_date = True
+            elif lower == "server":
+                self.has_server = True
+            elif lower in _HOP_BY_HOP:
+                if lower == "connection" and value.strip().lower() == "close":
+                    self.close = True
+                    continue
+                raise ValueError(f"hop-by-hop header {name!r} is the server's to set")
+        if self.close:
+            return [h for h in headers if h[0].lower() != "connection"]
+        return headers
+
+
+# --- wsgi.file_wrapper ---------------------------------------------------------------
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``; the server sends a real file with ``sendfile``."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
