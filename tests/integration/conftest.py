@@ -1,0 +1,167 @@
+"""A fixture that runs real ``gshard`` processes on ephemeral loopback ports.
+
+Each server is started with ``--bind 127.0.0.1:0`` in its own session; the
+port is read from the manager's "Listening at" log line (no free-port
+guessing) and readiness from its "Ready" line (no sleeping). Output is read by
+threads into memory, so a chatty server never blocks on a full pipe, and
+tests can wait for log lines. At teardown every process group still alive is
+killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import FIXTURE_APPS
+
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class Output:
+    """Lines a stream produced, readable while the process runs."""
+
+    lines: list[str] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    closed: bool = False
+
+    def pump(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float, start: int = 0) -> re.Match:
+        """The first line from index ``start`` matching ``pattern``; fails the test on timeout."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            index = start
+            while True:
+                while index < len(self.lines):
+                    match = regex.search(self.lines[index])
+                    if match:
+                        return match
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    break
+                self.cond.wait(remaining)
+        raise AssertionError(
+            f"no line matching {pattern!r} within {timeout}s; output was:\n" + self.text
+        )
+
+    @property
+    def text(self) -> str:
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def count(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        with self.cond:
+            return sum(1 for line in self.lines if regex.search(line))
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    stdout: Output
+    stderr: Output
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait for the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def shard_pids(self) -> list[int]:
+        """PIDs of the manager's live children (its shards)."""
+        path = f"/proc/{self.pid}/task/{self.pid}/children"
+        with open(path) as handle:
+            return [int(p) for p in handle.read().split()]
+
+
+def launch(
+    app: str,
+    *args: str,
+    cwd: str | os.PathLike = FIXTURE_APPS,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start ``python -m gshard APP ARGS...`` without waiting for anything."""
+    cmd = [sys.executable, "-m", "gshard", app, *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    server = Server(proc, Output(), Output())
+    for output, stream in ((server.stdout, proc.stdout), (server.stderr, proc.stderr)):
+        threading.Thread(target=output.pump, args=(stream,), daemon=True).start()
+    return server
+
+
+def kill_group(server: Server) -> None:
+    try:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture
+def gshard_proc() -> Iterator[Callable[..., Server]]:
+    """Factory: ``gshard_proc("app:app", "--shards", "2")`` -> a ready ``Server``.
+
+    ``--bind 127.0.0.1:0`` is added unless the arguments bind themselves;
+    ``ready=False`` returns as soon as the process is started.
+    """
+    servers: list[Server] = []
+
+    def start(app: str, *args: str, ready: bool = True, **kwargs) -> Server:
+        if not any(a in ("-b", "--bind") or a.startswith("--bind=") for a in args):
+            args = ("--bind", "127.0.0.1:0", *args)
+        server = launch(app, *args, **kwargs)
+        servers.append(server)
+        if ready:
+            match = server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)", START_TIMEOUT)
+            server.port = int(match.group(1))
+            server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        return server
+
+    yield start
+    for server in servers:
+        kill_group(server)
