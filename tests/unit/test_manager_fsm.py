@@ -1,0 +1,272 @@
+"""The manager's rules, driven by events alone: no processes, no clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from gshard import manager_fsm as fsm
+from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
+from gshard.manager_fsm import StopMode
+
+TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
+
+
+class Driver:
+    """Plays the manager loop: performs Spawn actions by inventing PIDs."""
+
+    def __init__(self, slots: int = 3) -> None:
+        self.fsm = fsm.ManagerFSM(slots=slots, timings=TIMINGS)
+        self.now = 0.0
+        self.pids = itertools.count(100)
+        self.actions: list[fsm.Action] = []
+
+    def feed(self, event_type, *args) -> list[fsm.Action]:
+        """Handle one event (``now`` appended) and perform the spawns it asks for."""
+        out = []
+        pending = list(self.fsm.handle(event_type(*args, self.now)))
+        while pending:
+            action = pending.pop(0)
+            out.append(action)
+            if isinstance(action, fsm.Spawn):
+                pid = next(self.pids)
+                pending += self.fsm.handle(
+                    fsm.Spawned(pid, action.slot, action.generation, self.now)
+                )
+        self.actions += out
+        return out
+
+    def pids_of(self, generation: int) -> list[int]:
+        return sorted(s.pid for s in self.fsm.of_generation(generation))
+
+    def ready(self, *pids: int) -> list[fsm.Action]:
+        out = []
+        for pid in pids:
+            out += self.feed(fsm.Ready, pid)
+        return out
+
+    def started(self) -> list[int]:
+        """Start and bring generation 1 up; its PIDs."""
+        self.feed(fsm.Start)
+        pids = self.pids_of(1)
+        self.ready(*pids)
+        assert self.fsm.phase is fsm.Phase.RUNNING
+        return pids
+
+
+def signals(actions) -> dict[int, StopMode]:
+    return {a.pid: a.mode for a in actions if isinstance(a, fsm.Signal)}
+
+
+def spawns(actions) -> list[tuple[int, int]]:
+    return [(a.slot, a.generation) for a in actions if isinstance(a, fsm.Spawn)]
+
+
+def exits(actions) -> list[int]:
+    return [a.code for a in actions if isinstance(a, fsm.Exit)]
+
+
+def reload_results(actions) -> list[bool]:
+    return [a.ok for a in actions if isinstance(a, fsm.ReloadFinished)]
+
+
+def test_start_spawns_one_shard_per_slot_and_is_ready_only_when_all_are():
+    d = Driver(slots=3)
+    actions = d.feed(fsm.Start)
+    assert spawns(actions) == [(0, 1), (1, 1), (2, 1)]
+    first, second, third = d.pids_of(1)
+    d.ready(first, second)
+    assert d.fsm.phase is fsm.Phase.STARTING
+    d.ready(third)
+    assert d.fsm.phase is fsm.Phase.RUNNING
+    assert d.fsm.live == 1
+
+
+def test_import_error_at_first_start_halts_with_its_status_and_logs_once():
+    d = Driver(slots=3)
+    d.feed(fsm.Start)
+    a, b, c = d.pids_of(1)
+    d.feed(fsm.BootFailed, a, "Traceback...\nImportError: no module named flask")
+    d.feed(fsm.BootFailed, b, "Traceback...\nImportError: no module named flask")
+    tracebacks = [x for x in d.actions if isinstance(x, fsm.Log) and "Traceback" in x.message]
+    assert len(tracebacks) == 1
+    actions = d.feed(fsm.Exited, a, EXIT_APP_LOAD_ERROR)
+    assert signals(actions) == {b: StopMode.QUIT, c: StopMode.QUIT}
+    assert not spawns(actions)
+    assert exits(d.feed(fsm.Exited, b, EXIT_APP_LOAD_ERROR)) == []
+    assert exits(d.feed(fsm.Exited, c, 0)) == [EXIT_APP_LOAD_ERROR]
+
+
+def test_boot_timeout_at_first_start_kills_and_halts():
+    d = Driver(slots=1)
+    d.feed(fsm.Start)
+    (pid,) = d.pids_of(1)
+    d.now = TIMINGS.boot_timeout - 1
+    assert signals(d.feed(fsm.Tick)) == {}
+    d.now = TIMINGS.boot_timeout + 0.1
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}
+    assert signals(d.feed(fsm.Tick)) == {}  # killed once, not on every tick
+    assert exits(d.feed(fsm.Exited, pid, -9)) == [EXIT_BOOT_ERROR]
+
+
+def test_crashed_shard_is_respawned_at_once_then_with_growing_backoff():
+    d = Driver(slots=2)
+    first, _ = d.started()
+    assert spawns(d.feed(fsm.Exited, first, -9)) == [(0, 1)]
+    (replacement,) = [p for p in d.pids_of(1) if p > first + 1]
+    # The replacement dies while booting: the slot is failing, so wait.
+    actions = d.feed(fsm.Exited, replacement, 1)
+    assert spawns(actions) == []
+    due = d.fsm.next_deadline()
+    assert due is not None and due > d.now
+    d.now = due - 0.01
+    assert spawns(d.feed(fsm.Tick)) == []
+    d.now = due
+    assert spawns(d.feed(fsm.Tick)) == [(0, 1)]
+
+
+def test_a_shard_that_ran_well_is_respawned_without_delay():
+    d = Driver(slots=1)
+    (pid,) = d.started()
+    assert spawns(d.feed(fsm.Exited, pid, -9)) == [(0, 1)]
+    (second,) = d.pids_of(1)
+    d.ready(second)
+    d.now += fsm.STABLE_SECONDS + 1
+    assert spawns(d.feed(fsm.Exited, second, -9)) == [(0, 1)]
+
+
+def test_reload_boots_the_new_generation_before_draining_the_old():
+    d = Driver(slots=2)
+    old = d.started()
+    actions = d.feed(fsm.Reload)
+    assert spawns(actions) == [(0, 2), (1, 2)]
+    assert signals(actions) == {}
+    new = d.pids_of(2)
+    assert signals(d.ready(new[0])) == {}  # half a generation never replaces the old one
+    actions = d.ready(new[1])
+    assert signals(actions) == {pid: StopMode.DRAIN for pid in old}
+    assert reload_results(actions) == [True]
+    assert d.fsm.live == 2
+
+
+def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed():
+    d = Driver(slots=2)
+    old = d.started()
+    d.feed(fsm.Reload)
+    new = d.pids_of(2)
+    d.feed(fsm.BootFailed, new[0], "Traceback...\nSyntaxError: invalid syntax")
+    actions = d.feed(fsm.Exited, new[0], EXIT_APP_LOAD_ERROR)
+    assert signals(actions) == {new[1]: StopMode.QUIT}
+    assert reload_results(actions) == [False]
+    assert any("SyntaxError" in a.message for a in actions if isinstance(a, fsm.ReloadFinished))
+    assert d.fsm.live == 1 and d.fsm.phase is fsm.Phase.RUNNING
+    assert exits(d.feed(fsm.Exited, new[1], 0)) == []
+    assert all(d.fsm.shards[pid].state is fsm.ShardState.READY for pid in old)
+    # Fixed code: the next reload goes through.
+    d.feed(fsm.Reload)
+    newer = d.pids_of(3)
+    assert len(newer) == 2
+    assert signals(d.ready(*newer)) == {pid: StopMode.DRAIN for pid in old}
+
+
+def test_reload_boot_timeout_keeps_the_old_generation():
+    d = Driver(slots=1)
+    (old,) = d.started()
+    d.feed(fsm.Beat, old)
+    d.feed(fsm.Reload)
+    (new,) = d.pids_of(2)
+    d.now = TIMINGS.boot_timeout + 1
+    d.feed(fsm.Beat, old)
+    assert signals(d.feed(fsm.Tick)) == {new: StopMode.KILL}
+    actions = d.feed(fsm.Exited, new, -9)
+    assert reload_results(actions) == [False]
+    assert d.fsm.shards[old].state is fsm.ShardState.READY
+
+
+def test_a_newer_reload_supersedes_one_still_booting():
+    d = Driver(slots=1)
+    d.started()
+    d.feed(fsm.Reload)
+    (booting,) = d.pids_of(2)
+    actions = d.feed(fsm.Reload)
+    assert signals(actions) == {booting: StopMode.QUIT}
+    assert reload_results(actions) == [False]
+    assert spawns(actions) == [(0, 3)]
+
+
+def test_draining_shards_are_killed_after_the_graceful_timeout():
+    d = Driver(slots=1)
+    (old,) = d.started()
+    d.feed(fsm.Reload)
+    d.ready(*d.pids_of(2))
+    d.now += TIMINGS.graceful_timeout - 1
+    assert old not in signals(d.feed(fsm.Tick))
+    d.now += 2
+    assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
+
+
+def test_blocked_shard_is_killed_and_replaced():
+    d = Driver(slots=1)
+    (pid,) = d.started()
+    d.now = TIMINGS.heartbeat_timeout - 1
+    d.feed(fsm.Beat, pid)
+    d.now += TIMINGS.heartbeat_timeout - 0.5
+    assert signals(d.feed(fsm.Tick)) == {}
+    d.now += 1
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}
+    assert spawns(d.feed(fsm.Exited, pid, -9)) == [(0, 1)]
+
+
+def test_recycle_drains_only_once_the_successor_is_ready():
+    d = Driver(slots=2)
+    first, second = d.started()
+    actions = d.feed(fsm.RecycleRequested, first)
+    assert spawns(actions) == [(0, 1)]
+    assert signals(actions) == {}
+    assert spawns(d.feed(fsm.RecycleRequested, first)) == []  # one successor at a time
+    successor = max(d.pids_of(1))
+    assert signals(d.ready(successor)) == {first: StopMode.DRAIN}
+    assert second in d.fsm.shards and d.fsm.shards[second].state is fsm.ShardState.READY
+
+
+def test_failed_recycle_successor_leaves_its_predecessor_serving():
+    d = Driver(slots=1)
+    (pid,) = d.started()
+    d.feed(fsm.RecycleRequested, pid)
+    successor = max(d.pids_of(1))
+    actions = d.feed(fsm.Exited, successor, EXIT_APP_LOAD_ERROR)
+    assert spawns(actions) == [] and signals(actions) == {}
+    assert d.fsm.shards[pid].state is fsm.ShardState.READY
+
+
+@pytest.mark.parametrize(("graceful", "mode"), [(True, StopMode.DRAIN), (False, StopMode.QUIT)])
+def test_stop_signals_every_shard_and_exits_zero_when_all_are_gone(graceful, mode):
+    d = Driver(slots=2)
+    pids = d.started()
+    actions = d.feed(fsm.Stop, graceful)
+    assert signals(actions) == {pid: mode for pid in pids}
+    assert exits(d.feed(fsm.Exited, pids[0], 0)) == []
+    assert exits(d.feed(fsm.Exited, pids[1], 0)) == [0]
+
+
+def test_no_respawn_while_stopping():
+    d = Driver(slots=2)
+    pids = d.started()
+    d.feed(fsm.Stop, True)
+    assert spawns(d.feed(fsm.Exited, pids[0], -9)) == []
+
+
+def test_fast_stop_after_graceful_escalates_to_quit():
+    d = Driver(slots=1)
+    (pid,) = d.started()
+    d.feed(fsm.Stop, True)
+    assert signals(d.feed(fsm.Stop, False)) == {pid: StopMode.QUIT}
+
+
+def test_reload_is_refused_before_the_first_generation_serves():
+    d = Driver(slots=1)
+    d.feed(fsm.Start)
+    actions = d.feed(fsm.Reload)
+    assert reload_results(actions) == [False]
+    assert spawns(actions) == []
