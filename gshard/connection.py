@@ -309,10 +309,10 @@ class Connection:
             if not isinstance(data, (bytearray, memoryview)):
                 raise TypeError(f"response body must be bytes, not {type(data).__name__}")
             data = bytes(data)
-        framed = self.proto.response_data(data)
+        # The head first: it decides how the body is framed (chunked, length, none).
+        head = b"" if response.headers_sent else self._head()
+        framed = head + self.proto.response_data(data)
         self.sent += len(data)
-        if not response.headers_sent:
-            framed = self._head() + framed
         if framed:
             self.sock.settimeout(self.ctx.body_timeout)
             self.sock.sendall(framed)

@@ -10,6 +10,7 @@ killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -132,14 +133,10 @@ def launch(
 
 
 def kill_group(server: Server) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(server.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 @pytest.fixture

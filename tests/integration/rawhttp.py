@@ -1,0 +1,196 @@
+"""A strict raw-socket HTTP/1.x client for tests that must see the bytes.
+
+``requests`` hides framing (it reuses or drops connections, de-chunks, skips
+100 Continue); these tests need to know exactly where one response ends and
+the next begins, whether a connection was closed, and whether a chunked body
+was terminated. Every read has a deadline.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass
+class Response:
+    version: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    chunked: bool = False
+    complete: bool = True  # False: the connection ended before the body did
+
+    def header(self, name: str) -> str | None:
+        """The value of the (single) header ``name``, case-insensitively."""
+        values = [v for n, v in self.headers if n.lower() == name.lower()]
+        assert len(values) <= 1, f"{name} appears {len(values)} times: {self.headers}"
+        return values[0] if values else None
+
+
+class Closed(Exception):
+    """The server closed the connection where a response was expected."""
+
+
+class Conn:
+    """One client connection with its own receive buffer."""
+
+    def __init__(self, sock: socket.socket, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.buf = b""
+        self.eof = False
+
+    @classmethod
+    def tcp(cls, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> Conn:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, timeout)
+
+    @classmethod
+    def unix(cls, path: str, timeout: float = DEFAULT_TIMEOUT) -> Conn:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(path)
+        return cls(sock, timeout)
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    # --- reading -----------------------------------------------------------
+
+    def _fill(self, deadline: float) -> bool:
+        """Receive more bytes; False at EOF. Raises TimeoutError past ``deadline``."""
+        if self.eof:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no data from the server in time")
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _take_line(self, deadline: float) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise Closed(f"connection closed inside a line; pending {self.buf[:200]!r}")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _take(self, size: int, deadline: float) -> bytes | None:
+        while len(self.buf) < size:
+            if not self._fill(deadline):
+                return None
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    def read_head(self, timeout: float | None = None) -> Response:
+        """The next response head (status line and fields), body left unread."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise Closed(f"connection closed before a response head; got {self.buf[:200]!r}")
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, *reason = lines[0].split(" ", 2)
+        assert version in ("HTTP/1.0", "HTTP/1.1"), f"bad status line {lines[0]!r}"
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            assert sep and name == name.strip(), f"bad header line {line!r}"
+            headers.append((name, value.strip()))
+        return Response(version, int(status), reason[0] if reason else "", headers, b"")
+
+    def read_response(self, method: str = "GET", timeout: float | None = None) -> Response:
+        """The next final response with its body, framed as RFC 9112 6.3 says.
+
+        Interim (1xx) responses are returned too; the caller decides. A body
+        cut short by a close gives ``complete=False`` instead of raising.
+        """
+        deadline = time.monotonic() + (timeout or self.timeout)
+        response = self.read_head(timeout)
+        if method == "HEAD" or response.status < 200 or response.status in (204, 304):
+            return response
+        coding = response.header("Transfer-Encoding")
+        length = response.header("Content-Length")
+        if coding is not None:
+            assert coding.lower() == "chunked", f"unexpected Transfer-Encoding {coding!r}"
+            assert length is None, "both Transfer-Encoding and Content-Length"
+            response.chunked = True
+            response.body, response.complete = self._read_chunked(deadline)
+        elif length is not None:
+            body = self._take(int(length), deadline)
+            if body is None:
+                response.body, self.buf, response.complete = self.buf, b"", False
+            else:
+                response.body = body
+        else:
+            while self._fill(deadline):
+                pass
+            response.body, self.buf = self.buf, b""
+        return response
+
+    def _read_chunked(self, deadline: float) -> tuple[bytes, bool]:
+        body = b""
+        try:
+            while True:
+                size_line = self._take_line(deadline)
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    while self._take_line(deadline):  # trailers, up to the empty line
+                        pass
+                    return body, True
+                data = self._take(size + 2, deadline)
+                if data is None:
+                    return body + self.buf, False
+                assert data.endswith(b"\r\n"), f"chunk not followed by CRLF: {data[-8:]!r}"
+                body += data[:-2]
+        except Closed:
+            return body, False
+
+    def wait_closed(self, timeout: float = 3.0) -> bool:
+        """True if the server closes the connection within ``timeout`` sending nothing more.
+
+        Fails the test if bytes arrive instead; False if it stays open.
+        """
+        assert not self.buf, f"unexpected bytes from the server: {self.buf[:200]!r}"
+        deadline = time.monotonic() + timeout
+        try:
+            closed = not self._fill(deadline)
+        except TimeoutError:
+            return False
+        assert closed and not self.buf, f"unexpected bytes from the server: {self.buf[:200]!r}"
+        return True
+
+
+def request_bytes(method: str, path: str, version: str = "HTTP/1.1",
+                  headers: tuple[tuple[str, str], ...] = (), body: bytes = b"",
+                  host: bool = True) -> bytes:
+    """A request with ``Host`` (unless told not to) and a Content-Length for a body."""
+    lines = [f"{method} {path} {version}"]
+    if host:
+        lines.append("Host: test")
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body and not any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
