@@ -1,0 +1,109 @@
+"""How responses are framed: chunked, close-delimited, write(), close(), file_wrapper."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import time
+
+import pytest
+import requests
+
+from tests.integration.rawhttp import Conn, request_bytes
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "payload.bin"
+    path.write_bytes(os.urandom(3 * 1024 * 1024 + 123))  # several sendfile rounds, odd size
+    return path
+
+
+@pytest.fixture
+def streaming(gshard_proc, data_file):
+    return gshard_proc("streaming:app", "--shards", "1",
+                       env={"GSHARD_TEST_FILE": str(data_file)})
+
+
+def test_no_length_on_http11_is_chunked(streaming):
+    with Conn.tcp(streaming.port) as conn:
+        for _ in range(2):  # and the connection stays usable after it
+            conn.send(request_bytes("GET", "/nolength"))
+            response = conn.read_response()
+            assert response.status == 200
+            assert response.header("Transfer-Encoding") == "chunked"
+            assert response.header("Content-Length") is None
+            assert response.complete
+            assert response.body == b"alpha,beta,gamma"
+        assert conn.buf == b""
+
+
+def test_no_length_on_http10_ends_with_close(streaming):
+    with Conn.tcp(streaming.port) as conn:
+        conn.send(request_bytes("GET", "/nolength", "HTTP/1.0",
+                                (("Connection", "keep-alive"),)))
+        response = conn.read_response()  # no length, no chunking: reads to EOF
+        assert response.status == 200
+        assert response.header("Transfer-Encoding") is None
+        assert response.header("Content-Length") is None
+        assert response.header("Connection") != "keep-alive"
+        assert response.body == b"alpha,beta,gamma"
+        assert conn.eof
+
+
+def test_write_callable(streaming):
+    response = requests.get(streaming.url + "/write", timeout=5)
+    assert response.status_code == 200
+    assert response.content == b"written-1,written-2,returned"
+    with Conn.tcp(streaming.port) as conn:
+        conn.send(request_bytes("GET", "/write", "HTTP/1.0"))
+        response = conn.read_response()
+        assert response.body == b"written-1,written-2,returned"
+        assert conn.eof
+
+
+def test_iterable_closed_after_a_complete_response(streaming):
+    response = requests.get(streaming.url + "/tracked?token=full&chunks=3", timeout=5)
+    assert response.content == b"x" * 3 * 16384
+    streaming.stderr.wait_for(r"CLOSED full sent=3 finished=True", timeout=5)
+
+
+def test_iterable_closed_when_client_disconnects_mid_stream(streaming):
+    conn = Conn.tcp(streaming.port)
+    # 10000 chunks 10 ms apart would take 100 s: the client leaves long before.
+    conn.send(request_bytes("GET", "/tracked?token=gone&chunks=10000&delay=0.01"))
+    response = conn.read_head()
+    assert response.status == 200 and response.header("Transfer-Encoding") == "chunked"
+    deadline = time.monotonic() + 5
+    while len(conn.buf) < 5 * 16384:  # the stream is flowing
+        assert conn._fill(deadline)
+    # Abort (RST), so the server's next send fails at once.
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    match = streaming.stderr.wait_for(r"CLOSED gone sent=(\d+) finished=(\w+)", timeout=10)
+    assert match.group(2) == "False"
+    assert int(match.group(1)) < 10000
+    # The shard is fine.
+    assert requests.get(streaming.url + "/nolength", timeout=5).content == b"alpha,beta,gamma"
+
+
+def test_file_wrapper_sends_the_file(streaming, data_file):
+    expected = data_file.read_bytes()
+    response = requests.get(streaming.url + "/file", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Length"] == str(len(expected))
+    assert "Transfer-Encoding" not in response.headers
+    assert len(response.content) == len(expected)
+    assert hashlib.sha256(response.content).digest() == hashlib.sha256(expected).digest()
+    # Twice on one keep-alive connection, then HEAD: same length, no body.
+    with Conn.tcp(streaming.port, timeout=10) as conn:
+        conn.send(request_bytes("GET", "/file") + request_bytes("HEAD", "/file")
+                  + request_bytes("GET", "/nolength"))
+        response = conn.read_response()
+        assert response.body == expected
+        head = conn.read_response("HEAD")
+        assert head.status == 200
+        assert head.header("Content-Length") in (str(len(expected)), None)
+        assert conn.read_response().body == b"alpha,beta,gamma"

@@ -1,0 +1,77 @@
+"""Persistent connections: pipelining, HTTP/1.0 keep-alive, Connection: close, idle timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.integration.rawhttp import Conn, request_bytes
+
+
+@pytest.fixture
+def echo(gshard_proc):
+    return gshard_proc("echo:app", "--shards", "1", "--keep-alive", "1")
+
+
+def test_three_pipelined_requests_answered_in_order(echo):
+    with Conn.tcp(echo.port) as conn:
+        conn.send(
+            request_bytes("GET", "/first?n=1")
+            + request_bytes("POST", "/second", body=b"payload-two")
+            + request_bytes("GET", "/third")
+        )
+        got = []
+        for _ in range(3):
+            response = conn.read_response()
+            assert response.status == 200
+            got.append(json.loads(response.body))
+        assert [g["path"] for g in got] == ["/first", "/second", "/third"]
+        assert got[0]["query"] == "n=1"
+        assert got[1]["method"] == "POST" and got[1]["body_len"] == len(b"payload-two")
+        assert conn.buf == b""
+
+
+def test_http10_keep_alive_is_kept(echo):
+    with Conn.tcp(echo.port) as conn:
+        for path in ("/a", "/b"):
+            conn.send(request_bytes("GET", path, "HTTP/1.0", (("Connection", "keep-alive"),)))
+            response = conn.read_response()
+            assert response.version == "HTTP/1.0"
+            assert response.header("Connection") == "keep-alive"
+            assert json.loads(response.body)["path"] == path
+        assert conn.wait_closed(timeout=0.3) is False
+
+
+def test_http10_without_keep_alive_is_closed(echo):
+    with Conn.tcp(echo.port) as conn:
+        conn.send(request_bytes("GET", "/a", "HTTP/1.0", host=False))
+        response = conn.read_response()
+        assert response.status == 200
+        assert json.loads(response.body)["protocol"] == "HTTP/1.0"
+        assert conn.wait_closed(timeout=3)
+
+
+def test_connection_close_closes_after_the_response(echo):
+    with Conn.tcp(echo.port) as conn:
+        # The request behind the closing one must not be answered.
+        conn.send(request_bytes("GET", "/last", headers=(("Connection", "close"),))
+                  + request_bytes("GET", "/never"))
+        response = conn.read_response()
+        assert response.status == 200
+        assert response.header("Connection") == "close"
+        assert json.loads(response.body)["path"] == "/last"
+        assert conn.wait_closed(timeout=3)
+
+
+def test_idle_keep_alive_connection_closed_after_timeout(echo):
+    with Conn.tcp(echo.port) as conn:
+        conn.send(request_bytes("GET", "/one"))
+        assert conn.read_response().status == 200
+        conn.send(request_bytes("GET", "/two"))  # reused before the timeout
+        assert conn.read_response().status == 200
+        idle_from = time.monotonic()
+        assert conn.wait_closed(timeout=4), "idle connection still open after 4 s"
+        idle = time.monotonic() - idle_from
+        assert 0.8 <= idle <= 2.5, f"closed after {idle:.2f}s with --keep-alive 1"
