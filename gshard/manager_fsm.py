@@ -379,11 +379,10 @@ class ManagerFSM:
             return [Log("warning", message), ReloadFinished(False, message)]
         actions: list[Action] = []
         if self.booting is not None:
-            superseded = self.booting
-            for shard in self.of_generation(superseded):
+            # Newer code was deployed while the last reload booted: boot that
+            # instead. Whoever waits on a reload hears how this one ends.
+            for shard in self.of_generation(self.booting):
                 actions += self._leave(shard, StopMode.QUIT, event.now)
-            actions.append(ReloadFinished(False, f"Generation {superseded} was superseded "
-                                                 "by a newer reload"))
         actions += self._boot_generation()
         actions.insert(0, Log("info", f"Reloading: booting generation {self.booting}"))
         return actions
