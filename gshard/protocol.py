@@ -301,6 +301,7 @@ class ServerConnection:
         self._eof = False
         self._checked = 0  # head bytes already checked for bare LF and line sizes
         self._line_start = 0  # start of the head line being received
+        self._head_lines = 0  # complete lines in the partial head (request line included)
         # body
         self._remaining = 0  # Content-Length left, or bytes left in this chunk
         self._chunk = _Chunk.SIZE
@@ -344,7 +345,7 @@ class ServerConnection:
         buf = self._buf
         while buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
             del buf[:2]
-            self._checked = self._line_start = 0
+            self._checked = self._line_start = self._head_lines = 0
         end = buf.find(b"\r\n\r\n")
         if end == -1:
             self._check_partial_head()
@@ -359,7 +360,7 @@ class ServerConnection:
             raise ProtocolError("request head too large", 431)
         head = bytes(buf[:end])
         del buf[:end]
-        self._checked = self._line_start = 0
+        self._checked = self._line_start = self._head_lines = 0
         request = parse_head(head, self.limits)
         self._begin(request)
         return request
@@ -370,9 +371,12 @@ class ServerConnection:
         if _BARE_LF.search(buf, max(self._checked - 1, 0)):
             raise ProtocolError("bare LF in request head", 400)
         last_lf = buf.rfind(b"\n", self._checked)
+        self._head_lines += buf.count(b"\n", self._checked)
         self._checked = len(buf)
         if last_lf != -1:
             self._line_start = last_lf + 1
+        if self._head_lines - 1 > self.limits.fields:
+            raise ProtocolError("too many header fields", 431)
         if self._line_start == 0:
             if len(buf) > self.limits.request_line + 2:
                 raise ProtocolError("request line too long", 414)

@@ -1,0 +1,773 @@
+"""The sans-IO HTTP/1.1 parser and response framing, without sockets.
+
+The first half replays gunicorn's request corpus (shared with the black-box
+runner) through a ``ServerConnection`` fed whole, split at every byte
+position, byte by byte and in random pieces: how the bytes arrive must never
+change what the parser makes of them. The rest pins single rules, each with
+the status the client gets.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from gshard.errors import ProtocolError
+from gshard.protocol import (
+    CONNECTION_CLOSED,
+    END_OF_MESSAGE,
+    Data,
+    Limits,
+    Need,
+    Request,
+    ServerConnection,
+    State,
+    parse_head,
+)
+from gshard.wsgi import split_target
+from tests.conftest import CORPUS_DIR
+
+if str(CORPUS_DIR) not in sys.path:
+    sys.path.insert(0, str(CORPUS_DIR))
+
+import run_corpus  # the shared corpus runner, found through CORPUS_DIR
+
+# --- driving a connection the way gshard/connection.py does -----------------------
+
+
+@dataclass
+class Exchange:
+    """What a connection made of a byte stream: requests with their bodies, and the end."""
+
+    requests: list  # [(Request, body bytes)]
+    end: str  # "close": the server ends the connection; "eof": the client closed
+
+
+def exchange(chunks, limits=None) -> Exchange:
+    """Feed ``chunks`` one ``receive_data`` at a time, then EOF; answer each request.
+
+    Each request is answered with an empty 200 before the next cycle, as the
+    real connection does. ``ProtocolError`` propagates.
+    """
+    conn = ServerConnection(limits)
+    pending = [*chunks, b""]  # b"" is the client's EOF
+    requests = []
+    while True:
+        event = conn.next_event()
+        if event is Need.DATA:
+            if not pending:
+                raise AssertionError("parser asked for data after EOF")
+            conn.receive_data(pending.pop(0))
+        elif isinstance(event, Request):
+            requests.append([event, b""])
+        elif isinstance(event, Data):
+            assert event.data, "empty Data event"
+            requests[-1][1] += event.data
+        elif event is END_OF_MESSAGE:
+            assert requests[-1][0].chunked
+        elif event is Need.PAUSED:
+            conn.response_head("200 OK", [], 0)
+            conn.response_end()
+            if not conn.start_next_cycle():
+                return Exchange([tuple(r) for r in requests], "close")
+        elif event is CONNECTION_CLOSED:
+            assert not pending, "connection reported closed before EOF was fed"
+            return Exchange([tuple(r) for r in requests], "eof")
+        else:
+            raise AssertionError(f"unexpected event {event!r}")
+
+
+def outcome(chunks, limits=None):
+    """A comparable summary: ("error", status) or ("ok", requests, end)."""
+    try:
+        result = exchange(chunks, limits)
+    except ProtocolError as exc:
+        return ("error", exc.status)
+    return ("ok", tuple((req, body) for req, body in result.requests), result.end)
+
+
+def every_split(data):
+    for cut in range(1, len(data)):
+        yield [data[:cut], data[cut:]]
+
+
+def byte_by_byte(data):
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def random_splits(data, seed, rounds=20):
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        pieces, pos = [], 0
+        while pos < len(data):
+            size = rng.randint(1, max(1, len(data) // 3))
+            pieces.append(data[pos : pos + size])
+            pos += size
+        yield pieces
+
+
+# --- the corpus ---------------------------------------------------------------------
+
+REFUSAL_STATUSES = {400, 413, 414, 431, 501, 505}
+
+
+def _runnable(case) -> bool:
+    """Cases a server in its default configuration is held to (as the runner decides)."""
+    if not case.settings:
+        return True
+    return case.kind == "invalid" and set(case.settings) == {"proxy_protocol"}
+
+
+CASES = [c for c in run_corpus.load_corpus(str(CORPUS_DIR / "gunicorn")) if _runnable(c)]
+VALID = [c for c in CASES if c.kind == "valid"]
+INVALID = [c for c in CASES if c.kind == "invalid"]
+
+
+def test_corpus_is_there():
+    # A missing corpus must fail loudly, not leave the parametrized tests empty.
+    assert len(VALID) > 40
+    assert len(INVALID) > 60
+
+
+def wire_bytes(case) -> bytes:
+    """The bytes the runner sends: Host added where HTTP/1.1 needs it, 099's length fixed."""
+    data, _ = run_corpus.fix_content_length(case, run_corpus.add_missing_host(case))
+    return data
+
+
+def owed_requests(case):
+    """The expected requests up to and including the first that ends the connection.
+
+    gshard answers CONNECT and then closes (a tunnel is not its to serve), so a
+    CONNECT request ends the connection too.
+    """
+    owed = []
+    for req in case.requests:
+        owed.append(req)
+        if run_corpus._wants_close(req) == "close" or req.method == "CONNECT":
+            break
+    return owed
+
+
+def check_valid(case, got):
+    """Assert that an outcome is what the expectation file describes."""
+    if got[0] == "error":
+        allowed, _ = run_corpus.RFC_MAY_REFUSE.get(case.name, ((), ""))
+        assert got[1] in allowed, f"{case.name} refused with {got[1]}"
+        return
+    _, requests, end = got
+    owed = owed_requests(case)
+    assert len(requests) == len(owed), f"{case.name}: {len(requests)} requests"
+    for (request, body), want in zip(requests, owed, strict=True):
+        assert request.method == want.method
+        assert request.target == want.raw_uri
+        assert request.http_version == f"HTTP/{want.version[0]}.{want.version[1]}"
+        if want.method != "CONNECT" and want.raw_uri != "*":
+            assert split_target(request.method, request.target) == (want.path, want.query)
+        assert body == want.body
+        # Header order and values as gunicorn parsed them, minus fields with "_"
+        # (dropped on purpose) and the Host the runner inserted.
+        expected = [(k, v) for k, v in want.headers if "_" not in k]
+        headers = list(request.headers)
+        if want.version == (1, 1) and not any(k == "HOST" for k, _ in want.headers):
+            headers.remove(("HOST", "localhost"))
+        if len(want.body) != int(dict(want.headers).get("CONTENT-LENGTH", len(want.body))):
+            # valid/099: the runner corrected the length the file declares.
+            headers = [h for h in headers if h[0] != "CONTENT-LENGTH"]
+            expected = [h for h in expected if h[0] != "CONTENT-LENGTH"]
+        assert headers == expected
+    last = owed[-1]
+    closes = run_corpus._wants_close(last) == "close" or last.method == "CONNECT"
+    assert end == ("close" if closes else "eof")
+
+
+def check_invalid(case, got, whole_status):
+    assert got[0] == "error", f"{case.name} accepted: {got}"
+    assert got[1] in REFUSAL_STATUSES | {None}
+    # How the bytes are split must not change the verdict.
+    assert got[1] == whole_status
+
+
+def _ids(cases):
+    return [c.name for c in cases]
+
+
+@pytest.mark.parametrize("case", VALID, ids=_ids(VALID))
+def test_valid_whole(case):
+    check_valid(case, outcome([wire_bytes(case)]))
+
+
+@pytest.mark.parametrize("case", VALID, ids=_ids(VALID))
+def test_valid_split_everywhere(case):
+    data = wire_bytes(case)
+    whole = outcome([data])
+    for chunks in every_split(data):
+        got = outcome(chunks)
+        assert got == whole, f"split at {len(chunks[0])}"
+    check_valid(case, whole)
+
+
+@pytest.mark.parametrize("case", VALID, ids=_ids(VALID))
+def test_valid_byte_by_byte_and_random(case):
+    data = wire_bytes(case)
+    check_valid(case, outcome(byte_by_byte(data)))
+    for chunks in random_splits(data, seed=case.name):
+        check_valid(case, outcome(chunks))
+
+
+@pytest.mark.parametrize("case", INVALID, ids=_ids(INVALID))
+def test_invalid_refused_however_split(case):
+    data = wire_bytes(case)
+    whole = outcome([data])
+    assert whole[0] == "error", f"{case.name} accepted whole: {whole}"
+    check_invalid(case, whole, whole[1])
+    for chunks in every_split(data):
+        check_invalid(case, outcome(chunks), whole[1])
+    check_invalid(case, outcome(byte_by_byte(data)), whole[1])
+    for chunks in random_splits(data, seed=case.name):
+        check_invalid(case, outcome(chunks), whole[1])
+
+
+def test_may_refuse_cases_are_in_the_run():
+    # The RFC_MAY_REFUSE allowance must apply to cases actually exercised.
+    names = {c.name for c in VALID}
+    assert set(run_corpus.RFC_MAY_REFUSE) <= names
+
+
+# --- focused parser rules ---------------------------------------------------------------
+
+
+def refusal(data: bytes, limits: Limits | None = None) -> int | None:
+    """The status the parser refuses ``data`` with, without any more bytes or EOF.
+
+    Fails if the parser accepts the request or waits for more data instead.
+    """
+    conn = ServerConnection(limits)
+    conn.receive_data(data)
+    with pytest.raises(ProtocolError) as info:
+        while True:
+            event = conn.next_event()
+            if isinstance(event, Need):
+                pytest.fail(f"not refused: parser returned {event}")
+    return info.value.status
+
+
+def events(data: bytes, limits: Limits | None = None, eof: bool = False) -> list:
+    """Every event until the parser needs something (data or the end of a response)."""
+    conn = ServerConnection(limits)
+    conn.receive_data(data)
+    if eof:
+        conn.receive_data(b"")
+    out = []
+    while True:
+        event = conn.next_event()
+        out.append(event)
+        if isinstance(event, Need) or event is CONNECTION_CLOSED:
+            return out
+
+
+def head(*fields: str, line: str = "GET / HTTP/1.1") -> bytes:
+    return ("\r\n".join([line, *fields]) + "\r\n\r\n").encode("latin-1")
+
+
+def test_simple_request():
+    request, paused = events(head("Host: example.com", "Accept: */*"))
+    assert request.method == "GET"
+    assert request.target == "/"
+    assert request.http_version == "HTTP/1.1"
+    assert request.headers == (("HOST", "example.com"), ("ACCEPT", "*/*"))
+    assert request.content_length is None
+    assert not request.chunked
+    assert paused is Need.PAUSED
+
+
+def test_request_line_limit():
+    limits = Limits(request_line=30)
+    fits = "GET /" + "a" * 16 + " HTTP/1.1"  # exactly 30 bytes
+    assert len(fits) == 30
+    assert isinstance(events(head("Host: h", line=fits), limits)[0], Request)
+    too_long = "GET /" + "a" * 17 + " HTTP/1.1"
+    assert refusal(head("Host: h", line=too_long), limits) == 414
+
+
+def test_request_line_refused_before_crlf_arrives():
+    assert refusal(b"GET /" + b"a" * 5000) == 414
+    assert refusal(b"GET /" + b"a" * 60, Limits(request_line=30)) == 414
+    # A partial line within the limit is still waited for.
+    assert events(b"GET /" + b"a" * 20, Limits(request_line=30)) == [Need.DATA]
+
+
+def test_too_many_fields():
+    limits = Limits(fields=3)
+    assert isinstance(events(head("Host: h", "A: 1", "B: 2"), limits)[0], Request)
+    assert refusal(head("Host: h", "A: 1", "B: 2", "C: 3"), limits) == 431
+    assert refusal(head("Host: h", *(f"X-{i}: {i}" for i in range(100)))) == 431
+
+
+def test_too_many_fields_refused_while_incomplete():
+    limits = Limits(fields=3)
+    partial = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD"
+    assert refusal(partial, limits) == 431
+    assert events(b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n", limits) == [Need.DATA]
+
+
+def test_field_line_limit():
+    limits = Limits(field_size=20)
+    fits = "X-Long: " + "v" * 10  # 18 bytes + CRLF = 20, counted as gunicorn does
+    assert isinstance(events(head("Host: h", fits), limits)[0], Request)
+    assert refusal(head("Host: h", fits + "v"), limits) == 431
+
+
+def test_field_line_refused_while_incomplete():
+    assert refusal(b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"v" * 9000) == 431
+    limits = Limits(field_size=20)
+    assert refusal(b"GET / HTTP/1.1\r\nX: " + b"v" * 30, limits) == 431
+    assert events(b"GET / HTTP/1.1\r\nX: " + b"v" * 10, limits) == [Need.DATA]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(head(), id="no-host-http11"),
+        pytest.param(head("Host: a", "Host: b"), id="two-hosts"),
+        pytest.param(head("Host: a", "Host: a"), id="two-identical-hosts"),
+        pytest.param(
+            head("Host: h", "Content-Length: 5", "Transfer-Encoding: chunked"), id="cl-and-te"
+        ),
+        pytest.param(
+            head("Host: h", "Transfer-Encoding: chunked", "Content-Length: 5"), id="te-and-cl"
+        ),
+        pytest.param(head("Host: h", "Content-Length: 5", "Content-Length: 6"), id="cl-differ"),
+        pytest.param(head("Host: h", "Content-Length: 5, 5"), id="cl-list"),
+        pytest.param(head("Host: h", "Content-Length: +5"), id="cl-plus"),
+        pytest.param(head("Host: h", "Content-Length: -1"), id="cl-negative"),
+        pytest.param(head("Host: h", "Content-Length: 0x5"), id="cl-hex"),
+        pytest.param(head("Host: h", "Content-Length: 5a"), id="cl-suffix"),
+        pytest.param(head("Host: h", "Content-Length: 5 5"), id="cl-space"),
+        pytest.param(head("Host: h", "Content-Length:"), id="cl-empty"),
+        pytest.param(head("Host: h", "Content-Length: \xb2"), id="cl-non-ascii-digit"),
+        pytest.param(head("Host: h", "X-A: a", " folded"), id="obs-fold-space"),
+        pytest.param(head("Host: h", "X-A: a", "\tfolded"), id="obs-fold-tab"),
+        pytest.param(head("Host : h"), id="space-before-colon"),
+        pytest.param(head("Host: h", "X-A\t: a"), id="tab-before-colon"),
+        pytest.param(head("Host: h", "X-A: a\x00b"), id="nul-in-value"),
+        pytest.param(head("Host: h", "X-A: a\rb"), id="cr-in-value"),
+        pytest.param(head("Host: h", "X-A: a\x01b"), id="ctl-in-value"),
+        pytest.param(head("Host: h", "X-A: a\x7fb"), id="del-in-value"),
+        pytest.param(head("Host: h", "X-A: a\x1bb"), id="esc-in-value"),
+        pytest.param(head("Host: h", "X A: a"), id="space-in-name"),
+        pytest.param(head("Host: h", ": a"), id="empty-name"),
+        pytest.param(head("Host: h", "X-A"), id="no-colon"),
+        pytest.param(b"GET / HTTP/1.1\nHost: h\n\n", id="bare-lf-everywhere"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: h\n\r\n", id="bare-lf-after-field"),
+        pytest.param(b"GET / HTTP/1.1\nHost: h\r\n\r\n", id="bare-lf-after-request-line"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n", id="bare-cr"),
+        pytest.param(head("Host: h", line="get / HTTP/1.1"), id="lower-case-method"),
+        pytest.param(head("Host: h", line="Get / HTTP/1.1"), id="mixed-case-method"),
+        pytest.param(head("Host: h", line="GET  / HTTP/1.1"), id="double-space"),
+        pytest.param(head("Host: h", line="GET / HTTP/1.1 "), id="trailing-space"),
+        pytest.param(head("Host: h", line="GET /"), id="no-version"),
+        pytest.param(head("Host: h", line="GET / http/1.1"), id="lower-case-http"),
+        pytest.param(head("Host: h", line="GET * HTTP/1.1"), id="asterisk-with-get"),
+        pytest.param(head("Host: h", line="GET h:80 HTTP/1.1"), id="authority-with-get"),
+        pytest.param(head("Host: h", line="GET x/y HTTP/1.1"), id="relative-target"),
+        pytest.param(head("Host: h", "Transfer-Encoding: gzip"), id="te-gzip-alone"),
+        pytest.param(head("Host: h", "Transfer-Encoding: chunked, gzip"), id="te-not-last"),
+        pytest.param(head("Host: h", "Transfer-Encoding: chunked, chunked"), id="chunked-twice"),
+        pytest.param(
+            head("Host: h", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked"),
+            id="chunked-twice-two-fields",
+        ),
+        pytest.param(head("Host: h", "Transfer-Encoding: ,chunked"), id="te-empty-coding"),
+        pytest.param(
+            head("Transfer-Encoding: chunked", line="POST / HTTP/1.0"), id="te-in-http10"
+        ),
+        pytest.param(
+            head("Host: h", "Content-Type: a", "Content-Type: b"), id="two-content-types"
+        ),
+    ],
+)
+def test_bad_request_400(data):
+    assert refusal(data) == 400
+
+
+CHUNKED = head("Host: h", "Transfer-Encoding: chunked", line="POST / HTTP/1.1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"+5\r\nhello\r\n0\r\n\r\n", id="plus-sign"),
+        pytest.param(b"-5\r\nhello\r\n0\r\n\r\n", id="minus-sign"),
+        pytest.param(b"0x5\r\nhello\r\n0\r\n\r\n", id="0x-prefix"),
+        pytest.param(b"1" + b"0" * 15 + b"\r\n", id="16-hex-digits"),
+        pytest.param(b"f" * 20 + b"\r\n", id="overflow"),
+        pytest.param(b"\r\n", id="empty-size"),
+        pytest.param(b"5 \r\nhello\r\n0\r\n\r\n", id="space-after-size"),
+        pytest.param(b"5;\r\nhello\r\n0\r\n\r\n", id="empty-extension"),
+        pytest.param(b"5\nhello\r\n0\r\n\r\n", id="bare-lf-size"),
+        pytest.param(b"5\r\nhelloXX0\r\n\r\n", id="no-crlf-after-data"),
+        pytest.param(b"5\r\nhello\n0\r\n\r\n", id="lf-after-data"),
+        pytest.param(b"5\r\nhello\r\n0\r\nHost: evil\r\n\r\n", id="trailer-host"),
+        pytest.param(b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", id="trailer-cl"),
+        pytest.param(
+            b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", id="trailer-te"
+        ),
+        pytest.param(b"5\r\nhello\r\n0\r\nX : y\r\n\r\n", id="trailer-malformed"),
+    ],
+)
+def test_bad_chunked_body_400(body):
+    assert refusal(CHUNKED + body) == 400
+
+
+def test_chunk_size_leading_zeros_and_extensions_are_fine():
+    body = b"0000000000000000005;name=value;q=\"a b\"\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n"
+    result = exchange([CHUNKED + body])
+    [(request, data)] = result.requests
+    assert request.chunked
+    assert data == b"hello"
+
+
+def test_transfer_coding_not_implemented_501():
+    assert refusal(head("Host: h", "Transfer-Encoding: gzip, chunked")) == 501
+    assert refusal(head("Host: h", "Transfer-Encoding: gzip", "Transfer-Encoding: chunked")) == 501
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.2", "0.9", "3.1"])
+def test_unsupported_version_505(version):
+    assert refusal(head("Host: h", line=f"GET / HTTP/{version}")) == 505
+
+
+def test_body_limit_by_content_length():
+    limits = Limits(body=10)
+    ok = head("Host: h", "Content-Length: 10", line="POST / HTTP/1.1") + b"x" * 10
+    [(_, body)] = exchange([ok], limits).requests
+    assert body == b"x" * 10
+    # Refused from the head alone: the body is never waited for.
+    assert refusal(head("Host: h", "Content-Length: 11", line="POST / HTTP/1.1"), limits) == 413
+
+
+def test_body_limit_by_chunk_size_before_the_data():
+    limits = Limits(body=10)
+    assert refusal(CHUNKED + b"b\r\n", limits) == 413
+    # The total counts: 6 + 6 > 10, refused at the second size line.
+    assert refusal(CHUNKED + b"6\r\nxxxxxx\r\n6\r\n", limits) == 413
+    ok = exchange([CHUNKED + b"6\r\nxxxxxx\r\n4\r\nyyyy\r\n0\r\n\r\n"], limits)
+    assert ok.requests[0][1] == b"xxxxxxyyyy"
+
+
+def test_unlimited_body_by_default():
+    big = 10**9
+    [request, data_needed] = events(
+        head("Host: h", f"Content-Length: {big}", line="POST / HTTP/1.1")
+    )
+    assert request.content_length == big
+    assert data_needed is Need.DATA
+
+
+def test_request_head_bounded():
+    limits = Limits(request_line=100, fields=2, field_size=100)
+    # Incomplete and already over request_line + fields * field_size.
+    data = b"GET / HTTP/1.1\r\n" + b"A: 1\r\nB: 2\r\n" + b"C" * 400
+    assert refusal(data, limits) == 431
+
+
+# --- keep-alive ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "fields", "keep_alive"),
+    [
+        ("GET / HTTP/1.1", ["Host: h"], True),
+        ("GET / HTTP/1.1", ["Host: h", "Connection: close"], False),
+        ("GET / HTTP/1.1", ["Host: h", "Connection: Keep-Alive, CLOSE"], False),
+        ("GET / HTTP/1.1", ["Host: h", "Connection: upgrade", "Connection: close"], False),
+        ("GET / HTTP/1.0", [], False),
+        ("GET / HTTP/1.0", ["Connection: keep-alive"], True),
+        ("GET / HTTP/1.0", ["Connection: Keep-Alive"], True),
+        ("GET / HTTP/1.0", ["Connection: keep-alive, close"], False),
+        ("CONNECT h:443 HTTP/1.1", ["Host: h:443"], False),
+    ],
+)
+def test_keep_alive_rules(line, fields, keep_alive):
+    request = parse_head(head(*fields, line=line), Limits())
+    assert request.keep_alive is keep_alive
+    conn = ServerConnection()
+    conn.receive_data(head(*fields, line=line) + head("Host: h"))
+    assert conn.next_event().keep_alive is keep_alive
+    assert conn.next_event() is Need.PAUSED
+    conn.response_head("200 OK", [], 0)
+    conn.response_end()
+    assert conn.start_next_cycle() is keep_alive
+    if keep_alive:
+        assert isinstance(conn.next_event(), Request)
+    else:
+        assert conn.state is State.CLOSED
+        assert conn.next_event() is CONNECTION_CLOSED
+
+
+def test_pipelined_requests_in_order_with_pause_between():
+    data = (
+        head("Host: h", line="GET /one HTTP/1.1")
+        + head("Host: h", "Content-Length: 3", line="POST /two HTTP/1.1")
+        + b"abc"
+        + head("Host: h", line="GET /three HTTP/1.1")
+    )
+    conn = ServerConnection()
+    conn.receive_data(data)
+    seen = []
+    for _ in range(3):
+        request = conn.next_event()
+        seen.append(request.target)
+        if request.content_length:
+            assert conn.next_event() == Data(b"abc")
+        # Nothing of the next request is parsed until this response is done.
+        assert conn.next_event() is Need.PAUSED
+        assert conn.next_event() is Need.PAUSED
+        assert conn.buffered > 0 or request.target == "/three"
+        conn.response_head("200 OK", [], 0)
+        conn.response_end()
+        assert conn.start_next_cycle()
+    assert seen == ["/one", "/two", "/three"]
+    assert conn.next_event() is Need.DATA
+
+
+def test_fields_with_underscore_are_dropped():
+    request = parse_head(head("Host: h", "X_Forwarded_For: 1.2.3.4", "X-Real: yes"), Limits())
+    assert request.headers == (("HOST", "h"), ("X-REAL", "yes"))
+    # A Content-Length spelled with "_" frames nothing.
+    request = parse_head(head("Host: h", "Content_Length: 5"), Limits())
+    assert request.content_length is None
+
+
+def test_field_values_are_trimmed_not_changed():
+    request = parse_head(head("Host: h", "X-A: \t a \t b \t"), Limits())
+    assert ("X-A", "a \t b") in request.headers
+
+
+def test_leading_crlfs_are_ignored():
+    [request, paused] = events(b"\r\n\r\n\r\n" + head("Host: h"))
+    assert request.target == "/"
+    assert paused is Need.PAUSED
+    # Also between pipelined requests, and when they arrive on their own.
+    result = exchange([head("Host: h"), b"\r\n", b"\r\n", head("Host: h", line="GET /2 HTTP/1.1")])
+    assert [r.target for r, _ in result.requests] == ["/", "/2"]
+    assert result.end == "eof"
+
+
+def test_eof_between_requests_is_a_clean_close():
+    assert events(b"", eof=True) == [CONNECTION_CLOSED]
+    assert events(b"\r\n", eof=True) == [CONNECTION_CLOSED]
+
+
+def test_eof_inside_a_head_or_body_has_no_status():
+    for data in (
+        b"GET / HTTP/1.1\r\nHost",
+        head("Host: h", "Content-Length: 5", line="POST / HTTP/1.1") + b"abc",
+        CHUNKED + b"5\r\nhel",
+        CHUNKED + b"5\r\nhello\r\n0\r\n",
+    ):
+        conn = ServerConnection()
+        conn.receive_data(data)
+        conn.receive_data(b"")
+        with pytest.raises(ProtocolError) as info:
+            while True:
+                assert conn.next_event() is not Need.DATA
+        assert info.value.status is None
+
+
+# --- 100-continue ------------------------------------------------------------------
+
+EXPECT = head("Host: h", "Content-Length: 5", "Expect: 100-continue", line="POST / HTTP/1.1")
+
+
+def test_continue_sent_once():
+    conn = ServerConnection()
+    conn.receive_data(EXPECT)
+    request = conn.next_event()
+    assert request.expect_continue
+    assert conn.continue_bytes() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert conn.continue_bytes() == b""
+    conn.receive_data(b"hello")
+    assert conn.next_event() == Data(b"hello")
+    conn.response_head("200 OK", [], 0)
+    conn.response_end()
+    # The body was read after 100 Continue: the connection stays usable.
+    assert conn.keep_alive
+    assert conn.start_next_cycle()
+
+
+def test_no_continue_after_the_response_started():
+    conn = ServerConnection()
+    conn.receive_data(EXPECT)
+    conn.next_event()
+    response = conn.response_head("417 Expectation Failed", [], 0)
+    assert conn.continue_bytes() == b""
+    # The client may or may not send the body: only a close is safe.
+    assert b"Connection: close\r\n" in response
+    assert not conn.keep_alive
+
+
+def test_no_continue_without_a_body_or_on_http10():
+    conn = ServerConnection()
+    conn.receive_data(head("Host: h", "Expect: 100-continue"))
+    conn.next_event()
+    assert conn.continue_bytes() == b""
+    request = parse_head(
+        head("Expect: 100-continue", "Content-Length: 5", line="POST / HTTP/1.0"), Limits()
+    )
+    assert not request.expect_continue
+
+
+# --- response framing ---------------------------------------------------------------------
+
+
+def answering(data: bytes) -> ServerConnection:
+    """A connection that has just received the request in ``data``."""
+    conn = ServerConnection()
+    conn.receive_data(data)
+    request = conn.next_event()
+    assert isinstance(request, Request)
+    while conn.next_event() is not Need.PAUSED:
+        pass
+    return conn
+
+
+def parse_response_head(raw: bytes):
+    assert raw.endswith(b"\r\n\r\n")
+    status_line, *lines = raw[:-4].decode("latin-1").split("\r\n")
+    fields = [tuple(line.split(": ", 1)) for line in lines]
+    return status_line, fields
+
+
+def names(fields):
+    return [name.lower() for name, _ in fields]
+
+
+def test_response_with_content_length_is_identity():
+    conn = answering(head("Host: h"))
+    raw = conn.response_head("200 OK", [("Content-Length", "5")], 5)
+    status_line, fields = parse_response_head(raw)
+    assert status_line == "HTTP/1.1 200 OK"
+    assert ("Content-Length", "5") in fields
+    assert "transfer-encoding" not in names(fields)
+    assert "connection" not in names(fields)
+    assert conn.response_data(b"hel") == b"hel"
+    # Beyond the declared length nothing more goes out.
+    assert conn.response_data(b"loEXTRA") == b"lo"
+    assert conn.response_data(b"more") == b""
+    assert conn.response_end() == b""
+    assert conn.keep_alive
+    assert conn.start_next_cycle()
+
+
+def test_response_without_length_is_chunked_on_http11():
+    conn = answering(head("Host: h"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
+    assert ("Transfer-Encoding", "chunked") in fields
+    assert conn.response_data(b"hello") == b"5\r\nhello\r\n"
+    assert conn.response_data(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    # An empty piece must not end the body early.
+    assert conn.response_data(b"") == b""
+    assert conn.response_end() == b"0\r\n\r\n"
+    assert conn.keep_alive
+
+
+def test_response_without_length_on_http10_is_close_delimited():
+    conn = answering(head(line="GET / HTTP/1.0"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
+    assert "transfer-encoding" not in names(fields)
+    assert not conn.keep_alive
+    assert conn.response_data(b"hello") == b"hello"
+    assert conn.response_end() == b""
+    assert not conn.start_next_cycle()
+    # A keep-alive 1.0 client is told the connection closes.
+    conn = answering(head("Connection: keep-alive", line="GET / HTTP/1.0"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
+    assert ("Connection", "close") in fields
+    assert not conn.keep_alive
+
+
+def test_http10_keep_alive_is_confirmed():
+    conn = answering(head("Connection: keep-alive", line="GET / HTTP/1.0"))
+    status_line, fields = parse_response_head(conn.response_head("200 OK", [], 0))
+    assert status_line == "HTTP/1.0 200 OK"
+    assert ("Connection", "keep-alive") in fields
+    assert conn.keep_alive
+    # A plain 1.0 request closes without being told.
+    conn = answering(head(line="GET / HTTP/1.0"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], 0))
+    assert "connection" not in names(fields)
+    assert not conn.keep_alive
+
+
+def test_head_response_has_no_body():
+    conn = answering(head("Host: h", line="HEAD / HTTP/1.1"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [("Content-Length", "5")], 5))
+    assert ("Content-Length", "5") in fields
+    assert conn.response_data(b"hello") == b""
+    assert conn.response_end() == b""
+    assert conn.keep_alive  # no body was owed, so nothing fell short
+    conn = answering(head("Host: h", line="HEAD / HTTP/1.1"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
+    assert "transfer-encoding" not in names(fields)
+    assert conn.response_data(b"hello") == b""
+    assert conn.response_end() == b""
+    assert conn.keep_alive
+
+
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
+@pytest.mark.parametrize("length", [None, 5])
+def test_bodiless_statuses(status, length):
+    conn = answering(head("Host: h"))
+    _, fields = parse_response_head(conn.response_head(status, [], length))
+    assert "transfer-encoding" not in names(fields)
+    assert conn.response_data(b"hello") == b""
+    assert conn.response_end() == b""
+    assert conn.keep_alive
+
+
+def test_connection_close_added_when_not_keeping_alive():
+    conn = answering(head("Host: h", "Connection: close"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], 0))
+    assert ("Connection", "close") in fields
+    conn = answering(head("Host: h"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [], 0, close=True))
+    assert ("Connection", "close") in fields
+    assert not conn.keep_alive
+    assert not conn.start_next_cycle()
+
+
+def test_date_and_server_fields():
+    conn = answering(head("Host: h"))
+    _, fields = parse_response_head(conn.response_head("200 OK", [("X-A", "1")], 0))
+    assert names(fields).count("date") == 1
+    assert ("Server", "gshard") in fields
+    assert dict(fields)["Date"].endswith(" GMT")
+    conn = answering(head("Host: h"))
+    app_fields = [("Date", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Server", "app")]
+    raw = conn.response_head("200 OK", app_fields, 0, add_date=False, add_server=False)
+    _, fields = parse_response_head(raw)
+    assert fields == app_fields
+
+
+def test_response_shorter_than_its_length_closes():
+    conn = answering(head("Host: h"))
+    conn.response_head("200 OK", [("Content-Length", "10")], 10)
+    conn.response_data(b"short")
+    conn.response_end()
+    assert not conn.keep_alive
+    assert not conn.start_next_cycle()
+
+
+def test_unread_body_does_not_start_the_next_cycle():
+    conn = ServerConnection()
+    conn.receive_data(head("Host: h", "Content-Length: 10", line="POST / HTTP/1.1") + b"abc")
+    conn.next_event()
+    conn.response_head("200 OK", [], 0)
+    conn.response_end()
+    assert conn.keep_alive  # the response itself was fine...
+    assert not conn.start_next_cycle()  # ...but the rest of the body was never read
