@@ -1,0 +1,135 @@
+"""The control socket: how ``gshard reload`` reaches a running manager and waits.
+
+A signal cannot carry an answer back, and a deploy script needs one: did the
+new code go live or not? The manager listens on a unix socket (mode 0600);
+a client sends one command line and reads one answer line::
+
+    > reload
+    < ok Generation 3 is serving; generation 2 is draining
+    < failed Reload failed, generation 2 keeps serving: the application failed ...
+
+The manager side is non-blocking and driven by the manager's select loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, field
+
+MAX_LINE = 1024
+
+
+def default_path(pidfile: str | None) -> str | None:
+    """Where the control socket lives when only ``--pid`` is given."""
+    return None if pidfile is None else f"{pidfile}.ctl"
+
+
+@dataclass
+class ControlServer:
+    """Accepts control clients and remembers who waits for which outcome."""
+
+    path: str
+    sock: socket.socket
+    clients: dict[socket.socket, bytes] = field(default_factory=dict)  # partial command lines
+    reload_waiters: list[socket.socket] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: str) -> ControlServer:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a previous manager's; the new one takes the name over
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old_umask)
+        sock.listen(16)
+        sock.setblocking(False)
+        return cls(path, sock)
+
+    def descriptors(self) -> list[socket.socket]:
+        return [self.sock, *self.clients]
+
+    def accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            client, _ = self.sock.accept()
+            client.setblocking(False)
+            self.clients[client] = b""
+
+    def read(self, client: socket.socket) -> str | None:
+        """A complete command from ``client``, or None if it is not complete yet."""
+        try:
+            data = client.recv(MAX_LINE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return None
+        buffered = self.clients[client] + data
+        line, newline, _ = buffered.partition(b"\n")
+        if not newline:
+            if len(buffered) > MAX_LINE:
+                self.reply(client, False, "command too long")
+                return None
+            self.clients[client] = buffered
+            return None
+        self.clients[client] = b""
+        return line.decode("utf-8", "replace").strip()
+
+    def reply(self, client: socket.socket, ok: bool, message: str) -> None:
+        """Answer and hang up; a client that went away is simply forgotten."""
+        with contextlib.suppress(OSError):
+            client.setblocking(True)
+            client.settimeout(1.0)
+            client.sendall(f"{'ok' if ok else 'failed'} {message}\n".encode())
+        self._drop(client)
+
+    def finish_reload(self, ok: bool, message: str) -> None:
+        waiters, self.reload_waiters = self.reload_waiters, []
+        for client in waiters:
+            self.reply(client, ok, message)
+
+    def _drop(self, client: socket.socket) -> None:
+        self.clients.pop(client, None)
+        if client in self.reload_waiters:
+            self.reload_waiters.remove(client)
+        client.close()
+
+    def close(self) -> None:
+        """Close, unlinking the path only if it is still ours (an upgrade may own it now)."""
+        for client in list(self.clients):
+            self._drop(client)
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == os.fstat(self.sock.fileno()).st_ino:
+                os.unlink(self.path)
+        self.sock.close()
+
+
+def send_command(path: str, command: str, timeout: float) -> tuple[bool, str]:
+    """Send one command to the manager at ``path``; (ok, message) from its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(command.encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            return False, f"no answer from the manager within {timeout:g}s"
+        except OSError as exc:
+            return False, f"cannot reach the manager at {path}: {exc.strerror or exc}"
+    status, _, message = answer.decode("utf-8", "replace").strip().partition(" ")
+    if status not in ("ok", "failed"):
+        return False, "the manager closed the connection without an answer"
+    return status == "ok", message
