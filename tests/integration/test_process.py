@@ -1,0 +1,278 @@
+"""The process model: listeners per shard, signals, respawn, boot failure, binds, CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import requests
+
+import gshard
+from tests.conftest import FIXTURE_APPS
+from tests.integration.rawhttp import Closed, Conn, request_bytes
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _ss_listeners(port: int) -> list[str]:
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) is not installed; CI installs it")
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def _listening_inodes() -> dict[int, int]:
+    """inode -> port of every TCP socket in LISTEN state (IPv4 and IPv6)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (to tell it from a later process with its PID)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except FileNotFoundError:
+        return None
+
+
+def _group_is_empty(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a plain listener (SO_REUSEADDR, no SO_REUSEPORT) can take the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+            sock.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def _pid_of_answer(port: int) -> int:
+    with Conn.tcp(port) as conn:
+        conn.send(request_bytes("GET", "/", headers=(("Connection", "close"),)))
+        response = conn.read_response()
+        assert response.status == 200
+        return int(response.body)
+
+
+# --- listeners -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_one_listening_socket_per_shard(gshard_proc, shards):
+    server = gshard_proc("hello:app", "--shards", str(shards))
+    lines = _ss_listeners(server.port)
+    assert len(lines) == shards, lines
+    assert all(f"127.0.0.1:{server.port} " in line for line in lines), lines
+
+
+def test_four_shards_share_the_announced_port(gshard_proc):
+    server = gshard_proc("pid_app:app", "--shards", "4", "--bind", "127.0.0.1:0")
+    assert server.stderr.count(r"Listening at: ") == 1
+    listening = _listening_inodes()
+    pids = server.shard_pids()
+    assert len(pids) == 4
+    held = []
+    for pid in pids:
+        mine = [inode for inode in _socket_inodes(pid) if inode in listening]
+        assert len(mine) == 1, f"shard {pid} holds listeners {mine}"
+        assert listening[mine[0]] == server.port
+        held += mine
+    assert len(set(held)) == 4, "two shards share one listening socket"
+    assert len(_ss_listeners(server.port)) == 4
+    answered = {_pid_of_answer(server.port) for _ in range(60)}
+    assert answered <= set(pids)
+    assert len(answered) >= 2  # 60 connections all to one of 4 shards: not by chance
+
+
+# --- stopping --------------------------------------------------------------------
+
+
+def test_sigterm_exits_0_leaves_no_process_and_frees_the_port(gshard_proc):
+    server = gshard_proc("hello:app", "--shards", "2")
+    assert requests.get(server.url, timeout=5).status_code == 200
+    shards = {pid: _start_time(pid) for pid in server.shard_pids()}
+    assert len(shards) == 2
+    assert not _port_is_free(server.port)  # the check below can tell
+    assert server.stop(timeout=10) == 0
+    assert _group_is_empty(server.pid), "processes of the server are still alive"
+    for pid, started in shards.items():
+        assert _start_time(pid) != started, f"shard {pid} is still there"
+    assert _port_is_free(server.port)
+    server.stderr.wait_for(r"Shutting down gracefully", timeout=1)
+
+
+@pytest.mark.timeout(30)
+def test_sigint_stops_at_once(gshard_proc):
+    server = gshard_proc("slow:app", "--shards", "2")
+    conn = Conn.tcp(server.port, timeout=15)
+    conn.send(request_bytes("GET", "/sleep?s=10&token=cut"))
+    server.stderr.wait_for(r"START cut", timeout=5)
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert server.wait(timeout=10) == 0
+    assert time.monotonic() - started < 3, "SIGINT waited for the slow request"
+    with pytest.raises(Closed):  # the in-flight request was not waited for
+        conn.read_response(timeout=5)
+    conn.close()
+    assert _group_is_empty(server.pid)
+    assert _port_is_free(server.port)
+
+
+@pytest.mark.timeout(30)
+def test_killed_shard_is_replaced(gshard_proc):
+    server = gshard_proc("pid_app:app", "--shards", "2")
+    before = server.shard_pids()
+    assert len(before) == 2
+    victim = before[0]
+    mark = len(server.stderr.lines)
+    os.kill(victim, signal.SIGKILL)
+    server.stderr.wait_for(rf"\(pid {victim}\) was killed by signal 9", timeout=10, start=mark)
+    server.stderr.wait_for(r"Shard \d+ \(pid \d+\) is serving", timeout=10, start=mark)
+    after = server.shard_pids()
+    assert len(after) == 2
+    assert victim not in after and before[1] in after
+    (newcomer,) = set(after) - set(before)
+    answered = [_pid_of_answer(server.port) for _ in range(40)]
+    assert set(answered) <= set(after)
+    assert newcomer in answered, "the replacement shard never answered"
+
+
+@pytest.mark.timeout(30)
+def test_app_failing_at_import_exits_4_once(gshard_proc):
+    server = gshard_proc("broken_import:app", "--shards", "2", ready=False)
+    started = time.monotonic()
+    status = server.wait(timeout=15)
+    elapsed = time.monotonic() - started
+    assert status == 4
+    assert elapsed < 5, f"took {elapsed:.1f}s to give up"
+    deadline = time.monotonic() + 5
+    while not server.stderr.closed and time.monotonic() < deadline:  # all output is in
+        time.sleep(0.05)
+    assert server.stderr.closed
+    log = server.stderr.text
+    assert server.stderr.count(r"Traceback \(most recent call last\)") == 1, log
+    assert server.stderr.count(r"^RuntimeError: broken_import: the database URL is not set") \
+        == 1, log
+    assert server.stderr.count(r"Booting \d+ shards") == 1, log
+    assert "respawn" not in log.lower(), log
+    assert "Ready:" not in log
+    assert _group_is_empty(server.pid)
+
+
+# --- binds -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unix_path():
+    directory = tempfile.mkdtemp(prefix="gshard-", dir="/tmp")  # short: sun_path is 108 bytes
+    yield os.path.join(directory, "server.sock")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_unix_socket_bind(gshard_proc, unix_path):
+    server = gshard_proc("hello:app", "--shards", "2", "--bind", f"unix:{unix_path}",
+                         ready=False)
+    server.stderr.wait_for(rf"Listening at: unix:{unix_path} \(2 shards\)", timeout=20)
+    server.stderr.wait_for(r"Ready: 2 shards serving", timeout=20)
+    with Conn.unix(unix_path) as conn:
+        for _ in range(2):
+            conn.send(request_bytes("GET", "/"))
+            response = conn.read_response()
+            assert response.status == 200 and response.body == b"hello\n"
+    for _ in range(5):
+        with Conn.unix(unix_path) as conn:
+            conn.send(request_bytes("GET", "/", "HTTP/1.0"))
+            assert conn.read_response().body == b"hello\n"
+    assert server.stop() == 0
+    assert not os.path.exists(unix_path), "the socket file was left behind"
+
+
+def _has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+def test_ipv6_loopback_bind(gshard_proc):
+    server = gshard_proc("hello:app", "--shards", "2", "--bind", "[::1]:0")
+    server.stderr.wait_for(rf"Listening at: http://\[::1\]:{server.port} ", timeout=1)
+    response = requests.get(f"http://[::1]:{server.port}/", timeout=5)
+    assert response.status_code == 200 and response.text == "hello\n"
+    assert len(_ss_listeners(server.port)) == 2
+    assert server.stop() == 0
+    assert _port_is_free(server.port, "::1")
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gshard", *args], cwd=FIXTURE_APPS,
+                          capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize("bad", [("--no-such-flag",), ("--shards", "0"), ("--keep-alive", "x")])
+def test_bad_flag_exits_2_with_one_line_before_binding(bad):
+    # Hold the port: had gshard tried to bind it, it would fail differently (status 1).
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        result = _run_cli("hello:app", "--bind", f"127.0.0.1:{port}", *bad)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gshard: error:"), lines
+    assert bad[0].lstrip("-").split("-")[0] in lines[0]
+    assert "Listening" not in result.stderr and result.stdout == ""
+
+
+def test_version():
+    result = _run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"gshard {gshard.__version__}"
+    assert gshard.__version__[0].isdigit()
+
