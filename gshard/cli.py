@@ -22,8 +22,11 @@ from gshard.manager import Manager
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line naming the problem, exit status 2 (argparse prints the usage too)."""
-        self.exit(EXIT_USAGE, f"gshard: error: {message} (see gshard --help)\n")
+        """Report a bad command line as ``ConfigError``, so ``main`` prints one line and returns 2.
+
+        (argparse's own ``error`` prints the usage too and exits the process.)
+        """
+        raise ConfigError(f"{message} (see gshard --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:

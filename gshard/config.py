@@ -241,7 +241,8 @@ class Config:
         8190, _int_range(0, 65536),
         "Longest header field line in bytes, CRLF included (431 beyond it); "
         "0 means the maximum, 65536.",
-        flags=("--limit-request-field-size",), metavar="BYTES",
+        # gunicorn spells its flag with an underscore; both are accepted.
+        flags=("--limit-request-field-size", "--limit-request-field_size"), metavar="BYTES",
     )
     limit_request_body: int = setting(
         0, _int_range(0), "Largest request body in bytes (413 beyond it); 0 is unlimited.",

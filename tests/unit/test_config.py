@@ -1,0 +1,361 @@
+"""The settings table, the command line built from it, and gunicorn compatibility."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import pytest
+
+from gshard import cli
+from gshard.config import BindAddress, Config, config_names, parse_bind, settings
+from gshard.errors import EXIT_USAGE, ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _no_port_env(monkeypatch):
+    # parse_config reads $PORT (as gunicorn does on PaaS); keep it out of the way.
+    monkeypatch.delenv("PORT", raising=False)
+
+
+def parse(*argv: str) -> Config:
+    return cli.parse_config(list(argv))
+
+
+# For each setting with flags: a command-line value, what it converts to, and
+# any other setting it needs. A new flagged setting without a row fails the
+# parity test, so the table has to grow with the settings.
+SAMPLES = {
+    "bind": ("10.1.2.3:9001", (BindAddress("10.1.2.3", 9001),), {}),
+    "shards": ("7", 7, {}),
+    # The one value there is; gunicorn's class path is converted to it.
+    "worker_class": ("gunicorn.workers.ggevent.GeventWorker", "gevent", {}),
+    "worker_connections": ("77", 77, {}),
+    "backlog": ("64", 64, {}),
+    "keepalive": ("7.5", 7.5, {}),
+    "header_timeout": ("3", 3.0, {}),
+    "body_timeout": ("4", 4.0, {}),
+    "timeout": ("0", 0.0, {}),
+    "graceful_timeout": ("5", 5.0, {}),
+    "boot_timeout": ("6", 6.0, {}),
+    "limit_request_line": ("100", 100, {}),
+    "limit_request_fields": ("10", 10, {}),
+    "limit_request_field_size": ("200", 200, {}),
+    "limit_request_body": ("1000", 1000, {}),
+    "max_requests": ("50", 50, {}),
+    "max_requests_jitter": ("5", 5, {"max_requests": "50"}),
+    "chdir": ("/srv/app", "/srv/app", {}),
+    "pidfile": ("/run/g.pid", "/run/g.pid", {}),
+    "proc_name": ("web", "web", {}),
+    "loglevel": ("DEBUG", "debug", {}),
+    "errorlog": ("/var/log/e.log", "/var/log/e.log", {}),
+    "accesslog": ("-", "-", {}),
+    "access_log_format": ("%(h)s %(s)s", "%(h)s %(s)s", {}),
+}
+
+
+def flagged_settings():
+    return [spec for spec in settings() if spec.metadata["flags"]]
+
+
+def default_of(spec):
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    return spec.default_factory()
+
+
+def test_every_flagged_setting_has_a_sample():
+    assert {spec.name for spec in flagged_settings()} == set(SAMPLES)
+
+
+@pytest.mark.parametrize("spec", flagged_settings(), ids=lambda spec: spec.name)
+def test_every_flag_reaches_its_setting(spec):
+    text, expected, extra = SAMPLES[spec.name]
+    if spec.name != "worker_class":
+        assert expected != default_of(spec), "the sample must differ from the default"
+    extra_argv = []
+    for name, value in extra.items():
+        extra_argv += [f"--{name.replace('_', '-')}", value]
+    parser = cli.build_parser()
+    for flag in spec.metadata["flags"]:
+        namespace = vars(parser.parse_args(["app:x", flag, text, *extra_argv]))
+        assert spec.name in namespace, flag
+        config = parse("app:x", flag, text, *extra_argv)
+        assert getattr(config, spec.name) == expected, flag
+    # Config.from_values converts the same text when it comes from elsewhere.
+    config = Config.from_values({"app": "app:x", spec.name: text, **extra})
+    assert getattr(config, spec.name) == expected
+
+
+def test_defaults_without_flags():
+    config = parse("app:x")
+    for spec in settings():
+        assert getattr(config, spec.name) == (
+            "app:x" if spec.name == "app" else default_of(spec)
+        ), spec.name
+
+
+def test_defaults_match_gunicorn():
+    config = parse("app:x")
+    assert config.keepalive == 2
+    assert config.graceful_timeout == 30
+    assert config.backlog == 2048
+    assert config.worker_connections == 1000
+    assert config.limit_request_line == 4094
+    assert config.limit_request_fields == 100
+    assert config.limit_request_field_size == 8190
+    assert config.timeout == 30
+    assert config.bind == (BindAddress("127.0.0.1", 8000),)
+
+
+def test_defaults_and_flags_match_installed_gunicorn():
+    from gunicorn.config import Config as GunicornConfig
+
+    gunicorn = GunicornConfig().settings
+    ours = {spec.name: spec for spec in settings()}
+    dests = {
+        option: action.dest
+        for action in cli.build_parser()._actions
+        for option in action.option_strings
+    }
+    shared = 0
+    for name, target in config_names().items():
+        theirs = gunicorn.get(name)
+        if theirs is None:
+            continue
+        shared += 1
+        # gunicorn's flags work unchanged on a gshard command line.
+        for flag in theirs.cli or ():
+            assert dests.get(flag) == target, f"gunicorn flag {flag} is not accepted"
+        # Same defaults, except where gshard documents its own choice.
+        if name in ("workers", "worker_class", "chdir", "bind"):
+            continue
+        assert default_of(ours[target]) == theirs.default, name
+    assert shared >= 15
+
+
+def test_workers_aliases():
+    for flag in ("-w", "--workers", "--shards"):
+        assert parse("app:x", flag, "3").shards == 3
+    assert Config.from_values({"app": "a:b", "shards": 2}).shards == 2
+
+
+def test_gunicorn_spelling_of_field_size_flag():
+    assert parse("app:x", "--limit-request-field_size", "100").limit_request_field_size == 100
+
+
+def test_repeated_bind():
+    config = parse("app:x", "-b", "127.0.0.1:1", "--bind", "unix:/tmp/s.sock", "-b", "[::1]:2")
+    assert config.bind == (
+        BindAddress("127.0.0.1", 1),
+        BindAddress(unix_path="/tmp/s.sock"),
+        BindAddress("::1", 2),
+    )
+
+
+def test_port_environment_variable(monkeypatch):
+    monkeypatch.setenv("PORT", "5005")
+    assert parse("app:x").bind == (BindAddress("0.0.0.0", 5005),)
+    assert parse("app:x", "-b", "127.0.0.1:1").bind == (BindAddress("127.0.0.1", 1),)
+
+
+def test_limits_zero_means_maximum():
+    config = parse(
+        "app:x", "--limit-request-line", "0", "--limit-request-fields", "0",
+        "--limit-request-field-size", "0",
+    )
+    assert config.limits_kwargs() == {
+        "request_line": 8190, "fields": 32768, "field_size": 65536, "body": 0,
+    }
+    assert parse("app:x").limits_kwargs() == {
+        "request_line": 4094, "fields": 100, "field_size": 8190, "body": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"app": "a:b", "shards": 0},
+        {"app": "a:b", "shards": True},
+        {"app": "a:b", "shards": "many"},
+        {"app": "a:b", "backlog": 70000},
+        {"app": "a:b", "keepalive": -1},
+        {"app": "a:b", "keepalive": "nan"},
+        {"app": "a:b", "timeout": "inf"},
+        {"app": "a:b", "limit_request_line": 8191},
+        {"app": "a:b", "loglevel": "loud"},
+        {"app": "a:b", "worker_class": "sync"},
+        {"app": "a:b", "bind": []},
+        {"app": "a:b", "bind": ["127.0.0.1:1", "127.0.0.1:1"]},
+        {"app": "a:b", "max_requests_jitter": 5},
+        {"app": ""},
+        {"shards": 2},
+        {"app": "a:b", "no_such_setting": 1},
+    ],
+)
+def test_invalid_values(values):
+    with pytest.raises(ConfigError):
+        Config.from_values(values)
+
+
+def test_error_names_the_flag():
+    with pytest.raises(ConfigError, match="--keep-alive"):
+        Config.from_values({"app": "a:b", "keepalive": "soon"})
+
+
+# --- bind addresses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1", 8080),
+        ("localhost:0", "localhost", 0),
+        ("[::1]:9000", "::1", 9000),
+        ("[::]:80", "::", 80),
+        ("[::1]", "::1", 8000),
+        (":9000", "0.0.0.0", 9000),
+        ("example.com", "example.com", 8000),
+        (" 10.0.0.1:65535 ", "10.0.0.1", 65535),
+    ],
+)
+def test_parse_bind(text, host, port):
+    assert parse_bind(text) == BindAddress(host, port)
+
+
+def test_parse_bind_unix():
+    address = parse_bind("unix:/run/gshard.sock")
+    assert address.is_unix
+    assert address.unix_path == "/run/gshard.sock"
+    assert address.url() == "unix:/run/gshard.sock"
+
+
+def test_bind_url():
+    assert parse_bind("[::1]:80").url() == "http://[::1]:80"
+    assert parse_bind("127.0.0.1:0").url(port=4321) == "http://127.0.0.1:4321"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["host:65536", "host:99999", "host:-1", "host:abc", "host:", "host: 80", "::1",
+     "::1:8000", "fe80::1:80", "[::1", "[::1]80", "[::1]:", "[nothost]:80", "unix:"],
+)
+def test_parse_bind_errors(text):
+    with pytest.raises(ValueError):
+        parse_bind(text)
+
+
+# --- main: refusals before anything binds --------------------------------------------
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("reached past the command-line checks")
+
+    monkeypatch.setattr(cli, "open_listeners", forbidden)
+    monkeypatch.setattr(cli, "Manager", forbidden)
+    monkeypatch.setattr(cli.log, "configure", forbidden)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--no-such-flag", "app:x"],
+        ["app:x", "stray-argument"],
+        ["app:x", "--keep-alive"],
+        ["app:x", "--workers", "zero"],
+        ["app:x", "--workers", "0"],
+        ["app:x", "-b", "[::1"],
+        ["app:x", "-b", "::1:8000"],
+        ["app:x", "-b", "host:70000"],
+        ["app:x", "-k", "sync"],
+        ["app:x", "--timeout", "nan"],
+        ["app:x", "--max-requests-jitter", "5"],
+        ["app:x", "-c", "/nonexistent/gshard.conf.py"],
+        [],
+    ],
+)
+def test_main_refuses_bad_command_lines_with_one_line(argv, nothing_starts, capsys):
+    assert cli.main(argv) == EXIT_USAGE == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("gshard: error: ")
+    assert err.endswith("\n")
+    assert err.count("\n") == 1, err
+
+
+# --- config files -----------------------------------------------------------------
+
+
+def write_config(tmp_path, text: str) -> str:
+    path = tmp_path / "gunicorn.conf.py"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+GUNICORN_CONF = """
+    import multiprocessing
+
+    workers = 3
+    bind = ["127.0.0.1:0"]
+    keepalive = 5
+    wsgi_app = "hello:app"
+    preload_app = True
+    _private = 1
+
+    def on_starting(server):
+        pass
+"""
+
+
+@pytest.fixture
+def warnings(monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        cli.log.error_log, "warning", lambda message, *args: seen.append(message % args)
+    )
+    return seen
+
+
+def test_config_file_with_gunicorn_names(tmp_path, warnings):
+    path = write_config(tmp_path, GUNICORN_CONF)
+    config = parse("-c", path)
+    assert config.app == "hello:app"
+    assert config.shards == 3
+    assert config.bind == (BindAddress("127.0.0.1", 0),)
+    assert config.keepalive == 5.0
+    # Unknown names are reported and ignored; modules and _names are not settings.
+    assert len(warnings) == 2
+    assert any("'preload_app'" in w for w in warnings)
+    assert any("'on_starting'" in w for w in warnings)
+
+
+def test_command_line_overrides_config_file(tmp_path, warnings):
+    path = write_config(tmp_path, GUNICORN_CONF)
+    config = parse("other:app", "--config", path, "-w", "5", "--keep-alive", "1",
+                   "-b", "127.0.0.1:7000")
+    assert config.app == "other:app"
+    assert config.shards == 5
+    assert config.keepalive == 1.0
+    assert config.bind == (BindAddress("127.0.0.1", 7000),)
+
+
+def test_config_file_values_are_checked(tmp_path, warnings):
+    path = write_config(tmp_path, "workers = 0\n")
+    with pytest.raises(ConfigError, match="--shards"):
+        parse("app:x", "-c", path)
+
+
+def test_config_file_that_raises(tmp_path, warnings):
+    path = write_config(tmp_path, "raise RuntimeError('broken config')\n")
+    with pytest.raises(ConfigError, match="broken config"):
+        parse("app:x", "-c", path)
+
+
+def test_help_and_version_still_exit_zero(capsys):
+    for flag in ("--help", "--version"):
+        with pytest.raises(SystemExit) as info:
+            cli.build_parser().parse_args([flag])
+        assert info.value.code == 0
+    assert "gshard" in capsys.readouterr().out
