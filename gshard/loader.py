@@ -20,7 +20,7 @@ def _call_arguments(call: ast.Call) -> tuple[list, dict]:
     try:
         args = [ast.literal_eval(a) for a in call.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: e.g. an unhashable key, {[1]: 2}
         raise AppLoadError("factory arguments must be Python literals") from None
     if any(k.arg is None for k in call.keywords):
         raise AppLoadError("factory arguments cannot use **")
