@@ -1,0 +1,41 @@
+"""Connections spread over the shards: the kernel hashes each 4-tuple to one listener."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.integration.rawhttp import Conn, request_bytes
+
+CONNECTIONS = 800
+SHARDS = 4
+
+
+def _fetch_pids(port: int, count: int) -> list[int]:
+    pids = []
+    for _ in range(count):
+        with Conn.tcp(port) as conn:  # a fresh connection, so a fresh client port
+            conn.send(request_bytes("GET", "/", headers=(("Connection", "close"),)))
+            response = conn.read_response()
+            assert response.status == 200
+            pids.append(int(response.body))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_fresh_connections_reach_every_shard_fairly(gshard_proc):
+    server = gshard_proc("pid_app:app", "--shards", str(SHARDS))
+    shard_pids = set(server.shard_pids())
+    assert len(shard_pids) == SHARDS
+    workers = 8
+    with ThreadPoolExecutor(workers) as pool:
+        batches = pool.map(_fetch_pids, [server.port] * workers, [CONNECTIONS // workers] * workers)
+        counts = Counter(pid for batch in batches for pid in batch)
+    print("connections per shard:", dict(counts))
+    assert sum(counts.values()) == CONNECTIONS
+    assert set(counts) == shard_pids, counts
+    share = CONNECTIONS // 10
+    assert min(counts.values()) >= share, f"a shard got under 10% of {CONNECTIONS}: {counts}"
