@@ -165,12 +165,13 @@ def _fields(block: str, limits: Limits) -> list[tuple[str, str]]:
 
 
 def _check_target(method: str, target: str) -> None:
-    """Accept origin-form and absolute-form; the other two only where defined."""
-    if target[0] == "/" or _ABSOLUTE_FORM.match(target):
+    """Origin-form and absolute-form; authority-form for CONNECT only, and only there."""
+    if method == "CONNECT":
+        if _AUTHORITY_FORM.fullmatch(target):
+            return
+    elif target[0] == "/" or _ABSOLUTE_FORM.match(target):
         return
-    if target == "*" and method == "OPTIONS":
-        return
-    if method == "CONNECT" and _AUTHORITY_FORM.fullmatch(target):
+    elif target == "*" and method == "OPTIONS":
         return
     raise ProtocolError(f"invalid request target {target[:64]!r}", 400)
 

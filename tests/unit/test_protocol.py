@@ -373,6 +373,8 @@ def test_field_line_refused_while_incomplete():
         pytest.param(head("Host: h", line="GET / http/1.1"), id="lower-case-http"),
         pytest.param(head("Host: h", line="GET * HTTP/1.1"), id="asterisk-with-get"),
         pytest.param(head("Host: h", line="GET h:80 HTTP/1.1"), id="authority-with-get"),
+        pytest.param(head("Host: h", line="CONNECT /x HTTP/1.1"), id="connect-origin-form"),
+        pytest.param(head("Host: h", line="CONNECT http://h/ HTTP/1.1"), id="connect-absolute"),
         pytest.param(head("Host: h", line="GET x/y HTTP/1.1"), id="relative-target"),
         pytest.param(head("Host: h", "Transfer-Encoding: gzip"), id="te-gzip-alone"),
         pytest.param(head("Host: h", "Transfer-Encoding: chunked, gzip"), id="te-not-last"),
