@@ -77,7 +77,7 @@ class ServeContext:
 class Connection:
     """Serves requests on one socket until either side ends it."""
 
-    __slots__ = ("ctx", "proto", "remote", "response", "sent", "sock")
+    __slots__ = ("ctx", "io_failed", "proto", "remote", "response", "sent", "sock")
 
     def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
         self.sock = sock
@@ -86,6 +86,10 @@ class Connection:
         self.proto = ServerConnection(ctx.limits)
         self.response: ResponseStart | None = None
         self.sent = 0
+        # Set when a send or receive on the client socket fails, so an OSError
+        # the application raises itself (an upstream timeout) is not mistaken
+        # for the client going away.
+        self.io_failed = False
 
     def serve(self) -> None:
         linger = False
@@ -174,7 +178,7 @@ class Connection:
         proto = self.proto
         interim = proto.continue_bytes()
         if interim:
-            self.sock.sendall(interim)
+            self._sendall(interim)
         while True:
             event = proto.next_event()
             if type(event) is Data:
@@ -186,6 +190,9 @@ class Connection:
                 proto.receive_data(self.sock.recv(RECV_SIZE))
             except TimeoutError:
                 raise ProtocolError("request body not received in time", 408) from None
+            except OSError:
+                self.io_failed = True
+                raise
 
     def _discard_body(self) -> None:
         """Read what the application left of the body, so the connection stays usable."""
@@ -222,9 +229,9 @@ class Connection:
                 raise ConnectionAbortedError from exc
             self._refuse(exc, log_request=request)
             response.status = f"{exc.status or 400} -"
-        except _CLIENT_GONE:
-            raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, _CLIENT_GONE) and self.io_failed:
+                raise
             error_log.exception("Error handling request %s %s", request.method, request.target)
             self.proto.abandon()
             if response.headers_sent:
@@ -261,7 +268,7 @@ class Connection:
         tail = b"" if response.headers_sent else self._head(empty=True)
         tail += proto.response_end()
         if tail:
-            self.sock.sendall(tail)
+            self._sendall(tail)
 
     def _send_whole(self, body_parts: list[bytes] | tuple[bytes, ...]) -> None:
         """A response known in full: one write for head and body when it is small."""
@@ -282,7 +289,7 @@ class Connection:
         body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
         out = self._head() + self.proto.response_data(body)
         self.sent = total
-        self.sock.sendall(out)
+        self._sendall(out)
 
     def _head(self, empty: bool = False) -> bytes:
         """The response head, once; ``empty`` when the body is known to be empty."""
@@ -315,7 +322,7 @@ class Connection:
         self.sent += len(data)
         if framed:
             self.sock.settimeout(self.ctx.body_timeout)
-            self.sock.sendall(framed)
+            self._sendall(framed)
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
         """Send a regular file with os.sendfile; False to fall back to iterating."""
@@ -337,14 +344,21 @@ class Connection:
         # The declared length bounds what we send; the framing below is identity.
         count = min(size, response.content_length)
         self.sock.settimeout(self.ctx.body_timeout)
-        self.sock.sendall(self._head())
+        self._sendall(self._head())
         sock_fd = self.sock.fileno()
         while count > 0:
             try:
                 n = os.sendfile(sock_fd, fd, offset, count)
             except BlockingIOError:
-                wait_write(sock_fd, timeout=self.ctx.body_timeout)
+                try:
+                    wait_write(sock_fd, timeout=self.ctx.body_timeout)
+                except OSError:
+                    self.io_failed = True
+                    raise
                 continue
+            except OSError:
+                self.io_failed = True
+                raise
             if n == 0:
                 break
             offset += n
@@ -352,6 +366,14 @@ class Connection:
             self.sent += n
             self.proto.count_body(n)
         return True
+
+    def _sendall(self, data: bytes) -> None:
+        """Send to the client; a failure is the client's, never the application's."""
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.io_failed = True
+            raise
 
     # --- refusing and closing ------------------------------------------
 

@@ -1,7 +1,10 @@
 """Applications that fail.
 
 ``/before`` raises before ``start_response``; ``/after`` sends its headers
-and a first piece of a chunked body, then raises; ``/ok`` answers normally.
+and a first piece of a chunked body, then raises; ``/upstream-timeout`` and
+``/upstream-reset`` raise the ``OSError`` subclasses a call to another
+service raises (``urllib.request`` times out with ``TimeoutError``); ``/ok``
+answers normally.
 """
 
 import os
@@ -23,6 +26,10 @@ def app(environ, start_response):
         raise AppBoom("boom before start_response")
     if path == "/after":
         return _after(start_response)
+    if path == "/upstream-timeout":
+        raise TimeoutError("upstream service timed out")
+    if path == "/upstream-reset":
+        raise ConnectionResetError(104, "upstream service reset the connection")
     body = f"ok {os.getpid()}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

@@ -39,6 +39,22 @@ def test_exception_before_start_response_gives_500(failing):
     assert sorted(failing.shard_pids()) == pids
 
 
+@pytest.mark.parametrize(("path", "logged"), [
+    ("/upstream-timeout", r"TimeoutError: upstream service timed out"),
+    ("/upstream-reset", r"ConnectionResetError: \[Errno 104\] upstream service reset"),
+])
+def test_app_raising_a_socket_error_of_its_own_gives_500(failing, path, logged):
+    """An OSError from the application's own I/O is the application's failure,
+    not a sign that the client left: 500 and a traceback, like any exception."""
+    with Conn.tcp(failing.port) as conn:
+        conn.send(request_bytes("GET", path))
+        response = conn.read_response()
+        assert response.status == 500
+    failing.stderr.wait_for(rf"Error handling request GET {path}", timeout=5)
+    failing.stderr.wait_for(logged, timeout=5)
+    _serves(failing)
+
+
 def test_exception_after_headers_truncates_the_response(failing):
     pids = sorted(failing.shard_pids())
     with Conn.tcp(failing.port) as conn:

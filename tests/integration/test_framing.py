@@ -85,8 +85,9 @@ def test_iterable_closed_when_client_disconnects_mid_stream(streaming):
     match = streaming.stderr.wait_for(r"CLOSED gone sent=(\d+) finished=(\w+)", timeout=10)
     assert match.group(2) == "False"
     assert int(match.group(1)) < 10000
-    # The shard is fine.
+    # The shard is fine, and a client leaving is not an application error.
     assert requests.get(streaming.url + "/nolength", timeout=5).content == b"alpha,beta,gamma"
+    assert "Error handling request" not in streaming.stderr.text
 
 
 def test_file_wrapper_sends_the_file(streaming, data_file):
