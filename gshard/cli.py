@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from gshard import __version__, log
 from gshard.config import Config, config_names, settings
+from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.listener import open_listeners
 from gshard.manager import Manager
@@ -92,9 +93,40 @@ def parse_config(argv: Sequence[str]) -> Config:
     return Config.from_values(values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def reload_main(argv: Sequence[str]) -> int:
+    """``gshard reload``: hot-restart a running gshard and wait for the outcome.
+
+    Exit status 0 once the new generation serves; 1, with the reason, when it
+    did not (the old generation then keeps serving).
+    """
+    parser = _Parser(
+        prog="gshard reload",
+        description="Hot-restart a running gshard (re-import the application) and wait.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("-p", "--pid", metavar="FILE",
+                       help="The --pid file the server was started with (its socket is FILE.ctl).")
+    where.add_argument("--control-socket", metavar="PATH",
+                       help="The --control-socket the server was started with.")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="How long to wait for the new generation (default 300).")
     try:
-        config = parse_config(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+    except ConfigError as exc:
+        print(f"gshard reload: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    path = args.control_socket or f"{args.pid}.ctl"
+    ok, message = send_command(path, "reload", args.timeout)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if list(argv[:1]) == ["reload"]:
+        return reload_main(argv[1:])
+    try:
+        config = parse_config(argv)
     except ConfigError as exc:
         print(f"gshard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -265,6 +265,12 @@ class Config:
         None, _optional_text, "Write the manager's PID to this file.",
         flags=("-p", "--pid"), metavar="FILE",
     )
+    control_socket: str | None = setting(
+        None, _optional_text,
+        "Unix socket on which 'gshard reload' reaches this manager "
+        "(default: PIDFILE.ctl when --pid is given).",
+        flags=("--control-socket",), metavar="PATH",
+    )
     proc_name: str | None = setting(
         None, _optional_text, "Name shown in process titles (default: the APP).",
         flags=("-n", "--name"), metavar="NAME",
@@ -316,6 +322,13 @@ class Config:
         tcp = [b for b in self.bind if not b.is_unix]
         if len({(b.host, b.port) for b in tcp}) != len(tcp):
             raise ConfigError("--bind: the same address is given twice")
+
+    @property
+    def control_path(self) -> str | None:
+        """Where the control socket lives, if anywhere."""
+        if self.control_socket:
+            return self.control_socket
+        return f"{self.pidfile}.ctl" if self.pidfile else None
 
     def limits_kwargs(self) -> dict[str, int]:
         """The request limits, with gunicorn's 0-means-maximum applied."""

@@ -46,6 +46,16 @@ LINGER_BYTES = 256 * 1024
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
+def _may_add_length(status: str) -> bool:
+    """Whether the server may add a Content-Length of its own (RFC 9110 8.6).
+
+    Never on 1xx and 204; on a 304 it would have to be the length of the 200
+    response, which only the application knows.
+    """
+    code = int(status[:3])
+    return code >= 200 and code not in (204, 304)
+
+
 @dataclass
 class Lifecycle:
     """Shard-wide serving state the connections consult.
@@ -283,7 +293,7 @@ class Connection:
                 if part:
                     self._write(part)
             return
-        if response.content_length is None:
+        if response.content_length is None and _may_add_length(response.status):
             response.headers = [*response.headers, ("Content-Length", str(total))]
             response.content_length = total
         body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
@@ -295,14 +305,15 @@ class Connection:
         """The response head, once; ``empty`` when the body is known to be empty."""
         response = self.response
         response.headers_sent = True
-        if empty and response.content_length is None:
+        if empty and response.content_length is None and _may_add_length(response.status):
             response.headers = [*response.headers, ("Content-Length", "0")]
             response.content_length = 0
         return self.proto.response_head(
             response.status,
             response.headers,
             response.content_length,
-            close=response.close or self.ctx.lifecycle.draining,
+            # --keep-alive 0 means no persistent connections, as in gunicorn.
+            close=response.close or self.ctx.lifecycle.draining or not self.ctx.keepalive,
             add_date=not response.has_date,
             add_server=not response.has_server,
         )
@@ -335,8 +346,8 @@ class Connection:
         if not stat.S_ISREG(info.st_mode) or self.proto.request.method == "HEAD":
             return False
         response = self.response
-        if response.status is None:
-            return False
+        if response.status is None or not _may_add_length(response.status):
+            return False  # iterating drops the body of a 204 or 304
         size = max(info.st_size - offset, 0)
         if response.content_length is None:
             response.headers = [*response.headers, ("Content-Length", str(size))]

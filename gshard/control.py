@@ -21,17 +21,13 @@ from dataclasses import dataclass, field
 MAX_LINE = 1024
 
 
-def default_path(pidfile: str | None) -> str | None:
-    """Where the control socket lives when only ``--pid`` is given."""
-    return None if pidfile is None else f"{pidfile}.ctl"
-
-
 @dataclass
 class ControlServer:
     """Accepts control clients and remembers who waits for which outcome."""
 
     path: str
     sock: socket.socket
+    inode: int  # of the socket file, to tell ours from a successor's at the same path
     clients: dict[socket.socket, bytes] = field(default_factory=dict)  # partial command lines
     reload_waiters: list[socket.socket] = field(default_factory=list)
 
@@ -50,7 +46,7 @@ class ControlServer:
             os.umask(old_umask)
         sock.listen(16)
         sock.setblocking(False)
-        return cls(path, sock)
+        return cls(path, sock, os.stat(path).st_ino)
 
     def descriptors(self) -> list[socket.socket]:
         return [self.sock, *self.clients]
@@ -107,7 +103,7 @@ class ControlServer:
         for client in list(self.clients):
             self._drop(client)
         with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == os.fstat(self.sock.fileno()).st_ino:
+            if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         self.sock.close()
 

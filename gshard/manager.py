@@ -19,9 +19,10 @@ import time
 import traceback
 from collections import deque
 
-from gshard import ipc, log
+from gshard import ipc, log, systemd
 from gshard import manager_fsm as fsm
 from gshard.config import Config
+from gshard.control import ControlServer
 from gshard.errors import EXIT_BOOT_ERROR
 from gshard.listener import ListenerSet
 from gshard.shard import ShardSpec, set_process_title
@@ -65,11 +66,14 @@ class Manager:
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._inbox.setblocking(False)
+        self.control: ControlServer | None = None
 
     def run(self) -> int:
         """Serve until stopped; the exit status for the command."""
         self._install_signals()
         self._write_pidfile()
+        if self.config.control_path:
+            self.control = ControlServer.open(self.config.control_path)
         set_process_title("manager", self.config)
         for listener_set in self.listeners:
             log.error_log.info("Listening at: %s (%d shards)", listener_set.url,
@@ -90,13 +94,18 @@ class Manager:
             now = time.monotonic()
             deadline = self.fsm.next_deadline()
             sleep = MAX_SLEEP if deadline is None else min(max(deadline - now, 0.0), MAX_SLEEP)
-            readable, _, _ = select.select([self._wakeup_r, self._inbox], [], [], sleep)
+            watched = [self._wakeup_r, self._inbox]
+            if self.control is not None:
+                watched += self.control.descriptors()
+            readable, _, _ = select.select(watched, [], [], sleep)
             now = time.monotonic()
             events: list[fsm.Event] = []
             if self._wakeup_r in readable:
                 events += self._signal_events(now)
             if self._inbox in readable:
                 events += self._message_events(now)
+            if self.control is not None:
+                events += self._control_events(readable, now)
             events += self._reap(now)
             events.append(fsm.Tick(now))
             for event in events:
@@ -141,6 +150,22 @@ class Manager:
             elif kind is ipc.Kind.RECYCLE:
                 events.append(fsm.RecycleRequested(message.pid, now))
 
+    def _control_events(self, readable: list, now: float) -> list[fsm.Event]:
+        control = self.control
+        assert control is not None
+        events: list[fsm.Event] = []
+        for sock in readable:
+            if sock is control.sock:
+                control.accept()
+            elif sock in control.clients:
+                command = control.read(sock)
+                if command == "reload":
+                    control.reload_waiters.append(sock)
+                    events.append(fsm.Reload(now))
+                elif command is not None:
+                    control.reply(sock, False, f"unknown command {command[:40]!r}")
+        return events
+
     def _reap(self, now: float) -> list[fsm.Event]:
         events: list[fsm.Event] = []
         while True:
@@ -164,6 +189,11 @@ class Manager:
                 os.kill(action.pid, _STOP_SIGNALS[action.mode])
         elif isinstance(action, fsm.Log):
             log.error_log.log(_LEVELS[action.level], "%s", action.message)
+        elif isinstance(action, fsm.ReloadFinished):
+            if self.control is not None:
+                self.control.finish_reload(action.ok, action.message)
+        elif isinstance(action, fsm.Status):
+            systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
         return []
 
     def _fork(self, slot: int, generation: int) -> int:
@@ -221,6 +251,9 @@ class Manager:
         os.replace(temp, path)
 
     def _cleanup(self) -> None:
+        if self.control is not None:
+            self.control.finish_reload(False, "the server is shutting down")
+            self.control.close()
         for pid in list(self.fsm.shards):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -234,5 +267,6 @@ class Manager:
                     os.unlink(path)
 
 
+_SYSTEMD_STATES = {"ready": "READY=1", "reloading": "RELOADING=1", "stopping": "STOPPING=1"}
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 

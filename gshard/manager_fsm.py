@@ -174,11 +174,19 @@ class ReloadFinished:
 
 
 @dataclass(frozen=True)
+class Status:
+    """The service's state changed, for a supervisor that listens (systemd)."""
+
+    state: str  # "ready", "reloading" or "stopping"
+    message: str
+
+
+@dataclass(frozen=True)
 class Exit:
     code: int
 
 
-Action = Spawn | Signal | Log | ReloadFinished | Exit
+Action = Spawn | Signal | Log | ReloadFinished | Status | Exit
 
 
 def describe_status(status: int) -> str:
@@ -277,10 +285,12 @@ class ManagerFSM:
                 actions += self._leave(shard, StopMode.DRAIN, now)
         if self.phase is Phase.STARTING:
             self.phase = Phase.RUNNING
-            actions.append(Log("info", f"Ready: {self.slots} shards serving"))
+            message = f"Ready: {self.slots} shards serving"
+            actions.append(Log("info", message))
         else:
             message = f"Generation {self.live} is serving; generation {old} is draining"
             actions += [Log("info", message), ReloadFinished(True, message)]
+        actions.append(Status("ready", message))
         return actions
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
@@ -348,7 +358,8 @@ class ManagerFSM:
                 actions.append(Exit(self.exit_code))
             return actions
         message = f"Reload failed, generation {self.live} keeps serving: {reason}"
-        return [*actions, Log("error", message), ReloadFinished(False, message)]
+        return [*actions, Log("error", message), ReloadFinished(False, message),
+                Status("ready", message)]
 
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
         error = self.boot_errors.get(generation)
@@ -384,8 +395,8 @@ class ManagerFSM:
             for shard in self.of_generation(self.booting):
                 actions += self._leave(shard, StopMode.QUIT, event.now)
         actions += self._boot_generation()
-        actions.insert(0, Log("info", f"Reloading: booting generation {self.booting}"))
-        return actions
+        message = f"Reloading: booting generation {self.booting}"
+        return [Log("info", message), Status("reloading", message), *actions]
 
     def _on_stop(self, event: Stop) -> list[Action]:
         mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
@@ -394,9 +405,8 @@ class ManagerFSM:
         self.phase = Phase.STOPPING
         self.booting = None
         self.respawn_at.clear()
-        actions: list[Action] = [
-            Log("info", "Shutting down gracefully" if event.graceful else "Shutting down now")
-        ]
+        message = "Shutting down gracefully" if event.graceful else "Shutting down now"
+        actions: list[Action] = [Log("info", message), Status("stopping", message)]
         for shard in self.shards.values():
             actions += self._leave(shard, mode, event.now)
         if not self.shards:

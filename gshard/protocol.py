@@ -169,9 +169,11 @@ def _check_target(method: str, target: str) -> None:
     if method == "CONNECT":
         if _AUTHORITY_FORM.fullmatch(target):
             return
-    elif target[0] == "/" or _ABSOLUTE_FORM.match(target):
-        return
-    elif target == "*" and method == "OPTIONS":
+    elif (
+        target[0] == "/"
+        or _ABSOLUTE_FORM.match(target)
+        or (target == "*" and method == "OPTIONS")
+    ):
         return
     raise ProtocolError(f"invalid request target {target[:64]!r}", 400)
 

@@ -46,6 +46,7 @@ SAMPLES = {
     "max_requests_jitter": ("5", 5, {"max_requests": "50"}),
     "chdir": ("/srv/app", "/srv/app", {}),
     "pidfile": ("/run/g.pid", "/run/g.pid", {}),
+    "control_socket": ("/run/g.ctl", "/run/g.ctl", {}),
     "proc_name": ("web", "web", {}),
     "loglevel": ("DEBUG", "debug", {}),
     "errorlog": ("/var/log/e.log", "/var/log/e.log", {}),
@@ -127,8 +128,10 @@ def test_defaults_and_flags_match_installed_gunicorn():
         # gunicorn's flags work unchanged on a gshard command line.
         for flag in theirs.cli or ():
             assert dests.get(flag) == target, f"gunicorn flag {flag} is not accepted"
-        # Same defaults, except where gshard documents its own choice.
-        if name in ("workers", "worker_class", "chdir", "bind"):
+        # Same defaults, except where gshard documents its own choice. The
+        # control socket: gshard's sits beside the pidfile (PIDFILE.ctl), so two
+        # servers of one user never share gunicorn's single per-user path.
+        if name in ("workers", "worker_class", "chdir", "bind", "control_socket"):
             continue
         assert default_of(ours[target]) == theirs.default, name
     assert shared >= 15
