@@ -6,6 +6,10 @@
                 to stderr; ``?token=T&chunks=N&delay=S`` (N chunks of 16 KiB,
                 S seconds apart)
 ``/file``       ``wsgi.file_wrapper`` over the file named by $GSHARD_TEST_FILE
+``/status/N``   status N (204, 304...) with no Content-Length and an empty
+                body; ``?body=list`` returns ``[b""]``, ``?body=gen`` an empty
+                generator, ``?body=stray`` wrongly returns bytes,
+                ``?body=file`` wrongly returns the file_wrapper of ``/file``
 """
 
 import os
@@ -55,5 +59,14 @@ def app(environ, start_response):
         handle = open(os.environ["GSHARD_TEST_FILE"], "rb")  # noqa: SIM115 (closed by the server)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](handle, 32768)
+    if path.startswith("/status/"):
+        start_response(f"{path[8:]} Whatever", [("ETag", '"v1"')])
+        kind = query.get("body", "list")
+        if kind == "gen":
+            return (piece for piece in ())
+        if kind == "file":
+            handle = open(os.environ["GSHARD_TEST_FILE"], "rb")  # noqa: SIM115
+            return environ["wsgi.file_wrapper"](handle)
+        return [b"stray body bytes"] if kind == "stray" else [b""]
     start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
     return []

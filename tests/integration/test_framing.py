@@ -108,3 +108,20 @@ def test_file_wrapper_sends_the_file(streaming, data_file):
         assert head.status == 200
         assert head.header("Content-Length") in (str(len(expected)), None)
         assert conn.read_response().body == b"alpha,beta,gamma"
+
+
+@pytest.mark.parametrize("status", [204, 304])
+@pytest.mark.parametrize("body", ["list", "gen", "stray", "file"])
+def test_bodiless_status_gets_no_length_and_no_body(streaming, status, body):
+    """RFC 9110 8.6: no Content-Length on a 204; on a 304 only the 200's real
+    length. The server must not invent one, nor send a body."""
+    with Conn.tcp(streaming.port) as conn:
+        conn.send(request_bytes("GET", f"/status/{status}?body={body}")
+                  + request_bytes("GET", "/nolength"))
+        response = conn.read_head()
+        assert response.status == status
+        assert response.header("ETag") == '"v1"'
+        assert response.header("Content-Length") is None, response.headers
+        assert response.header("Transfer-Encoding") is None
+        assert conn.buf == b"" or conn.buf.startswith(b"HTTP/1.1 200 "), conn.buf[:80]
+        assert conn.read_response().body == b"alpha,beta,gamma"

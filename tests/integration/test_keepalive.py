@@ -75,3 +75,14 @@ def test_idle_keep_alive_connection_closed_after_timeout(echo):
         assert conn.wait_closed(timeout=4), "idle connection still open after 4 s"
         idle = time.monotonic() - idle_from
         assert 0.8 <= idle <= 2.5, f"closed after {idle:.2f}s with --keep-alive 1"
+
+
+def test_keep_alive_0_disables_persistent_connections(gshard_proc):
+    """As in gunicorn: --keep-alive 0 closes after every response, and says so."""
+    server = gshard_proc("echo:app", "--shards", "1", "--keep-alive", "0")
+    with Conn.tcp(server.port) as conn:
+        conn.send(request_bytes("GET", "/only"))
+        response = conn.read_response()
+        assert response.status == 200
+        assert response.header("Connection") == "close"
+        assert conn.wait_closed(timeout=3)
