@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import select
 import socket
+import time
 
 import pytest
 import requests
@@ -138,3 +140,20 @@ def test_garbage_never_kills_a_shard(failing):
         _serves(failing)
     assert sorted(failing.shard_pids()) == pids
     assert "Traceback" not in failing.stderr.text, failing.stderr.text
+
+
+@pytest.mark.timeout(20)
+def test_slow_request_head_gets_408(gshard_proc):
+    server = gshard_proc("failing:app", "--shards", "1", "--header-timeout", "1")
+    with Conn.tcp(server.port) as conn:
+        started = time.monotonic()
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: a\r\n")
+        for i in range(40):  # a field every 0.1 s, never the end of the head
+            if select.select([conn.sock], [], [], 0.1)[0]:
+                break  # the server has answered
+            conn.send(b"X-Drip-%d: y\r\n" % i)
+        answered_after = time.monotonic() - started
+        response = conn.read_response()
+        assert response.status == 408
+        assert 0.8 <= answered_after <= 2.5, f"408 after {answered_after:.2f}s"
+    _serves(server)

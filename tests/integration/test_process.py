@@ -139,15 +139,16 @@ def test_sigterm_exits_0_leaves_no_process_and_frees_the_port(gshard_proc):
 
 
 @pytest.mark.timeout(30)
-def test_sigint_stops_at_once(gshard_proc):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+def test_fast_stop_does_not_wait(gshard_proc, signum):
     server = gshard_proc("slow:app", "--shards", "2")
     conn = Conn.tcp(server.port, timeout=15)
     conn.send(request_bytes("GET", "/sleep?s=10&token=cut"))
     server.stderr.wait_for(r"START cut", timeout=5)
     started = time.monotonic()
-    server.signal(signal.SIGINT)
+    server.signal(signum)
     assert server.wait(timeout=10) == 0
-    assert time.monotonic() - started < 3, "SIGINT waited for the slow request"
+    assert time.monotonic() - started < 3, "a fast stop waited for the slow request"
     with pytest.raises(Closed):  # the in-flight request was not waited for
         conn.read_response(timeout=5)
     conn.close()
@@ -163,6 +164,10 @@ def test_killed_shard_is_replaced(gshard_proc):
     victim = before[0]
     mark = len(server.stderr.lines)
     os.kill(victim, signal.SIGKILL)
+    # Connections made meanwhile wait in the slot's listener (the manager
+    # keeps it open) for the replacement: none is refused or reset.
+    during = [_pid_of_answer(server.port) for _ in range(20)]
+    assert victim not in during
     server.stderr.wait_for(rf"\(pid {victim}\) was killed by signal 9", timeout=10, start=mark)
     server.stderr.wait_for(r"Shard \d+ \(pid \d+\) is serving", timeout=10, start=mark)
     after = server.shard_pids()
@@ -196,6 +201,33 @@ def test_app_failing_at_import_exits_4_once(gshard_proc):
     assert _group_is_empty(server.pid)
 
 
+@pytest.mark.timeout(30)
+def test_shards_leave_when_the_manager_is_killed(gshard_proc):
+    server = gshard_proc("hello:app", "--shards", "2")
+    shards = {pid: _start_time(pid) for pid in server.shard_pids()}
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(timeout=5)
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        if all(_start_time(pid) != started for pid, started in shards.items()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("orphaned shards still running 8 s after the manager died")
+    assert _port_is_free(server.port)
+
+
+def test_port_in_use_is_refused(gshard_proc):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        server = gshard_proc("hello:app", "--bind", f"127.0.0.1:{port}", ready=False)
+        assert server.wait(timeout=10) == 1
+    server.stderr.wait_for(rf"Cannot listen: .*127\.0\.0\.1:{port}", timeout=2)
+    assert "Booting" not in server.stderr.text
+
+
 # --- binds -------------------------------------------------------------------------
 
 
@@ -222,6 +254,26 @@ def test_unix_socket_bind(gshard_proc, unix_path):
             assert conn.read_response().body == b"hello\n"
     assert server.stop() == 0
     assert not os.path.exists(unix_path), "the socket file was left behind"
+
+
+def test_unix_socket_stale_file_replaced_live_one_refused(gshard_proc, unix_path):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(unix_path)  # a socket file nobody listens on: a crashed server's
+    stale.close()
+    assert os.path.exists(unix_path)
+    server = gshard_proc("hello:app", "--shards", "1", "--bind", f"unix:{unix_path}",
+                         ready=False)
+    server.stderr.wait_for(r"Ready: 1 shards serving", timeout=20)
+    # A second server on the same path must not steal it from the first.
+    second = gshard_proc("hello:app", "--shards", "1", "--bind", f"unix:{unix_path}",
+                         ready=False)
+    assert second.wait(timeout=10) == 1
+    second.stderr.wait_for(r"Cannot listen: .*a server is listening there", timeout=2)
+    with Conn.unix(unix_path) as conn:
+        conn.send(request_bytes("GET", "/", "HTTP/1.0"))
+        assert conn.read_response().body == b"hello\n"
+    assert server.stop() == 0
+    assert not os.path.exists(unix_path)
 
 
 def _has_ipv6_loopback() -> bool:
