@@ -35,6 +35,20 @@ class ListenerSet:
     def url(self) -> str:
         return self.address.url(self.port)
 
+    def resize(self, count: int, backlog: int) -> None:
+        """Have ``count`` sockets: join new ones to the group, or close from the end.
+
+        Only the last sockets are ever closed, so the kernel's index of each
+        remaining socket in the group (its order of listening) stays its slot.
+        Unix sockets are shared and never resized.
+        """
+        if self.address.is_unix:
+            return
+        while len(self.sockets) < count:
+            add_tcp_socket(self, backlog)
+        while len(self.sockets) > count:
+            self.sockets.pop().close()
+
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()

@@ -27,16 +27,20 @@ from gshard.errors import EXIT_BOOT_ERROR
 from gshard.listener import ListenerSet
 from gshard.shard import ShardSpec, set_process_title
 from gshard.shard import run as run_shard
+from gshard.steering import steer
 
 _SIGNAL_EVENTS = {
     signal.SIGHUP: lambda now: fsm.Reload(now),
     signal.SIGTERM: lambda now: fsm.Stop(graceful=True, now=now),
     signal.SIGINT: lambda now: fsm.Stop(graceful=False, now=now),
     signal.SIGQUIT: lambda now: fsm.Stop(graceful=False, now=now),
+    signal.SIGTTIN: lambda now: fsm.Scale(+1, now),
+    signal.SIGTTOU: lambda now: fsm.Scale(-1, now),
 }
 _HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
     fsm.StopMode.DRAIN: signal.SIGTERM,
+    fsm.StopMode.RETIRE: signal.SIGUSR2,
     fsm.StopMode.QUIT: signal.SIGQUIT,
     fsm.StopMode.KILL: signal.SIGKILL,
 }
@@ -192,6 +196,13 @@ class Manager:
         elif isinstance(action, fsm.ReloadFinished):
             if self.control is not None:
                 self.control.finish_reload(action.ok, action.message)
+        elif isinstance(action, fsm.Steer):
+            for listener_set in self.listeners:
+                if not listener_set.address.is_unix:
+                    steer(listener_set.sockets[0], action.count)
+        elif isinstance(action, fsm.Listeners):
+            for listener_set in self.listeners:
+                listener_set.resize(action.count, self.config.backlog)
         elif isinstance(action, fsm.Status):
             systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
         return []

@@ -33,6 +33,9 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 # How long a shard told to quit (not drain) has before it is killed.
 QUIT_GRACE = 5.0
+# How long a retiring shard keeps accepting what was queued before it was
+# steered away (handshakes under way complete within a round trip).
+RETIRE_SETTLE = 1.0
 
 
 class ShardState(enum.Enum):
@@ -51,6 +54,9 @@ class StopMode(enum.Enum):
     """How to ask a shard to leave; manager.py maps these to signals."""
 
     DRAIN = "drain"  # finish in-flight requests, then exit (SIGTERM)
+    # Connections were steered away from this shard's listener: accept what is
+    # still queued on it, then drain (SIGUSR2).
+    RETIRE = "retire"
     QUIT = "quit"  # exit now (SIGQUIT)
     KILL = "kill"  # cannot be ignored (SIGKILL)
 
@@ -136,12 +142,21 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """Add (+1, SIGTTIN) or remove (-1, SIGTTOU) a shard."""
+
+    delta: int
+    now: float
+
+
+@dataclass(frozen=True)
 class Tick:
     now: float
 
 
 Event = (
-    Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | Stop | Tick
+    Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | Stop
+    | Scale | Tick
 )
 
 # --- actions -----------------------------------------------------------------
@@ -174,6 +189,20 @@ class ReloadFinished:
 
 
 @dataclass(frozen=True)
+class Steer:
+    """New connections go only to the listeners of slots below ``count``."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Open or close listeners (at the end) so that ``count`` slots have one."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class Status:
     """The service's state changed, for a supervisor that listens (systemd)."""
 
@@ -186,7 +215,7 @@ class Exit:
     code: int
 
 
-Action = Spawn | Signal | Log | ReloadFinished | Status | Exit
+Action = Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit
 
 
 def describe_status(status: int) -> str:
@@ -208,6 +237,8 @@ class ManagerFSM:
     respawn_at: dict[int, float] = field(default_factory=dict)  # slot -> when
     failures: dict[int, int] = field(default_factory=dict)  # slot -> consecutive failures
     boot_errors: dict[int, str] = field(default_factory=dict)  # generation -> first traceback
+    sockets: int = 0  # slots that have a listener open; set from ``slots`` at start
+    steered: int | None = None  # the Steer count last asked for; None: the kernel's hash
 
     def handle(self, event: Event) -> list[Action]:
         handler = getattr(self, "_on_" + type(event).__name__.lower())
@@ -235,6 +266,7 @@ class ManagerFSM:
     # --- event handlers --------------------------------------------------
 
     def _on_start(self, event: Start) -> list[Action]:
+        self.sockets = self.slots
         return [Log("info", f"Booting {self.slots} shards"), *self._boot_generation()]
 
     def _boot_generation(self) -> list[Action]:
@@ -273,7 +305,14 @@ class ManagerFSM:
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
                 actions += self._leave(other, StopMode.DRAIN, event.now)
-        return actions
+        return actions + self._steer(self.slots)
+
+    def _steer(self, count: int) -> list[Action]:
+        """Steer to ``count`` slots, once scaling has taken steering over from the kernel."""
+        if self.steered is None or self.steered == count:
+            return []
+        self.steered = count
+        return [Steer(count)]
 
     def _promote(self, now: float) -> list[Action]:
         """The booting generation is all ready: it serves, and the one before drains."""
@@ -291,12 +330,14 @@ class ManagerFSM:
             message = f"Generation {self.live} is serving; generation {old} is draining"
             actions += [Log("info", message), ReloadFinished(True, message)]
         actions.append(Status("ready", message))
-        return actions
+        return actions + self._steer(self.slots)
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
         shard.state = ShardState.DRAINING
-        grace = self.timings.graceful_timeout if mode is StopMode.DRAIN else QUIT_GRACE
+        grace = QUIT_GRACE if mode is StopMode.QUIT else self.timings.graceful_timeout
+        if mode is StopMode.RETIRE:
+            grace += RETIRE_SETTLE
         shard.kill_at = now + grace
         return [Signal(shard.pid, mode)]
 
@@ -317,7 +358,8 @@ class ManagerFSM:
         if self.phase is Phase.STOPPING:
             return [Exit(self.exit_code)] if not self.shards else []
         if shard.state is ShardState.DRAINING:
-            return [Log("info", f"Shard {shard.slot} (pid {shard.pid}) {how} after draining")]
+            return [Log("info", f"Shard {shard.slot} (pid {shard.pid}) {how} after draining"),
+                    *self._close_unused_listeners()]
         if shard.generation == self.booting:
             return self._generation_failed(shard, event.status, event.now)
         if shard.generation != self.live:
@@ -329,6 +371,14 @@ class ManagerFSM:
                for s in self.of_generation(self.live)):
             return actions  # a successor that failed; its predecessor still serves
         return actions + self._schedule_respawn(shard, event.now)
+
+    def _close_unused_listeners(self) -> list[Action]:
+        """Close listeners of removed slots once no shard accepts on them any more."""
+        needed = max([self.slots, *(s.slot + 1 for s in self.shards.values())])
+        if needed >= self.sockets:
+            return []
+        self.sockets = needed
+        return [Listeners(needed)]
 
     def _schedule_respawn(self, shard: Shard, now: float) -> list[Action]:
         ran_well = shard.state is ShardState.READY and now - shard.since >= STABLE_SECONDS
@@ -412,6 +462,39 @@ class ManagerFSM:
         if not self.shards:
             actions.append(Exit(self.exit_code))
         return actions
+
+    def _on_scale(self, event: Scale) -> list[Action]:
+        if self.phase is not Phase.RUNNING or self.booting is not None:
+            return [Log("warning", "Not scaling while the server is starting, reloading or "
+                                   "stopping")]
+        if event.delta > 0:
+            return self._add_slot()
+        if self.slots == 1:
+            return [Log("warning", "Not removing the last shard")]
+        return self._remove_slot(event.now)
+
+    def _add_slot(self) -> list[Action]:
+        slot = self.slots
+        # New connections keep away from the new listener until its shard serves.
+        self.steered = self.steered or slot
+        actions: list[Action] = [Log("info", f"Adding shard {slot}"), Steer(self.steered)]
+        self.slots += 1
+        if self.sockets < self.slots:
+            self.sockets = self.slots
+            actions.append(Listeners(self.slots))
+        return [*actions, Spawn(slot, self.live)]
+
+    def _remove_slot(self, now: float) -> list[Action]:
+        self.slots -= 1
+        slot = self.slots
+        self.steered = self.slots
+        self.respawn_at.pop(slot, None)
+        self.failures.pop(slot, None)
+        actions: list[Action] = [Log("info", f"Removing shard {slot}"), Steer(self.slots)]
+        for shard in list(self.shards.values()):
+            if shard.slot == slot and shard.state is not ShardState.DRAINING:
+                actions += self._leave(shard, StopMode.RETIRE, now)
+        return actions + self._close_unused_listeners()
 
     def _on_tick(self, event: Tick) -> list[Action]:
         now = event.now

@@ -272,3 +272,65 @@ def test_reload_is_refused_before_the_first_generation_serves():
     actions = d.feed(fsm.Reload)
     assert reload_results(actions) == [False]
     assert spawns(actions) == []
+
+
+def steers(actions) -> list[int]:
+    return [a.count for a in actions if isinstance(a, fsm.Steer)]
+
+
+def listeners(actions) -> list[int]:
+    return [a.count for a in actions if isinstance(a, fsm.Listeners)]
+
+
+def test_adding_a_shard_keeps_connections_off_its_listener_until_it_serves():
+    d = Driver(slots=2)
+    d.started()
+    actions = d.feed(fsm.Scale, +1)
+    assert steers(actions) == [2]  # only the two serving slots get new connections
+    assert listeners(actions) == [3]
+    assert spawns(actions) == [(2, 1)]
+    new = max(d.pids_of(1))
+    assert steers(d.ready(new)) == [3]
+    assert d.fsm.slots == 3
+
+
+def test_removing_a_shard_steers_away_first_and_closes_its_listener_only_after_it_exits():
+    d = Driver(slots=3)
+    pids = d.started()
+    leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 2)
+    actions = d.feed(fsm.Scale, -1)
+    assert steers(actions) == [2]
+    assert signals(actions) == {leaving: StopMode.RETIRE}
+    assert listeners(actions) == []  # its queue may still hold connections
+    assert listeners(d.feed(fsm.Exited, leaving, 0)) == [2]
+    assert spawns(d.actions) == [(0, 1), (1, 1), (2, 1)]  # nothing respawned
+    assert sorted(d.fsm.shards) == sorted(p for p in pids if p != leaving)
+
+
+def test_scaling_back_up_reuses_a_listener_still_draining():
+    d = Driver(slots=2)
+    d.started()
+    leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 1)
+    d.feed(fsm.Scale, -1)
+    actions = d.feed(fsm.Scale, +1)
+    assert listeners(actions) == []  # slot 1's listener was never closed
+    assert spawns(actions) == [(1, 1)]
+    assert listeners(d.feed(fsm.Exited, leaving, 0)) == []
+
+
+def test_the_last_shard_is_never_removed_and_scaling_waits_for_a_reload():
+    d = Driver(slots=1)
+    d.started()
+    assert steers(d.feed(fsm.Scale, -1)) == []
+    d.feed(fsm.Reload)
+    assert spawns(d.feed(fsm.Scale, +1)) == []
+
+
+def test_a_reload_after_scaling_boots_every_slot_and_keeps_steering():
+    d = Driver(slots=2)
+    d.started()
+    d.feed(fsm.Scale, +1)
+    d.ready(max(d.pids_of(1)))
+    actions = d.feed(fsm.Reload)
+    assert spawns(actions) == [(0, 2), (1, 2), (2, 2)]
+    assert steers(d.ready(*d.pids_of(2))) == []  # still 3, nothing to change
