@@ -1,0 +1,197 @@
+"""Start and stop gshard and gunicorn the same way, and never leave one behind.
+
+Each server (and each helper process) runs in its own session, so stopping it
+means SIGTERM to its leader, a short wait, then SIGKILL to the whole process
+group: workers that outlive their manager are killed too. Every process
+started here is registered until stopped, so ``stop_all()`` in a ``finally``
+cleans up after Ctrl-C or an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+APPS_DIR = Path(__file__).resolve().parent / "apps"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+_live: set[subprocess.Popen] = set()
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What both servers are given: same app, process count and connection limits."""
+
+    kind: str  # "gshard" or "gunicorn"
+    app: str  # MODULE:ATTR inside benchmarks/apps
+    processes: int = 2
+    worker_connections: int = 1000
+    backlog: int = 2048
+    keepalive: int = 2
+
+    def command(self) -> list[str]:
+        """The command line; access logs are off by default on both servers."""
+        common = [
+            "--chdir", str(APPS_DIR),
+            "--bind", "127.0.0.1:0",
+            "--worker-connections", str(self.worker_connections),
+            "--backlog", str(self.backlog),
+            "--keep-alive", str(self.keepalive),
+            "--graceful-timeout", "5",
+        ]
+        if self.kind == "gshard":
+            return [sys.executable, "-m", "gshard", self.app, "--shards", str(self.processes),
+                    *common]
+        if self.kind == "gunicorn":
+            return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(self.processes),
+                    "--no-control-socket", *common, self.app]
+        raise ValueError(f"unknown server kind {self.kind!r}")
+
+
+def spawn(command: list[str], log_path: Path, **kwargs) -> subprocess.Popen:
+    """Start a registered process in its own session, stderr (and stdout by default) to a log."""
+    log = log_path.open("wb")
+    kwargs.setdefault("stdout", log)
+    try:
+        proc = subprocess.Popen(command, stderr=log, start_new_session=True, **kwargs)
+    finally:
+        log.close()
+    _live.add(proc)
+    return proc
+
+
+def terminate(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the leader, wait, then SIGKILL its whole process group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # session leader: pgid == pid
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    _live.discard(proc)
+
+
+def stop_all() -> None:
+    """Stop every process this module started and has not stopped yet."""
+    for proc in list(_live):
+        terminate(proc, timeout=3)
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid``: the shards or workers of a manager/master."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "(comm)": state, ppid, ...
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of one process in KiB (VmRSS), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Server:
+    """One running server on an ephemeral 127.0.0.1 port; use as a context manager."""
+
+    def __init__(self, spec: ServerSpec, log_path: Path) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.workers: list[int] = []
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        """Start, learn the port from the log, and wait until every process serves."""
+        self.proc = spawn(self.spec.command(), self.log_path)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.kind} exited with {self.proc.returncode} "
+                                   f"while starting:\n{self.log_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.spec.kind} not ready after {START_TIMEOUT}s:\n"
+                                   f"{self.log_text()[-3000:]}")
+            if self._ready():
+                return
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        text = self.log_text()
+        port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+        if not port:
+            return False
+        self.port = int(port.group(1))
+        if self.spec.kind == "gshard":
+            booted = re.search(rf"Ready: {self.spec.processes} shards serving", text) is not None
+        else:
+            booted = len(re.findall(r"Booting worker with pid", text)) >= self.spec.processes
+        if not booted or len(children(self.proc.pid)) < self.spec.processes:
+            return False
+        try:
+            with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                response.read()
+        except OSError:
+            return False
+        self.workers = children(self.proc.pid)
+        return True
+
+    def worker_rss(self) -> dict[int, int]:
+        """VmRSS in KiB of each current shard/worker (the manager/master is not counted)."""
+        return {pid: rss_kib(pid) for pid in children(self.proc.pid)} if self.proc else {}
+
+    def problems(self) -> list[str]:
+        """Signs of misbehaviour: replaced workers and error lines in the server's log."""
+        found = []
+        if self.proc and self.proc.poll() is not None:
+            found.append(f"{self.spec.kind} exited with status {self.proc.returncode} "
+                         "during the run")
+        elif self.proc and children(self.proc.pid) != self.workers:
+            found.append(f"workers changed from {self.workers} to {children(self.proc.pid)}")
+        for line in self.log_text().splitlines():
+            if re.search(r"\[(ERROR|CRITICAL)\]|Traceback|WORKER TIMEOUT", line):
+                found.append(line.strip())
+        return found
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
