@@ -228,6 +228,24 @@ def test_port_in_use_is_refused(gshard_proc):
     assert "Booting" not in server.stderr.text
 
 
+@pytest.mark.timeout(30)
+def test_worker_connections_bounds_concurrency_without_refusing(gshard_proc):
+    """Past --worker-connections a shard stops accepting; the rest wait, none is refused."""
+    server = gshard_proc("slow:app", "--shards", "1", "--worker-connections", "2")
+    conns = [Conn.tcp(server.port, timeout=10) for _ in range(4)]
+    started = time.monotonic()
+    for i, conn in enumerate(conns):
+        conn.send(request_bytes("GET", f"/sleep?s=0.6&token=w{i}",
+                                headers=(("Connection", "close"),)))
+    for i, conn in enumerate(conns):
+        response = conn.read_response(timeout=10)
+        assert response.status == 200 and response.body == f"slept w{i}".encode()
+        conn.close()
+    elapsed = time.monotonic() - started
+    # Two at a time: two rounds of 0.6 s. Unbounded, all four would end in 0.6 s.
+    assert 1.15 <= elapsed < 5, f"4 requests of 0.6 s took {elapsed:.2f}s"
+
+
 # --- binds -------------------------------------------------------------------------
 
 
