@@ -246,6 +246,19 @@ def test_worker_connections_bounds_concurrency_without_refusing(gshard_proc):
     assert 1.15 <= elapsed < 5, f"4 requests of 0.6 s took {elapsed:.2f}s"
 
 
+def test_second_server_cannot_share_a_served_port(gshard_proc):
+    """SO_REUSEPORT is for our own shards: another gshard on the port must fail, not
+    silently take a share of its connections."""
+    first = gshard_proc("pid_app:app", "--shards", "2")
+    second = gshard_proc("pid_app:app", "--shards", "2", "--bind", f"127.0.0.1:{first.port}",
+                         ready=False)
+    assert second.wait(timeout=10) == 1
+    second.stderr.wait_for(rf"Cannot listen: .*127\.0\.0\.1:{first.port}", timeout=2)
+    assert len(_ss_listeners(first.port)) == 2
+    answered = {_pid_of_answer(first.port) for _ in range(20)}
+    assert answered <= set(first.shard_pids())
+
+
 # --- binds -------------------------------------------------------------------------
 
 

@@ -87,3 +87,22 @@ def test_date_and_server_headers(gshard_proc):
     date = email.utils.parsedate_to_datetime(response.headers["Date"])
     assert response.headers["Date"].endswith(" GMT")
     assert before - 2 <= date.timestamp() <= after + 1
+
+
+def test_access_log_line_per_response(gshard_proc, tmp_path):
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"d" * 100000)
+    server = gshard_proc("streaming:app", "--shards", "1", "--access-logfile", "-",
+                         env={"GSHARD_TEST_FILE": str(data)})
+    with requests.Session() as session:
+        for path in ("/nolength", "/write?x=1", "/file", "/nope"):
+            session.get(server.url + path, headers={"User-Agent": "probe/1"}, timeout=5)
+    expected = [
+        r'"GET /nolength HTTP/1\.1" 200 16 "-" "probe/1"$',
+        r'"GET /write\?x=1 HTTP/1\.1" 200 28 "-" "probe/1"$',
+        r'"GET /file HTTP/1\.1" 200 100000 "-" "probe/1"$',
+        r'"GET /nope HTTP/1\.1" 404 - "-" "probe/1"$',
+    ]
+    for pattern in expected:
+        server.stdout.wait_for(r"^127\.0\.0\.1 - - \[[^]]+\] " + pattern, timeout=5)
+    assert len(server.stdout.lines) == 4, server.stdout.text
