@@ -184,7 +184,19 @@ class Connection:
         return bool(data)
 
     def _pull_body(self) -> bytes:
-        """Next piece of the request body for ``wsgi.input``; ``b""`` at its end."""
+        """Next piece of the request body for ``wsgi.input``; ``b""`` at its end.
+
+        A broken or late body ends the connection even if the application
+        catches the error (Flask turns it into its own 500): past a framing
+        error, the bytes that follow are not requests.
+        """
+        try:
+            return self._next_body_piece()
+        except ProtocolError:
+            self.proto.abandon()
+            raise
+
+    def _next_body_piece(self) -> bytes:
         proto = self.proto
         interim = proto.continue_bytes()
         if interim:

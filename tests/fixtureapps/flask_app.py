@@ -14,3 +14,13 @@ def index():
 def create(name):
     payload = request.get_json(force=True)
     return jsonify(name=name, payload=payload, args=request.args.to_dict()), 201
+
+
+@app.post("/upload")
+def upload():
+    return {"size": len(request.get_data())}
+
+
+@app.get("/smuggled")
+def smuggled():
+    return "this request was hidden in a body", 200

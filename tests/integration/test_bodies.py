@@ -132,3 +132,27 @@ def test_unread_large_body_never_parsed_as_requests(echo):
         assert not sender.is_alive()
     # Still serving.
     assert requests.get(echo.url + "/ok", timeout=5).json()["path"] == "/ok"
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+@pytest.mark.parametrize(("body", "args"), [
+    pytest.param(b"zz\r\n0\r\n\r\n" + SMUGGLED, (), id="bad-chunk-size"),
+    pytest.param(b"3\r\nabcXY0\r\n\r\n" + SMUGGLED, (), id="chunk-without-crlf"),
+    pytest.param(b"%x\r\n" % 101 + b"0\r\n\r\n" + SMUGGLED + b"p" * (101 - 5 - len(SMUGGLED))
+                 + b"\r\n0\r\n\r\n", ("--limit-request-body", "100"), id="chunk-over-limit"),
+])
+def test_broken_body_caught_by_the_app_ends_the_connection(gshard_proc, body, args):
+    """Flask turns the error wsgi.input raises into its own 500. The server must
+    still drop the connection: the bytes after a framing error are not requests."""
+    server = gshard_proc("flask_app:app", "--shards", "1", *args)
+    with Conn.tcp(server.port) as conn:
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + body)
+        response = conn.read_response()
+        assert response.status >= 400
+        assert response.header("Connection") == "close"
+        assert conn.wait_closed(timeout=5), "the connection stayed open"
+    # The server itself is fine.
+    assert requests.get(server.url + "/smuggled", timeout=5).status_code == 200
