@@ -302,6 +302,7 @@ class ServerConnection:
         self.request: Request | None = None
         self._buf = bytearray()
         self._eof = False
+        self._error: ProtocolError | None = None
         self._checked = 0  # head bytes already checked for bare LF and line sizes
         self._line_start = 0  # start of the head line being received
         self._head_lines = 0  # complete lines in the partial head (request line included)
@@ -333,13 +334,25 @@ class ServerConnection:
         return len(self._buf)
 
     def next_event(self) -> Event | Need:
-        """The next event, or what is needed before one can be produced."""
-        if self.state is State.IDLE:
-            return self._next_request()
-        if self.state is State.BODY:
-            if self.request.chunked:  # type: ignore[union-attr]
-                return self._next_chunked()
-            return self._next_fixed()
+        """The next event, or what is needed before one can be produced.
+
+        A ``ProtocolError`` is final: every later call raises it again, so no
+        caller can go on to read the bytes after a framing error as a request.
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            if self.state is State.IDLE:
+                return self._next_request()
+            if self.state is State.BODY:
+                if self.request.chunked:  # type: ignore[union-attr]
+                    return self._next_chunked()
+                return self._next_fixed()
+        except ProtocolError as exc:
+            self._error = exc
+            self.state = State.CLOSED
+            self.keep_alive = False
+            raise
         if self.state is State.DONE:
             return Need.PAUSED
         return CONNECTION_CLOSED

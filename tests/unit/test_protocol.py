@@ -773,3 +773,17 @@ def test_unread_body_does_not_start_the_next_cycle():
     conn.response_end()
     assert conn.keep_alive  # the response itself was fine...
     assert not conn.start_next_cycle()  # ...but the rest of the body was never read
+
+
+def test_a_framing_error_is_final():
+    conn = ServerConnection()
+    conn.receive_data(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    assert isinstance(conn.next_event(), Request)
+    for _ in range(3):
+        with pytest.raises(ProtocolError) as raised:
+            conn.next_event()
+        assert raised.value.status == 400
+    assert conn.state is State.CLOSED and not conn.keep_alive
