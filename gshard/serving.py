@@ -1,0 +1,191 @@
+"""A shard's serving loop: StreamServers on its listeners until told to leave.
+
+Imported only in a shard, after gevent has monkey-patched the process.
+Leaving comes in three kinds, each keeping every request it accepted:
+
+* drain (SIGTERM): stop accepting at once (the listener and its queue stay
+  open in the manager for the next shard of the slot), finish in-flight
+  requests with ``Connection: close``, give idle keep-alive connections a
+  moment to send their next request (answered with ``Connection: close``)
+  instead of closing them under a client that is sending, then exit;
+* retire (SIGUSR2): the manager has steered new connections away from this
+  listener, which will close; keep accepting what is still queued for a
+  moment, then drain;
+* quit (SIGQUIT, SIGINT): exit now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+import gevent
+from gevent import monkey
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from gshard import ipc, log
+from gshard.connection import Connection, Lifecycle, ServeContext
+from gshard.errors import EXIT_OK
+from gshard.log import AccessLogger
+from gshard.protocol import Limits
+from gshard.shard import ShardSpec, send
+from gshard.wsgi import base_environ
+
+# How often a shard tells the manager its event loop is alive.
+BEAT_INTERVAL = 1.0
+# Draining: how long an idle keep-alive connection may still send one more
+# request (capped by --keep-alive) before it is closed.
+DRAIN_IDLE_GRACE = 1.0
+# Retiring: how long to keep accepting after new connections were steered away.
+RETIRE_SETTLE = 1.0
+
+
+class ShardServer:
+    """Everything one shard serves, and how it stops."""
+
+    def __init__(self, spec: ShardSpec, app: Callable) -> None:
+        self.spec = spec
+        config = spec.config
+        self.config = config
+        self.lifecycle = Lifecycle()
+        self.pool = Pool(config.worker_connections)
+        self.stopped = Event()
+        self.last_tick = time.monotonic()
+        limits = Limits(**config.limits_kwargs())
+        access = AccessLogger(config.access_log_format)
+        self.servers = []
+        for sock, address, port in spec.listeners:
+            ctx = ServeContext(
+                app=app,
+                base_environ=base_environ(
+                    address.unix_path or address.host, str(port), "http", config.shards > 1
+                ),
+                limits=limits,
+                keepalive=config.keepalive,
+                header_timeout=config.header_timeout,
+                body_timeout=config.body_timeout,
+                access=access,
+                lifecycle=self.lifecycle,
+            )
+            # A gevent socket on the inherited descriptor; the manager keeps its own.
+            listener = socket.socket(fileno=sock.detach())
+            self.servers.append(StreamServer(listener, handle=_handler(ctx), spawn=self.pool))
+
+    def serve(self) -> int:
+        """Serve until told to leave; the exit status."""
+        for server in self.servers:
+            server.start()
+        gevent.signal_handler(signal.SIGTERM, self._leave, 0.0)
+        gevent.signal_handler(signal.SIGUSR2, self._leave, RETIRE_SETTLE)
+        gevent.signal_handler(signal.SIGQUIT, self.stopped.set)
+        gevent.signal_handler(signal.SIGINT, self.stopped.set)
+        gevent.signal_handler(signal.SIGUSR1, log.reopen_files)
+        if self.config.timeout:
+            _watch_event_loop(self, max(self.config.timeout / 2, BEAT_INTERVAL * 2))
+        send(self.spec.channel, ipc.Kind.READY)
+        gevent.spawn(self._heartbeat)
+        self.stopped.wait()
+        return EXIT_OK
+
+    def _leave(self, keep_accepting: float) -> None:
+        if not self.lifecycle.draining:
+            self.lifecycle.draining = True
+            gevent.spawn(self._drain, keep_accepting)
+
+    def _drain(self, keep_accepting: float) -> None:
+        if keep_accepting:
+            gevent.sleep(keep_accepting)
+        for server in self.servers:
+            server.close()
+        if self.lifecycle.idle:
+            gevent.sleep(min(self.config.keepalive, DRAIN_IDLE_GRACE))
+        for idle in list(self.lifecycle.idle):
+            readable, _, _ = select.select([idle], [], [], 0)
+            if readable:
+                continue  # a request is arriving: it is served, with Connection: close
+            with contextlib.suppress(OSError):
+                idle.shutdown(socket.SHUT_RDWR)
+        if not self.pool.join(timeout=self.config.graceful_timeout):
+            log.error_log.warning("Shard %d: %d connections still open after %gs",
+                                  self.spec.slot, len(self.pool), self.config.graceful_timeout)
+        self.stopped.set()
+
+    def _heartbeat(self) -> None:
+        spec = self.spec
+        limit = _request_limit(self.config)
+        recycle_asked = False
+        while not self.stopped.is_set():
+            self.last_tick = time.monotonic()
+            send(spec.channel, ipc.Kind.BEAT)
+            if os.getppid() != spec.manager_pid:
+                log.error_log.warning("Shard %d: the manager is gone; draining", spec.slot)
+                self._leave(0.0)
+            if limit and not recycle_asked and self.lifecycle.handled >= limit:
+                # The manager starts a successor; this shard drains once it serves.
+                recycle_asked = send(spec.channel, ipc.Kind.RECYCLE)
+            self.stopped.wait(BEAT_INTERVAL)
+
+
+def _handler(ctx: ServeContext) -> Callable:
+    def handle(sock: socket.socket, address: object) -> None:
+        # Unix socket peers have no address.
+        remote = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+        Connection(sock, remote, ctx).serve()
+
+    return handle
+
+
+def _request_limit(config) -> int:
+    """--max-requests plus this shard's share of jitter; 0 when recycling is off."""
+    if not config.max_requests:
+        return 0
+    return config.max_requests + random.randint(0, config.max_requests_jitter)
+
+
+def _watch_event_loop(shard: ShardServer, threshold: float) -> None:
+    """Log the stack of whatever blocks the event loop longer than ``threshold``.
+
+    A blocked loop cannot report on itself, so a real OS thread watches the
+    heartbeat greenlet's tick. The manager kills the shard at --timeout; this
+    report (at half of it) says which code was to blame.
+    """
+    start_thread = monkey.get_original("_thread", "start_new_thread")
+    sleep = monkey.get_original("time", "sleep")
+    main_thread = monkey.get_original("threading", "main_thread")().ident
+
+    def watch() -> None:
+        reported_tick = None
+        while True:
+            sleep(BEAT_INTERVAL)
+            tick = shard.last_tick
+            blocked = time.monotonic() - tick
+            if blocked < threshold or tick == reported_tick:
+                continue
+            reported_tick = tick
+            frame = sys._current_frames().get(main_thread)
+            stack = "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
+            _write_error(f"Shard {shard.spec.slot}: event loop blocked for {blocked:.0f}s "
+                         f"(limit --timeout {shard.config.timeout:g}s); it is running:\n{stack}")
+
+    start_thread(watch, ())
+
+
+def _write_error(message: str) -> None:
+    """Write to the error log from a thread that must not take gevent's locks."""
+    stamp = time.strftime(log.DATE_FORMAT)
+    line = f"[{stamp}] [{os.getpid()}] [ERROR] {message}"
+    for handler in log.error_log.handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.write(stream.fileno(), line.encode("utf-8", "replace"))
