@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import importlib.util
+import io
 import os
 import platform
 import resource
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +56,9 @@ class Scenario:
     idle: int = 0  # idle keep-alive connections held open during the run
     count_pids: bool = False  # the script tallies which process answered
 
-    def spec(self, kind: str) -> servers.ServerSpec:
+    def spec(self, kind: str, gshard_path: str | None = None) -> servers.ServerSpec:
         return servers.ServerSpec(kind, self.app, self.processes, self.worker_connections,
-                                  keepalive=self.keepalive)
+                                  keepalive=self.keepalive, gshard_path=gshard_path)
 
     def describe(self) -> str:
         """The load and server flags, for the report."""
@@ -152,6 +154,37 @@ def raise_nofile(idle: int) -> int:
     return max(allowed, 0)
 
 
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(HERE.parent), *args], capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.decode().strip()}")
+    return done.stdout.decode().strip()
+
+
+def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
+    """Which gshard to run: (directory for PYTHONPATH or None, description for the report).
+
+    Others may be editing gshard/ while this runs; ``--gshard-rev`` measures a
+    commit exported with git archive instead of the working tree.
+    """
+    if rev is None:
+        try:
+            commit = _git("rev-parse", "--short=12", "HEAD")
+            dirty = _git("status", "--porcelain", "--", "gshard")
+        except (RuntimeError, OSError):
+            return None, "installed package (not a git checkout)"
+        return None, f"working tree at {commit}" + (
+            " with uncommitted changes in gshard/" if dirty else "")
+    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    dest = raw_dir / f"gshard-{commit[:12]}"
+    if not (dest / "gshard").is_dir():
+        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", commit, "gshard"],
+                                 capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+    return str(dest), f"commit {commit[:12]} (exported with git archive)"
+
+
 def machine_info(wrk_version: str) -> dict[str, str]:
     uname = platform.uname()
     info = {
@@ -179,7 +212,7 @@ def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> repo
     raw = args.raw_dir
     load = {"connections": sc.connections, "headers": sc.headers, "timeout": args.timeout,
             "script": LUA / sc.script if sc.script else None}
-    with servers.Server(sc.spec(kind), raw / f"{tag}.log") as server:
+    with servers.Server(sc.spec(kind, args.gshard_path), raw / f"{tag}.log") as server:
         url = server.url + sc.path
         if args.warmup > 0:
             wrk.run(url, duration=args.warmup, **load)
@@ -197,7 +230,10 @@ def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> repo
                 run.held, run.held_failed = int(ok), int(failed)
                 time.sleep(0.5)
                 run.rss_held = server.worker_rss()
+            cpu_before = server.worker_cpu()
             run.wrk = wrk.run(url, duration=args.duration, raw_path=raw / f"{tag}.txt", **load)
+            run.cpu = {pid: cpu - cpu_before.get(pid, 0.0)
+                       for pid, cpu in server.worker_cpu().items()}
             if holder is not None:
                 holder.stdin.write(b"check\n")
                 holder.stdin.flush()
@@ -218,7 +254,8 @@ def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> repo
 def _progress(sc: Scenario, kind: str, n: int, runs: int, run: report.Run) -> str:
     w = run.wrk
     text = (f"[{sc.name} {n}/{runs}] {kind:8} {w.requests_per_sec:9,.0f} req/s  "
-            f"p50 {w.p50_ms:7.2f} ms  p99 {w.p99_ms:8.2f} ms  errors {w.errors}")
+            f"p50 {w.p50_ms:7.2f} ms  p99 {w.p99_ms:8.2f} ms  errors {w.errors}  "
+            f"cpu {'/'.join(f'{c:.1f}' for c in run.cpu.values())} s")
     if sc.idle:
         text += f"  held {run.held}/{sc.idle}, {run.kib_per_conn:.1f} KiB/conn"
     if sc.count_pids:
@@ -250,6 +287,9 @@ def parse_args() -> argparse.Namespace:
                              "connections, results in results/raw/quick/")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="where RESULTS.md and chart.png go (default: benchmarks/results)")
+    parser.add_argument("--gshard-rev", metavar="REV",
+                        help="benchmark gshard as committed at this git revision (exported "
+                             "to results/raw/) instead of the working tree")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install wrk when it is missing")
     args = parser.parse_args()
@@ -279,6 +319,7 @@ def main() -> int:
     scenarios = [dataclasses.replace(sc, idle=idle, title=sc.title.replace("10,000", f"{idle:,}"))
                  if sc.idle else sc for sc in scenarios]
     machine = machine_info(wrk_version)
+    args.gshard_path, machine["gshard source"] = gshard_source(args.gshard_rev, args.raw_dir)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     results: report.Results = {}
@@ -306,7 +347,12 @@ def main() -> int:
         + "; medians reported (errors are summed over all runs).",
         f"wrk with one thread, `--latency`, `--timeout {args.timeout:g}s`, against "
         "127.0.0.1 only; errors = socket errors (connect, read, write, timeout) + "
-        "non-2xx/3xx responses.",
+        "non-2xx/3xx responses. p50/p99 are wrk's, which include its coordinated-omission "
+        "correction (wrk's stats_correct adds synthetic samples for every response slower "
+        "than twice the mean interval per connection), so a few long stalls raise p75-p99 "
+        "far above what most requests saw.",
+        "CPU s per process: user + system time of each shard/worker during the measured "
+        "run, from /proc/PID/stat; it shows whether the load was spread over the processes.",
         "gshard `--shards N` vs gunicorn `-k gevent -w N` (N = 2, 4 for fairness), same app, "
         "same `--worker-connections`, `--backlog` and `--keep-alive`, access log off on "
         "both, `--graceful-timeout 5`, bound to 127.0.0.1:0.",

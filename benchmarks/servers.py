@@ -37,6 +37,7 @@ class ServerSpec:
     worker_connections: int = 1000
     backlog: int = 2048
     keepalive: int = 2
+    gshard_path: str | None = None  # directory holding a gshard package to run instead
 
     def command(self) -> list[str]:
         """The command line; access logs are off by default on both servers."""
@@ -116,6 +117,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process: shows how the load split across workers."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[11], [12]: utime, stime
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """One running server on an ephemeral 127.0.0.1 port; use as a context manager."""
 
@@ -142,7 +153,12 @@ class Server:
 
     def start(self) -> None:
         """Start, learn the port from the log, and wait until every process serves."""
-        self.proc = spawn(self.spec.command(), self.log_path)
+        env = None
+        if self.spec.kind == "gshard" and self.spec.gshard_path:
+            env = {**os.environ, "PYTHONPATH": self.spec.gshard_path}
+        # cwd: with ``python -m`` the current directory comes first on sys.path, and the
+        # repository root would shadow a gshard given through PYTHONPATH.
+        self.proc = spawn(self.spec.command(), self.log_path, env=env, cwd=APPS_DIR)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
@@ -178,6 +194,10 @@ class Server:
     def worker_rss(self) -> dict[int, int]:
         """VmRSS in KiB of each current shard/worker (the manager/master is not counted)."""
         return {pid: rss_kib(pid) for pid in children(self.proc.pid)} if self.proc else {}
+
+    def worker_cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by each shard/worker."""
+        return {pid: cpu_seconds(pid) for pid in children(self.proc.pid)} if self.proc else {}
 
     def problems(self) -> list[str]:
         """Signs of misbehaviour: replaced workers and error lines in the server's log."""
