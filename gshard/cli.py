@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from gshard import __version__, log
+from gshard import __version__, log, upgrade
 from gshard.config import Config, config_names, settings
 from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
@@ -131,12 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gshard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.configure(config.loglevel, config.errorlog, config.accesslog)
+    inherited = upgrade.inheritance(os.environ)
     try:
-        listeners = open_listeners(config.bind, config.shards, config.backlog)
-    except OSError as exc:
+        if inherited is not None:
+            listeners = inherited.adopt(config.bind)
+        else:
+            listeners = open_listeners(config.bind, config.shards, config.backlog)
+    except (OSError, ValueError) as exc:
         log.error_log.error("Cannot listen: %s", exc)
         return 1
-    return Manager(config, listeners).run()
+    return Manager(config, listeners, argv, inherited).run()
 
 
 def run() -> NoReturn:

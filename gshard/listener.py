@@ -49,10 +49,11 @@ class ListenerSet:
         while len(self.sockets) > count:
             self.sockets.pop().close()
 
-    def close(self) -> None:
+    def close(self, unlink: bool = True) -> None:
+        """Close the sockets; ``unlink=False`` leaves a unix socket's file to a successor."""
         for sock in self.sockets:
             sock.close()
-        if self.address.unix_path is not None:
+        if unlink and self.address.unix_path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.address.unix_path)
 

@@ -11,6 +11,7 @@ pipe, so no signal is handled halfway through another step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -18,8 +19,9 @@ import socket
 import time
 import traceback
 from collections import deque
+from collections.abc import Sequence
 
-from gshard import ipc, log, systemd
+from gshard import ipc, log, systemd, upgrade
 from gshard import manager_fsm as fsm
 from gshard.config import Config
 from gshard.control import ControlServer
@@ -37,7 +39,7 @@ _SIGNAL_EVENTS = {
     signal.SIGTTIN: lambda now: fsm.Scale(+1, now),
     signal.SIGTTOU: lambda now: fsm.Scale(-1, now),
 }
-_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
+_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
 _STOP_SIGNALS = {
     fsm.StopMode.DRAIN: signal.SIGTERM,
     fsm.StopMode.RETIRE: signal.SIGUSR2,
@@ -55,9 +57,26 @@ def _ignore_signal(signum: int, frame: object) -> None:
 class Manager:
     """Forks the shards and keeps the right ones running until told to stop."""
 
-    def __init__(self, config: Config, listeners: list[ListenerSet]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[ListenerSet],
+        argv: Sequence[str] = (),
+        inherited: upgrade.Inheritance | None = None,
+    ) -> None:
+        tcp = [ls for ls in listeners if not ls.address.is_unix]
+        if inherited is not None and tcp:
+            # The predecessor may have scaled: one shard per inherited listener.
+            config = dataclasses.replace(config, shards=len(tcp[0].sockets))
         self.config = config
         self.listeners = listeners
+        self.argv = list(argv)  # to start a successor with the same command line
+        self.inherited = inherited
+        # This manager owns the pidfile, control socket and unix socket files;
+        # a successor owns them only once it serves.
+        self.owner = False
+        self.successor: upgrade.Successor | None = None
+        self.handing_over = False
         self.fsm = fsm.ManagerFSM(
             slots=config.shards,
             timings=fsm.Timings(
@@ -75,9 +94,8 @@ class Manager:
     def run(self) -> int:
         """Serve until stopped; the exit status for the command."""
         self._install_signals()
-        self._write_pidfile()
-        if self.config.control_path:
-            self.control = ControlServer.open(self.config.control_path)
+        if self.inherited is None:
+            self._take_ownership()
         set_process_title("manager", self.config)
         for listener_set in self.listeners:
             log.error_log.info("Listening at: %s (%d shards)", listener_set.url,
@@ -101,6 +119,8 @@ class Manager:
             watched = [self._wakeup_r, self._inbox]
             if self.control is not None:
                 watched += self.control.descriptors()
+            if self.successor is not None and self.successor.ready_r >= 0:
+                watched.append(self.successor.ready_r)
             readable, _, _ = select.select(watched, [], [], sleep)
             now = time.monotonic()
             events: list[fsm.Event] = []
@@ -110,6 +130,8 @@ class Manager:
                 events += self._message_events(now)
             if self.control is not None:
                 events += self._control_events(readable, now)
+            if self.successor is not None and self.successor.ready_r in readable:
+                events += self._successor_events(now)
             events += self._reap(now)
             events.append(fsm.Tick(now))
             for event in events:
@@ -130,6 +152,8 @@ class Manager:
             elif signum == signal.SIGUSR1:
                 log.reopen_files()
                 self._signal_shards(signal.SIGUSR1)
+            elif signum == signal.SIGUSR2:
+                self._start_successor()
         return events
 
     def _message_events(self, now: float) -> list[fsm.Event]:
@@ -179,7 +203,65 @@ class Manager:
                 return events
             if pid == 0:
                 return events
-            events.append(fsm.Exited(pid, os.waitstatus_to_exitcode(status), now))
+            code = os.waitstatus_to_exitcode(status)
+            if self.successor is not None and pid == self.successor.pid:
+                self._successor_exited(code)
+            else:
+                events.append(fsm.Exited(pid, code, now))
+
+    # --- upgrading gshard itself (SIGUSR2) -------------------------------
+
+    def _start_successor(self) -> None:
+        if self.successor is not None or self.handing_over:
+            log.error_log.warning("Upgrade already under way; SIGUSR2 ignored")
+            return
+        if self.fsm.phase is not fsm.Phase.RUNNING or not self.owner:
+            log.error_log.warning("Upgrade refused: the server is not serving yet")
+            return
+        try:
+            self.successor = upgrade.start_successor(self.argv, self.listeners)
+        except OSError as exc:
+            log.error_log.error("Upgrade failed: cannot start a new manager: %s", exc)
+            return
+        log.error_log.info("Upgrading: started a new manager (pid %d); this one drains "
+                           "once it serves", self.successor.pid)
+
+    def _successor_events(self, now: float) -> list[fsm.Event]:
+        successor = self.successor
+        assert successor is not None
+        outcome = upgrade.read_outcome(successor.ready_r)
+        if outcome is None:
+            return []
+        os.close(successor.ready_r)
+        successor.ready_r = -1
+        if not outcome:
+            return []  # it died; reaping it reports why
+        self.handing_over = True
+        log.error_log.info("Upgrade: the new manager (pid %d) serves; draining this one",
+                           successor.pid)
+        set_process_title("manager (upgraded, draining)", self.config)
+        return [fsm.Stop(graceful=True, now=now)]
+
+    def _successor_exited(self, code: int) -> None:
+        successor = self.successor
+        assert successor is not None
+        if not self.handing_over:
+            log.error_log.error("Upgrade failed: the new manager (pid %d) %s; this manager "
+                                "keeps serving", successor.pid, fsm.describe_status(code))
+            if successor.ready_r >= 0:
+                os.close(successor.ready_r)
+        self.successor = None
+
+    def _take_ownership(self) -> None:
+        """Claim the pidfile and the control socket: at start, or once a successor serves."""
+        self.owner = True
+        self._write_pidfile()
+        if self.config.control_path:
+            self.control = ControlServer.open(self.config.control_path)
+        if self.inherited is not None:
+            self.inherited.announce_ready()
+            systemd.notify(f"MAINPID={self.pid}")
+            log.error_log.info("Upgrade complete: this manager (pid %d) took over", self.pid)
 
     # --- carrying out actions -----------------------------------------
 
@@ -204,7 +286,10 @@ class Manager:
             for listener_set in self.listeners:
                 listener_set.resize(action.count, self.config.backlog)
         elif isinstance(action, fsm.Status):
-            systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+            if action.state == "ready" and not self.owner:
+                self._take_ownership()
+            if not self.handing_over:  # the successor speaks for the service now
+                systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
         return []
 
     def _fork(self, slot: int, generation: int) -> int:
@@ -269,10 +354,10 @@ class Manager:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for listener_set in self.listeners:
-            listener_set.close()
+            listener_set.close(unlink=self.owner and not self.handing_over)
         signal.set_wakeup_fd(-1)
         path = self.config.pidfile
-        if path is not None:
+        if path is not None and self.owner:
             with contextlib.suppress(OSError), open(path) as handle:
                 if handle.read().strip() == str(self.pid):
                     os.unlink(path)
