@@ -29,6 +29,7 @@ class Run:
     held_failed: int = 0
     alive_after: int = 0  # of those, still open after the wrk run
     cpu: dict[int, float] = field(default_factory=dict)  # CPU s per process during the run
+    other_cpu: float = 0.0  # CPU s the rest of the machine used during the run
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -181,14 +182,15 @@ def markdown(scenarios: list, results: Results, machine: dict[str, str], method:
 def _scenario_section(sc, pair: dict[str, Summary], ratio: float) -> list[str]:
     lines = [f"### {sc.title}", "", sc.describe(), "",
              "| server | req/s (median) | p50 | p99 | errors | req/s per run "
-             "| CPU s per process, per run |",
-             "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+             "| CPU s per process, per run | CPU s used by others, per run |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for kind in KINDS:
         s = pair[kind]
         per_run = ", ".join(f"{r.wrk.requests_per_sec:,.0f}" for r in s.runs)
         cpu = "; ".join("/".join(f"{c:.1f}" for c in r.cpu.values()) for r in s.runs)
+        others = ", ".join(f"{r.other_cpu:.1f}" for r in s.runs)
         lines.append(f"| {kind} | {s.rps:,.0f} | {_ms(s.p50)} | {_ms(s.p99)} | {s.errors} "
-                     f"| {per_run} | {cpu} |")
+                     f"| {per_run} | {cpu} | {others} |")
     lines += ["", f"Ratio gshard/gunicorn: **{ratio:.2f}x** req/s."]
     if sc.idle:
         lines += ["", "Memory (VmRSS of each shard/worker, KiB; the run with the median "

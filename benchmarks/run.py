@@ -207,6 +207,27 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
     return proc.stdout.readline().decode().strip()
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_quiet(budget: list[float], window: float = 0.5, limit: float = 0.25) -> None:
+    """Wait while other processes keep more than ``limit`` of a core busy, within ``budget``.
+
+    Other sessions' test suites share this machine; starting a run in a quiet
+    moment makes it less likely that they steal the cores mid-run. ``budget``
+    is a one-element list of seconds left for the whole benchmark.
+    """
+    while True:
+        started, busy = time.monotonic(), servers.machine_busy_seconds()
+        time.sleep(window)
+        elapsed = time.monotonic() - started
+        if (servers.machine_busy_seconds() - busy) / elapsed < limit or budget[0] <= window:
+            return
+        budget[0] -= elapsed
+
+
 def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> report.Run:
     """Start a fresh server, optionally warm it up and hold idle connections, run wrk once."""
     raw = args.raw_dir
@@ -230,10 +251,14 @@ def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> repo
                 run.held, run.held_failed = int(ok), int(failed)
                 time.sleep(0.5)
                 run.rss_held = server.worker_rss()
-            cpu_before = server.worker_cpu()
+            before = (server.worker_cpu(), server.manager_cpu(), _children_cpu(),
+                      servers.machine_busy_seconds())
             run.wrk = wrk.run(url, duration=args.duration, raw_path=raw / f"{tag}.txt", **load)
-            run.cpu = {pid: cpu - cpu_before.get(pid, 0.0)
+            run.cpu = {pid: cpu - before[0].get(pid, 0.0)
                        for pid, cpu in server.worker_cpu().items()}
+            ours = (sum(run.cpu.values()) + server.manager_cpu() - before[1]
+                    + _children_cpu() - before[2])  # servers and wrk (a reaped child)
+            run.other_cpu = servers.machine_busy_seconds() - before[3] - ours
             if holder is not None:
                 holder.stdin.write(b"check\n")
                 holder.stdin.flush()
@@ -255,7 +280,8 @@ def _progress(sc: Scenario, kind: str, n: int, runs: int, run: report.Run) -> st
     w = run.wrk
     text = (f"[{sc.name} {n}/{runs}] {kind:8} {w.requests_per_sec:9,.0f} req/s  "
             f"p50 {w.p50_ms:7.2f} ms  p99 {w.p99_ms:8.2f} ms  errors {w.errors}  "
-            f"cpu {'/'.join(f'{c:.1f}' for c in run.cpu.values())} s")
+            f"cpu {'/'.join(f'{c:.1f}' for c in run.cpu.values())} s, "
+            f"others {run.other_cpu:.1f} s")
     if sc.idle:
         text += f"  held {run.held}/{sc.idle}, {run.kib_per_conn:.1f} KiB/conn"
     if sc.count_pids:
@@ -287,6 +313,10 @@ def parse_args() -> argparse.Namespace:
                              "connections, results in results/raw/quick/")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="where RESULTS.md and chart.png go (default: benchmarks/results)")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="seconds in total the benchmark may spend waiting, before runs, "
+                             "for other processes to leave the CPUs alone (default: "
+                             "%(default)s)")
     parser.add_argument("--gshard-rev", metavar="REV",
                         help="benchmark gshard as committed at this git revision (exported "
                              "to results/raw/) instead of the working tree")
@@ -322,12 +352,14 @@ def main() -> int:
     args.gshard_path, machine["gshard source"] = gshard_source(args.gshard_rev, args.raw_dir)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
+    quiet_budget = [args.quiet_wait]
     results: report.Results = {}
     try:
         for sc in scenarios:
             runs: dict[str, list[report.Run]] = {kind: [] for kind in report.KINDS}
             for n in range(1, args.runs + 1):
                 for kind in report.KINDS:
+                    wait_quiet(quiet_budget)
                     run = measure(sc, kind, args, f"{sc.name}-{kind}-{n}")
                     runs[kind].append(run)
                     print(_progress(sc, kind, n, args.runs, run), flush=True)
@@ -352,7 +384,10 @@ def main() -> int:
         "than twice the mean interval per connection), so a few long stalls raise p75-p99 "
         "far above what most requests saw.",
         "CPU s per process: user + system time of each shard/worker during the measured "
-        "run, from /proc/PID/stat; it shows whether the load was spread over the processes.",
+        "run, from /proc/PID/stat; it shows whether the load was spread over the processes. "
+        "CPU s used by others: machine-wide busy time from /proc/stat during the run minus "
+        "that of the server and wrk (other sessions' tests share this machine); a run with "
+        "seconds there competed for the 2 cores.",
         "gshard `--shards N` vs gunicorn `-k gevent -w N` (N = 2, 4 for fairness), same app, "
         "same `--worker-connections`, `--backlog` and `--keep-alive`, access log off on "
         "both, `--graceful-timeout 5`, bound to 127.0.0.1:0.",
@@ -362,6 +397,9 @@ def main() -> int:
         "with the idle connections held - sum at idle) / connections held.",
         "Fairness: busiest/idlest = most / fewest requests served by one process, "
         "counted from each response's body (the serving process's PID).",
+        f"Before each run the benchmark waited for other processes to use less than a "
+        f"quarter of a core ({args.quiet_wait - quiet_budget[0]:.0f} s of waiting in all, "
+        f"budget {args.quiet_wait:g} s). "
         f"The whole benchmark took {elapsed / 60:.1f} minutes. The machine is shared; the "
         "load averages above show how busy it was.",
     ]

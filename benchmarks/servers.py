@@ -127,6 +127,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all processes on the machine have used (all cores), from /proc/stat."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """One running server on an ephemeral 127.0.0.1 port; use as a context manager."""
 
@@ -198,6 +205,10 @@ class Server:
     def worker_cpu(self) -> dict[int, float]:
         """CPU seconds used so far by each shard/worker."""
         return {pid: cpu_seconds(pid) for pid in children(self.proc.pid)} if self.proc else {}
+
+    def manager_cpu(self) -> float:
+        """CPU seconds used so far by the manager/master."""
+        return cpu_seconds(self.proc.pid) if self.proc else 0.0
 
     def problems(self) -> list[str]:
         """Signs of misbehaviour: replaced workers and error lines in the server's log."""
