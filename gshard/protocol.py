@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import NamedTuple
 
 from gshard.errors import ProtocolError
 
@@ -69,9 +70,8 @@ class Need(enum.Enum):
     PAUSED = "paused"  # finish the response, then call start_next_cycle
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A parsed request head.
+class Request(NamedTuple):
+    """A parsed request head (a NamedTuple: immutable, and cheap to make per request).
 
     ``headers`` keeps field order with upper-cased names; fields whose name
     holds an underscore are dropped, because WSGI maps ``_`` and ``-`` to the
@@ -149,21 +149,6 @@ _FORBIDDEN_TRAILERS = frozenset(
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _fields(block: str, limits: Limits) -> list[tuple[str, str]]:
-    """Split a field block already known to match ``_FIELD_LINES``."""
-    lines = block.split("\r\n")
-    lines.pop()  # the block ends with CRLF
-    if len(lines) > limits.fields:
-        raise ProtocolError("too many header fields", 431)
-    fields = []
-    for line in lines:
-        if len(line) + 2 > limits.field_size:  # counted with its CRLF, as gunicorn does
-            raise ProtocolError("header field too large", 431)
-        name, _, value = line.partition(":")
-        fields.append((name.upper(), value.strip(" \t")))
-    return fields
-
-
 def _check_target(method: str, target: str) -> None:
     """Origin-form and absolute-form; authority-form for CONNECT only, and only there."""
     if method == "CONNECT":
@@ -192,12 +177,18 @@ def _transfer_codings(values: list[str]) -> bool:
     return True
 
 
-def parse_head(head: bytes, limits: Limits) -> Request:
+# Request fields that decide framing or the connection; the rest pass through.
+_FRAMING_FIELDS = frozenset(
+    {"HOST", "CONTENT-LENGTH", "TRANSFER-ENCODING", "CONNECTION", "EXPECT", "CONTENT-TYPE"}
+)
+
+
+def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
     """Parse one request head (request line to the empty line, inclusive).
 
     Raises ``ProtocolError`` with the status the client should get.
     """
-    text = head.decode("latin-1")
+    text = str(head, "latin-1")
     line_end = text.find("\r\n")
     if line_end > limits.request_line:
         raise ProtocolError("request line too long", 414)
@@ -212,23 +203,47 @@ def parse_head(head: bytes, limits: Limits) -> Request:
         raise ProtocolError(f"invalid method {method[:32]!r}", 400)
     if major != "1" or minor not in "01":
         raise ProtocolError(f"HTTP version {major}.{minor} not supported", 505)
-    http11 = minor == "1"
     _check_target(method, target)
     if _FIELD_LINES.fullmatch(text, line_end + 2, len(text) - 2) is None:
         raise ProtocolError("malformed header field", 400)
-    fields = _fields(text[line_end + 2 : -2], limits)
 
+    lines = text[line_end + 2 : -4].split("\r\n") if len(text) > line_end + 4 else []
+    if len(lines) > limits.fields:
+        raise ProtocolError("too many header fields", 431)
+    longest = limits.field_size - 2  # the limit counts the CRLF, as gunicorn's does
     headers = []
-    hosts = 0
+    framing = []
+    for line in lines:
+        if len(line) > longest:
+            raise ProtocolError("header field too large", 431)
+        name, _, value = line.partition(":")
+        name = name.upper()
+        if "_" in name:
+            continue
+        value = value.strip(" \t")
+        headers.append((name, value))
+        if name in _FRAMING_FIELDS:
+            framing.append((name, value))
+    http11 = minor == "1"
+    content_length, chunked, keep_alive, expect_continue = _framing(framing, http11, limits)
+    if method == "CONNECT":
+        keep_alive = False  # a tunnel is not ours to serve; answer, then close
+    return Request(
+        method, target, "HTTP/1.1" if http11 else "HTTP/1.0", tuple(headers),
+        content_length, chunked, keep_alive, expect_continue,
+    )
+
+
+def _framing(
+    fields: list[tuple[str, str]], http11: bool, limits: Limits
+) -> tuple[int | None, bool, bool, bool]:
+    """(Content-Length, chunked, keep-alive, expects 100-continue) from the framing fields."""
+    hosts = content_types = 0
     lengths: list[str] = []
     codings: list[str] = []
     connection = ""
     expect = ""
-    content_types = 0
     for name, value in fields:
-        if "_" in name:
-            continue
-        headers.append((name, value))
         if name == "HOST":
             hosts += 1
         elif name == "CONTENT-LENGTH":
@@ -239,7 +254,7 @@ def parse_head(head: bytes, limits: Limits) -> Request:
             connection = f"{connection},{value.lower()}"
         elif name == "EXPECT":
             expect = value.lower()
-        elif name == "CONTENT-TYPE":
+        else:
             content_types += 1
     if hosts > 1 or (http11 and hosts == 0):
         raise ProtocolError("an HTTP/1.1 request needs exactly one Host field", 400)
@@ -263,20 +278,12 @@ def parse_head(head: bytes, limits: Limits) -> Request:
         if limits.body and content_length > limits.body:
             raise ProtocolError("request body too large", 413)
 
-    tokens = {t.strip() for t in connection.split(",")}
-    keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
-    if method == "CONNECT":
-        keep_alive = False  # a tunnel is not ours to serve; answer, then close
-    return Request(
-        method=method,
-        target=target,
-        http_version=f"HTTP/1.{minor}",
-        headers=tuple(headers),
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        expect_continue=http11 and expect == "100-continue",
-    )
+    if connection:
+        tokens = {t.strip() for t in connection.split(",")}
+        keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
+    else:
+        keep_alive = http11
+    return content_length, chunked, keep_alive, http11 and expect == "100-continue"
 
 
 class _Chunk(enum.Enum):
@@ -298,6 +305,7 @@ class ServerConnection:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
+        self._max_head = self.limits.head
         self.state = State.IDLE
         self.request: Request | None = None
         self._buf = bytearray()
@@ -359,7 +367,12 @@ class ServerConnection:
 
     def _next_request(self) -> Event | Need:
         buf = self._buf
-        while buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+        if not buf:
+            if self._eof:
+                self.state = State.CLOSED
+                return CONNECTION_CLOSED
+            return Need.DATA
+        while buf.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
             del buf[:2]
             self._checked = self._line_start = self._head_lines = 0
         end = buf.find(b"\r\n\r\n")
@@ -372,9 +385,9 @@ class ServerConnection:
                 return CONNECTION_CLOSED
             return Need.DATA
         end += 4
-        if end > self.limits.head:
+        if end > self._max_head:
             raise ProtocolError("request head too large", 431)
-        head = bytes(buf[:end])
+        head = buf[:end]
         del buf[:end]
         self._checked = self._line_start = self._head_lines = 0
         request = parse_head(head, self.limits)
@@ -398,7 +411,7 @@ class ServerConnection:
                 raise ProtocolError("request line too long", 414)
         elif len(buf) - self._line_start > self.limits.field_size:
             raise ProtocolError("header field too large", 431)
-        if len(buf) > self.limits.head:
+        if len(buf) > self._max_head:
             raise ProtocolError("request head too large", 431)
 
     def _begin(self, request: Request) -> None:
