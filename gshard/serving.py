@@ -161,7 +161,10 @@ def _watch_event_loop(shard: ShardServer, threshold: float) -> None:
     """
     start_thread = monkey.get_original("_thread", "start_new_thread")
     sleep = monkey.get_original("time", "sleep")
-    main_thread = monkey.get_original("threading", "main_thread")().ident
+    # sys._current_frames() is keyed by OS thread ids. Once patched, a thread's
+    # ``ident`` (main_thread().ident included) is gevent's id of a greenlet, which
+    # matches no key; the original get_ident, called here in the main thread, does.
+    main_thread = monkey.get_original("_thread", "get_ident")()
 
     def watch() -> None:
         reported_tick = None

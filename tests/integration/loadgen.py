@@ -1,0 +1,334 @@
+"""Bounded HTTP load from client threads, recording every request's outcome.
+
+Used by the hot-restart tests to prove that nothing is lost while shards come
+and go. Three kinds of client, all raw sockets (no library retries hide a
+failure):
+
+* ``fresh``: a new TCP connection per request, ``Connection: close``; many of
+  them at once keep every accept queue busy;
+* ``keepalive``: one persistent connection, requests back to back; a response
+  with ``Connection: close`` (a draining shard) makes it reconnect;
+* ``slow``: a fresh connection per request to a path that takes its time, so
+  requests are always in flight when a generation drains.
+
+Each loop is bounded by a deadline and a request count; each socket operation
+has a timeout. A request succeeds only with a complete ``200`` whose body is
+``VERSION PID``; anything else (an exception, a reset, a close before the
+response, a truncated body, another status) is a failure with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+REQUEST_TIMEOUT = 10.0
+
+
+@dataclass
+class Result:
+    kind: str
+    started: float  # time.monotonic() before connecting (fresh) or sending (keep-alive)
+    ended: float
+    error: str | None = None  # None: a complete 200
+    version: str | None = None
+    pid: int | None = None
+    reused: bool = False  # keep-alive: sent on a connection that had served a request
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Reply(Exception):
+    """A request that got no usable response; the message says why."""
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, _Reply):
+        return str(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Reader:
+    """Reads one response at a time from a socket, framed by Content-Length."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(65536)
+        self.buf += data
+        return bool(data)
+
+    def response(self, deadline: float) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise _Reply("closed before a response" if not self.buf else
+                             f"closed inside the head: {self.buf[:80]!r}")
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise _Reply(f"bad status line {lines[0][:80]!r}")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "content-length" not in headers:
+            raise _Reply(f"no Content-Length: {head[:200]!r}")
+        length = int(headers["content-length"])
+        while len(self.buf) < length:
+            if not self._fill(deadline):
+                raise _Reply(f"body cut short: {len(self.buf)} of {length} bytes")
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return int(parts[1]), headers, body
+
+
+def _check(result: Result, status: int, body: bytes) -> None:
+    if status != 200:
+        raise _Reply(f"status {status}: {body[:80]!r}")
+    version, _, pid = body.decode("latin-1").partition(" ")
+    if not pid.isdigit():
+        raise _Reply(f"unexpected body {body[:80]!r}")
+    result.version, result.pid = version, int(pid)
+
+
+def fresh_request(port: int, path: str, kind: str = "fresh",
+                  timeout: float = REQUEST_TIMEOUT) -> Result:
+    """One request on its own connection, ``Connection: close``."""
+    started = time.monotonic()
+    deadline = started + timeout
+    result = Result(kind, started, started)
+    sock = None
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n".encode())
+        status, _, body = _Reader(sock).response(deadline)
+        _check(result, status, body)
+    except Exception as exc:
+        result.error = _classify(exc)
+    finally:
+        if sock is not None:
+            sock.close()
+        result.ended = time.monotonic()
+    return result
+
+
+@dataclass
+class Load:
+    """Client threads hammering ``port`` until ``stop()`` (or their bounds)."""
+
+    port: int
+    fresh: int = 24
+    keepalive: int = 6
+    slow: int = 3
+    fresh_path: str = "/"
+    slow_path: str = "/slow"
+    max_seconds: float = 60.0  # hard deadline of every loop
+    max_requests: int = 20000  # per thread
+    results: list[Result] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Load:
+        deadline = time.monotonic() + self.max_seconds
+        for kind, count in (("fresh", self.fresh), ("keepalive", self.keepalive),
+                            ("slow", self.slow)):
+            target = self._keepalive_loop if kind == "keepalive" else self._fresh_loop
+            for _ in range(count):
+                thread = threading.Thread(target=target, args=(kind, deadline), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=REQUEST_TIMEOUT + 5)
+        assert not any(t.is_alive() for t in self._threads), "a load thread did not stop"
+
+    def __enter__(self) -> Load:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _running(self, deadline: float, done: int) -> bool:
+        return not self._stop.is_set() and time.monotonic() < deadline \
+            and done < self.max_requests
+
+    def _fresh_loop(self, kind: str, deadline: float) -> None:
+        path = self.slow_path if kind == "slow" else self.fresh_path
+        done = 0
+        while self._running(deadline, done):
+            self.results.append(fresh_request(self.port, path, kind))
+            done += 1
+
+    def _keepalive_loop(self, kind: str, deadline: float) -> None:
+        sock: socket.socket | None = None
+        reader: _Reader | None = None
+        served = 0  # on the current connection
+        done = 0
+        request = f"GET {self.fresh_path} HTTP/1.1\r\nHost: load\r\n\r\n".encode()
+        try:
+            while self._running(deadline, done):
+                started = time.monotonic()
+                result = Result(kind, started, started, reused=served > 0)
+                try:
+                    if sock is None:
+                        sock = socket.create_connection(("127.0.0.1", self.port),
+                                                        timeout=REQUEST_TIMEOUT)
+                        reader, served = _Reader(sock), 0
+                    sock.settimeout(REQUEST_TIMEOUT)
+                    sock.sendall(request)
+                    status, headers, body = reader.response(started + REQUEST_TIMEOUT)
+                    _check(result, status, body)
+                    served += 1
+                    if headers.get("connection", "").lower() == "close":
+                        sock.close()
+                        sock = None
+                except Exception as exc:
+                    result.error = _classify(exc)
+                    if sock is not None:
+                        sock.close()
+                    sock = None
+                result.ended = time.monotonic()
+                self.results.append(result)
+                done += 1
+        finally:
+            if sock is not None:
+                sock.close()
+
+    # --- reading the outcome ------------------------------------------------
+
+    def snapshot(self) -> list[Result]:
+        return list(self.results)
+
+    def failures(self) -> list[Result]:
+        return [r for r in self.snapshot() if not r.ok]
+
+    def summary(self, results: list[Result] | None = None) -> str:
+        results = self.snapshot() if results is None else results
+        kinds = Counter(r.kind for r in results)
+        failed = [r for r in results if not r.ok]
+        reasons = Counter(f"{r.kind}: {r.error}" for r in failed)
+        versions = Counter(r.version for r in results if r.ok)
+        return (f"{len(results)} requests {dict(kinds)}, {len(failed)} failed "
+                f"{dict(reasons)}, versions {dict(versions)}")
+
+
+# --- a deployable application and the kernel setting the tests rely on -----------
+
+APP_MODULE = "deployed_app"
+APP = f"{APP_MODULE}:app"
+
+_APP_SOURCE = '''\
+"""Written by the hot-restart tests: answers "VERSION PID"; /slow takes 1.5 s."""
+import os
+import time
+
+VERSION = {version!r}
+{broken}
+
+def app(environ, start_response):
+    if environ.get("PATH_INFO") == "/slow":
+        time.sleep(1.5)  # gevent's (the shard is monkey-patched): other requests go on
+    body = f"{{VERSION}} {{os.getpid()}}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def deploy(directory: os.PathLike | str, version: str, broken: str | None = None) -> None:
+    """Write the application module as a deploy would: a new file renamed into place.
+
+    ``broken``: a message the module raises (RuntimeError) while it is imported.
+    """
+    code = f"raise RuntimeError({broken!r})\n" if broken else ""
+    path = os.path.join(directory, f"{APP_MODULE}.py")
+    temp = path + ".new"
+    with open(temp, "w") as handle:
+        handle.write(_APP_SOURCE.format(version=version, broken=code))
+    os.replace(temp, path)
+
+
+# The servers run with this in their environment: CPython validates a cached .pyc
+# by the source's mtime in whole seconds and its size, so a module rewritten
+# twice within a second at the same size could be imported stale from
+# __pycache__. Deploys seconds apart are safe anyway; this rules it out.
+SERVER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+@contextlib.contextmanager
+def no_request_migration() -> Iterator[None]:
+    """Run with ``net.ipv4.tcp_migrate_req`` = 0, or skip saying why not.
+
+    With 1, the kernel moves connections queued on a closing listener to
+    another one of the group: it would hide a listener closed too early.
+    """
+    try:
+        with open(TCP_MIGRATE_REQ) as handle:
+            value = handle.read().strip()
+    except FileNotFoundError:
+        yield  # a kernel before 5.14 never migrates
+        return
+    if value == "0":
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and only root may set it to 0")
+    try:
+        with open(TCP_MIGRATE_REQ, "w") as handle:
+            handle.write("0")
+    except OSError as exc:
+        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and cannot be set to 0: {exc}")
+    try:
+        yield
+    finally:
+        with open(TCP_MIGRATE_REQ, "w") as handle:
+            handle.write(value)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter in /proc/PID/stat (R, S, T, Z...); None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def wait_state(pid: int, dead: bool = False, stopped: bool = False,
+               timeout: float = 5.0) -> float:
+    """Wait until ``pid`` is dead (a zombie or reaped) or stopped (T); the time it was seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = process_state(pid)
+        if (dead and state in (None, "Z")) or (stopped and state in ("T", "t")):
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still in state {state!r} after {timeout}s")
+        time.sleep(0.002)
