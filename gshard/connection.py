@@ -87,10 +87,12 @@ class ServeContext:
 class Connection:
     """Serves requests on one socket until either side ends it."""
 
-    __slots__ = ("ctx", "io_failed", "proto", "remote", "response", "sent", "sock")
+    __slots__ = ("ctx", "io_failed", "proto", "raw", "remote", "response", "sent", "sock")
 
     def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
         self.sock = sock
+        # The non-blocking socket under gevent's wrapper, for sends that need no wait.
+        self.raw = sock._sock
         self.remote = remote
         self.ctx = ctx
         self.proto = ServerConnection(ctx.limits)
@@ -258,7 +260,7 @@ class Connection:
             self.proto.abandon()
             if response.headers_sent:
                 raise ConnectionAbortedError from None
-            self.sock.sendall(error_response(500))
+            self._sendall(error_response(500))
             response.status = "500 Internal Server Error"
         finally:
             if hasattr(result, "close"):
@@ -344,7 +346,6 @@ class Connection:
         framed = head + self.proto.response_data(data)
         self.sent += len(data)
         if framed:
-            self.sock.settimeout(self.ctx.body_timeout)
             self._sendall(framed)
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
@@ -391,9 +392,20 @@ class Connection:
         return True
 
     def _sendall(self, data: bytes) -> None:
-        """Send to the client; a failure is the client's, never the application's."""
+        """Send to the client; a failure is the client's, never the application's.
+
+        A response usually fits the socket buffer, so one non-blocking send on
+        the raw socket finishes it; gevent's ``sendall`` (which waits, and asks
+        the kernel for the buffer size on every call) only sends what is left.
+        """
         try:
-            self.sock.sendall(data)
+            try:
+                sent = self.raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self.sock.settimeout(self.ctx.body_timeout)
+                self.sock.sendall(memoryview(data)[sent:])
         except OSError:
             self.io_failed = True
             raise
@@ -407,8 +419,7 @@ class Connection:
             f" ({log_request.method} {log_request.target})" if log_request else "",
         )
         if exc.status is not None and not self.proto.response_started:
-            self.sock.settimeout(self.ctx.body_timeout)
-            self.sock.sendall(error_response(exc.status))
+            self._sendall(error_response(exc.status))
 
     def _close(self, linger: bool) -> None:
         sock = self.sock
