@@ -256,8 +256,8 @@ def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> repo
             run.wrk = wrk.run(url, duration=args.duration, raw_path=raw / f"{tag}.txt", **load)
             run.cpu = {pid: cpu - before[0].get(pid, 0.0)
                        for pid, cpu in server.worker_cpu().items()}
-            ours = (sum(run.cpu.values()) + server.manager_cpu() - before[1]
-                    + _children_cpu() - before[2])  # servers and wrk (a reaped child)
+            run.server_cpu = sum(run.cpu.values()) + server.manager_cpu() - before[1]
+            ours = run.server_cpu + _children_cpu() - before[2]  # wrk is a reaped child
             run.other_cpu = servers.machine_busy_seconds() - before[3] - ours
             if holder is not None:
                 holder.stdin.write(b"check\n")
@@ -383,6 +383,9 @@ def main() -> int:
         "correction (wrk's stats_correct adds synthetic samples for every response slower "
         "than twice the mean interval per connection), so a few long stalls raise p75-p99 "
         "far above what most requests saw.",
+        "Requests per server CPU-second: requests of the run / CPU time of the server's "
+        "processes (manager/master and workers) during it; unlike req/s it hardly moves when "
+        "other processes take CPU away, so it is the steadier comparison on a busy machine.",
         "CPU s per process: user + system time of each shard/worker during the measured "
         "run, from /proc/PID/stat; it shows whether the load was spread over the processes. "
         "CPU s used by others: machine-wide busy time from /proc/stat during the run minus "
