@@ -144,8 +144,11 @@ class Load:
     slow: int = 3
     fresh_path: str = "/"
     slow_path: str = "/slow"
+    # The slow clients start spread over this long, so that at any moment some
+    # /slow request is midway (all starting at once, they would run in lockstep).
+    slow_spread: float = 1.5
     max_seconds: float = 60.0  # hard deadline of every loop
-    max_requests: int = 20000  # per thread
+    max_requests: int = 200_000  # per thread
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -155,8 +158,10 @@ class Load:
         for kind, count in (("fresh", self.fresh), ("keepalive", self.keepalive),
                             ("slow", self.slow)):
             target = self._keepalive_loop if kind == "keepalive" else self._fresh_loop
-            for _ in range(count):
-                thread = threading.Thread(target=target, args=(kind, deadline), daemon=True)
+            for i in range(count):
+                delay = self.slow_spread * i / count if kind == "slow" else 0.0
+                thread = threading.Thread(target=target, args=(kind, deadline, delay),
+                                          daemon=True)
                 thread.start()
                 self._threads.append(thread)
         return self
@@ -177,14 +182,16 @@ class Load:
         return not self._stop.is_set() and time.monotonic() < deadline \
             and done < self.max_requests
 
-    def _fresh_loop(self, kind: str, deadline: float) -> None:
+    def _fresh_loop(self, kind: str, deadline: float, delay: float) -> None:
         path = self.slow_path if kind == "slow" else self.fresh_path
         done = 0
+        if self._stop.wait(delay):
+            return
         while self._running(deadline, done):
             self.results.append(fresh_request(self.port, path, kind))
             done += 1
 
-    def _keepalive_loop(self, kind: str, deadline: float) -> None:
+    def _keepalive_loop(self, kind: str, deadline: float, delay: float) -> None:
         sock: socket.socket | None = None
         reader: _Reader | None = None
         served = 0  # on the current connection
@@ -233,8 +240,10 @@ class Load:
         failed = [r for r in results if not r.ok]
         reasons = Counter(f"{r.kind}: {r.error}" for r in failed)
         versions = Counter(r.version for r in results if r.ok)
+        slowest = {kind: f"{max(r.ended - r.started for r in results if r.kind == kind):.2f}s"
+                   for kind in kinds}
         return (f"{len(results)} requests {dict(kinds)}, {len(failed)} failed "
-                f"{dict(reasons)}, versions {dict(versions)}")
+                f"{dict(reasons)}, versions {dict(versions)}, slowest {slowest}")
 
 
 # --- a deployable application and the kernel setting the tests rely on -----------
