@@ -107,66 +107,76 @@ class InputStream:
     ``pull()`` returns the next piece of the de-chunked body, or ``b""`` at its
     end; it may raise ``ProtocolError`` if the client breaks framing. Reads
     stop at the end of the body, so an application can never read into the
-    next pipelined request.
+    next pipelined request. Pieces are kept in a list and joined once per
+    read, so ``read()`` of a large body copies it once, not once per piece.
     """
 
-    __slots__ = ("_buf", "_done", "_pull")
+    __slots__ = ("_chunks", "_done", "_pull", "_size")
 
     def __init__(self, pull: Callable[[], bytes]) -> None:
         self._pull = pull
-        self._buf = b""
+        self._chunks: list[bytes] = []
+        self._size = 0
         self._done = False
 
     def _fill(self) -> bool:
-        """Append one more piece to the buffer; False at the end of the body."""
+        """Buffer one more piece; False at the end of the body."""
         if self._done:
             return False
         piece = self._pull()
         if not piece:
             self._done = True
             return False
-        self._buf += piece
+        self._chunks.append(piece)
+        self._size += len(piece)
         return True
+
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes (``size`` <= what is buffered)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if size >= len(data):
+            self._chunks = []
+            self._size = 0
+            return data
+        self._chunks = [data[size:]]
+        self._size = len(data) - size
+        return data[:size]
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             while self._fill():
                 pass
-            data, self._buf = self._buf, b""
-            return data
-        while len(self._buf) < size and self._fill():
+            return self._take(self._size)
+        while self._size < size and self._fill():
             pass
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        return self._take(size)
 
     def read1(self, size: int = -1) -> bytes:
         """Return what one more piece brings, at most ``size`` bytes."""
-        if not self._buf:
+        if not self._size:
             self._fill()
-        if size < 0:
-            size = len(self._buf)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        return self._take(self._size if size < 0 else size)
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = size if size is not None and size >= 0 else None
-        scanned = 0
+        searched = 0  # bytes of the buffered pieces already searched for b"\n"
+        index = 0  # the next piece to search
         while True:
-            end = self._buf.find(b"\n", scanned)
-            if end != -1:
-                cut = end + 1
-                break
-            if limit is not None and len(self._buf) >= limit:
-                cut = limit
-                break
-            scanned = len(self._buf)
+            while index < len(self._chunks):
+                piece = self._chunks[index]
+                newline = piece.find(b"\n")
+                if newline != -1:
+                    end = searched + newline + 1
+                    return self._take(end if limit is None else min(end, limit))
+                searched += len(piece)
+                index += 1
+                if limit is not None and searched >= limit:
+                    return self._take(limit)
             if not self._fill():
-                cut = len(self._buf)
-                break
-        if limit is not None:
-            cut = min(cut, limit)
-        line, self._buf = self._buf[:cut], self._buf[cut:]
-        return line
+                return self._take(self._size if limit is None else limit)
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         lines = []
