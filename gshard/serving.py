@@ -48,6 +48,11 @@ BEAT_INTERVAL = 1.0
 DRAIN_IDLE_GRACE = 1.0
 # Retiring: how long to keep accepting after new connections were steered away.
 RETIRE_SETTLE = 1.0
+# Past --max-requests a shard asks for a successor; the manager ignores the
+# request while it cannot act on it (a reload is booting) and a successor may
+# fail to boot, so a shard still serving asks again after this long, doubling.
+RECYCLE_RETRY_FIRST = 5.0
+RECYCLE_RETRY_CAP = 60.0
 
 
 class ShardServer:
@@ -123,16 +128,17 @@ class ShardServer:
     def _heartbeat(self) -> None:
         spec = self.spec
         limit = _request_limit(self.config)
-        recycle_asked = False
+        ask_at, retry = 0.0, RECYCLE_RETRY_FIRST
         while not self.stopped.is_set():
-            self.last_tick = time.monotonic()
+            now = self.last_tick = time.monotonic()
             send(spec.channel, ipc.Kind.BEAT)
             if os.getppid() != spec.manager_pid:
                 log.error_log.warning("Shard %d: the manager is gone; draining", spec.slot)
                 self._leave(0.0)
-            if limit and not recycle_asked and self.lifecycle.handled >= limit:
+            if (limit and self.lifecycle.handled >= limit and not self.lifecycle.draining
+                    and now >= ask_at and send(spec.channel, ipc.Kind.RECYCLE)):
                 # The manager starts a successor; this shard drains once it serves.
-                recycle_asked = send(spec.channel, ipc.Kind.RECYCLE)
+                ask_at, retry = now + retry, min(retry * 2, RECYCLE_RETRY_CAP)
             self.stopped.wait(BEAT_INTERVAL)
 
 

@@ -257,7 +257,7 @@ import os
 import time
 
 VERSION = {version!r}
-{broken}
+{slow_import}{broken}
 
 def app(environ, start_response):
     if environ.get("PATH_INFO") == "/slow":
@@ -269,16 +269,19 @@ def app(environ, start_response):
 '''
 
 
-def deploy(directory: os.PathLike | str, version: str, broken: str | None = None) -> None:
+def deploy(directory: os.PathLike | str, version: str, broken: str | None = None,
+           import_seconds: float = 0.0) -> None:
     """Write the application module as a deploy would: a new file renamed into place.
 
-    ``broken``: a message the module raises (RuntimeError) while it is imported.
+    ``broken``: a message the module raises (RuntimeError) while it is imported,
+    after ``import_seconds`` of importing.
     """
     code = f"raise RuntimeError({broken!r})\n" if broken else ""
+    slow = f"time.sleep({import_seconds!r})\n" if import_seconds else ""
     path = os.path.join(directory, f"{APP_MODULE}.py")
     temp = path + ".new"
     with open(temp, "w") as handle:
-        handle.write(_APP_SOURCE.format(version=version, broken=code))
+        handle.write(_APP_SOURCE.format(version=version, broken=code, slow_import=slow))
     os.replace(temp, path)
 
 
