@@ -305,11 +305,21 @@ class ManagerFSM:
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
                 actions += self._leave(other, StopMode.DRAIN, event.now)
-        return actions + self._steer(self.slots)
+        return actions + self._steer()
 
-    def _steer(self, count: int) -> list[Action]:
-        """Steer to ``count`` slots, once scaling has taken steering over from the kernel."""
-        if self.steered is None or self.steered == count:
+    def _steer(self) -> list[Action]:
+        """Steer to the slots that serve, once scaling has taken steering over from the kernel.
+
+        Slots at the end whose shard is not ready yet (added and still booting)
+        get no new connections, so none waits in a queue nobody accepts from.
+        """
+        if self.steered is None:
+            return []
+        serving = {s.slot for s in self.of_generation(self.live) if s.state is ShardState.READY}
+        count = self.slots
+        while count > 1 and count - 1 not in serving:
+            count -= 1
+        if count == self.steered:
             return []
         self.steered = count
         return [Steer(count)]
@@ -330,7 +340,7 @@ class ManagerFSM:
             message = f"Generation {self.live} is serving; generation {old} is draining"
             actions += [Log("info", message), ReloadFinished(True, message)]
         actions.append(Status("ready", message))
-        return actions + self._steer(self.slots)
+        return actions + self._steer()
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""

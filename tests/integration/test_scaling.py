@@ -106,9 +106,6 @@ def _new_child(server, known: set[int], timeout: float = 5.0) -> int:
     return pid
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "manager_fsm._on_ready steers new connections to all slots once one added shard is "
-    "ready, although another added slot's shard still boots: they queue for it"))
 @pytest.mark.slow
 @pytest.mark.timeout(40)
 def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(gshard_proc,

@@ -334,3 +334,14 @@ def test_a_reload_after_scaling_boots_every_slot_and_keeps_steering():
     actions = d.feed(fsm.Reload)
     assert spawns(actions) == [(0, 2), (1, 2), (2, 2)]
     assert steers(d.ready(*d.pids_of(2))) == []  # still 3, nothing to change
+
+
+def test_a_second_added_shard_still_booting_gets_no_connections():
+    d = Driver(slots=2)
+    d.started()
+    d.feed(fsm.Scale, +1)
+    third = max(d.pids_of(1))
+    d.feed(fsm.Scale, +1)
+    fourth = max(d.pids_of(1))
+    assert steers(d.ready(third)) == [3]  # not 4: slot 3 still boots
+    assert steers(d.ready(fourth)) == [4]
