@@ -22,6 +22,7 @@ import resource
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -185,7 +186,7 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
     return str(dest), f"commit {commit[:12]} (exported with git archive)"
 
 
-def machine_info(wrk_version: str) -> dict[str, str]:
+def machine_info(wrk_version: str, gshard_from: str) -> dict[str, str]:
     uname = platform.uname()
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -195,6 +196,7 @@ def machine_info(wrk_version: str) -> dict[str, str]:
     }
     for name in ("gshard", "gunicorn", "gevent", "flask"):
         info[name] = importlib.metadata.version(name)
+    info["gshard source"] = gshard_from
     info["wrk"] = wrk_version
     info["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
@@ -348,8 +350,8 @@ def main() -> int:
     scenarios = [sc for sc in SCENARIOS if not args.only or sc.name in args.only]
     scenarios = [dataclasses.replace(sc, idle=idle, title=sc.title.replace("10,000", f"{idle:,}"))
                  if sc.idle else sc for sc in scenarios]
-    machine = machine_info(wrk_version)
-    args.gshard_path, machine["gshard source"] = gshard_source(args.gshard_rev, args.raw_dir)
+    args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
+    machine = machine_info(wrk_version, gshard_from)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     quiet_budget = [args.quiet_wait]
@@ -370,6 +372,8 @@ def main() -> int:
     finally:
         servers.stop_all()
     elapsed = time.monotonic() - started
+    others = sorted(run.other_cpu for pair in results.values() for summary in pair.values()
+                    for run in summary.runs)
     machine["load average at end (1/5/15 min)"] = " / ".join(
         f"{x:.2f}" for x in os.getloadavg())
     method = [
@@ -403,8 +407,10 @@ def main() -> int:
         f"Before each run the benchmark waited for other processes to use less than a "
         f"quarter of a core ({args.quiet_wait - quiet_budget[0]:.0f} s of waiting in all, "
         f"budget {args.quiet_wait:g} s). "
-        f"The whole benchmark took {elapsed / 60:.1f} minutes. The machine is shared; the "
-        "load averages above show how busy it was.",
+        f"The whole benchmark took {elapsed / 60:.1f} minutes. The machine is shared: other "
+        f"processes used a median {statistics.median(others):.1f} s (at most "
+        f"{others[-1]:.1f} s) of the {args.duration * (os.cpu_count() or 1):g} CPU-seconds "
+        "of each run (this includes kernel time charged to no process).",
     ]
     args.results_dir.mkdir(parents=True, exist_ok=True)
     text = report.markdown(scenarios, results, machine, method)
