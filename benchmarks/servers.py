@@ -214,8 +214,9 @@ class Server:
         """Signs of misbehaviour: replaced workers and error lines in the server's log."""
         found = []
         if self.proc and self.proc.poll() is not None:
+            last = " | ".join(self.log_text().strip().splitlines()[-2:])
             found.append(f"{self.spec.kind} exited with status {self.proc.returncode} "
-                         "during the run")
+                         f"during the run; its log ends: {last}")
         elif self.proc and children(self.proc.pid) != self.workers:
             found.append(f"workers changed from {self.workers} to {children(self.proc.pid)}")
         for line in self.log_text().splitlines():
