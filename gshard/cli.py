@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from gshard import __version__, log, upgrade
+from gshard import __version__, log, privileges, upgrade
 from gshard.config import Config, config_names, settings
 from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
@@ -130,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gshard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        identity = privileges.resolve(config.user, config.group)
+    except ConfigError as exc:
+        print(f"gshard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.umask is not None:
+        os.umask(config.umask)
     log.configure(config.loglevel, config.errorlog, config.accesslog)
     inherited = upgrade.inheritance(os.environ)
     try:
@@ -137,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             listeners = inherited.adopt(config.bind)
         else:
             listeners = open_listeners(config.bind, config.shards, config.backlog)
+            for listener_set in listeners:
+                listener_set.chown(identity.uid, identity.gid)
     except (OSError, ValueError) as exc:
         log.error_log.error("Cannot listen: %s", exc)
         return 1

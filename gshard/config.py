@@ -135,6 +135,13 @@ def _worker_class(value: Any) -> str:
     return "gevent"
 
 
+def _umask(value: Any) -> int:
+    number = int(value, 0) if isinstance(value, str) else int(value)
+    if not 0 <= number <= 0o777:
+        raise ValueError("must be a file mode mask between 0 and 0o777")
+    return number
+
+
 def setting(
     default: Any,
     convert: Callable[[Any], Any],
@@ -264,6 +271,19 @@ class Config:
     pidfile: str | None = setting(
         None, _optional_text, "Write the manager's PID to this file.",
         flags=("-p", "--pid"), metavar="FILE",
+    )
+    user: str | None = setting(
+        None, _optional_text,
+        "Run the shards as this user (name or uid); the manager stays root to bind.",
+        flags=("-u", "--user"), metavar="USER",
+    )
+    group: str | None = setting(
+        None, _optional_text, "Run the shards as this group (default: the user's).",
+        flags=("-g", "--group"), metavar="GROUP",
+    )
+    umask: int | None = setting(
+        None, _umask, "File mode mask for files gshard creates (unix sockets, pidfile), "
+        "e.g. 0o007.", flags=("-m", "--umask"), metavar="MASK",
     )
     control_socket: str | None = setting(
         None, _optional_text,

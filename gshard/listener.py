@@ -49,6 +49,12 @@ class ListenerSet:
         while len(self.sockets) > count:
             self.sockets.pop().close()
 
+    def chown(self, uid: int | None, gid: int | None) -> None:
+        """Give a unix socket's file to the user the shards run as (TCP: nothing to do)."""
+        if self.address.unix_path is not None and (uid is not None or gid is not None):
+            os.chown(self.address.unix_path, -1 if uid is None else uid,
+                     -1 if gid is None else gid)
+
     def close(self, unlink: bool = True) -> None:
         """Close the sockets; ``unlink=False`` leaves a unix socket's file to a successor."""
         for sock in self.sockets:

@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import NoReturn
 
-from gshard import ipc, log
+from gshard import ipc, log, privileges
 from gshard.config import BindAddress, Config
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK, AppLoadError
 
@@ -82,6 +82,7 @@ def _run(spec: ShardSpec) -> int:
     spec.channel.setblocking(False)
 
     try:
+        privileges.drop(privileges.resolve(config.user, config.group))
         if config.chdir:
             os.chdir(config.chdir)
         app = load_app(config.app, os.getcwd())

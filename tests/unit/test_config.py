@@ -47,6 +47,9 @@ SAMPLES = {
     "chdir": ("/srv/app", "/srv/app", {}),
     "pidfile": ("/run/g.pid", "/run/g.pid", {}),
     "control_socket": ("/run/g.ctl", "/run/g.ctl", {}),
+    "user": ("nobody", "nobody", {}),
+    "group": ("nogroup", "nogroup", {}),
+    "umask": ("0o027", 0o027, {}),
     "proc_name": ("web", "web", {}),
     "loglevel": ("DEBUG", "debug", {}),
     "errorlog": ("/var/log/e.log", "/var/log/e.log", {}),
@@ -131,7 +134,10 @@ def test_defaults_and_flags_match_installed_gunicorn():
         # Same defaults, except where gshard documents its own choice. The
         # control socket: gshard's sits beside the pidfile (PIDFILE.ctl), so two
         # servers of one user never share gunicorn's single per-user path.
-        if name in ("workers", "worker_class", "chdir", "bind", "control_socket"):
+        # User, group, umask: gshard's None means "leave as started" (gunicorn
+        # computes the current ids at import, and applies umask 0).
+        if name in ("workers", "worker_class", "chdir", "bind", "control_socket",
+                    "user", "group", "umask"):
             continue
         assert default_of(ours[target]) == theirs.default, name
     assert shared >= 15
