@@ -202,6 +202,6 @@ def test_systemd_is_told_the_new_main_pid(gshard_proc, tmp_path):
             while True:
                 assert b"STOPPING=1" not in receiver.recv(4096)
     finally:
+        # The successor manager is in the server's process group, which the
+        # fixture kills at teardown: no PID read from a file is ever signalled.
         receiver.close()
-        for pidfile in tmp_path.glob("g.pid"):
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
