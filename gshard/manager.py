@@ -28,6 +28,7 @@ from gshard.control import ControlServer
 from gshard.errors import EXIT_BOOT_ERROR
 from gshard.listener import ListenerSet
 from gshard.shard import ShardSpec, set_process_title
+from gshard.shard import preload as preload_shard_modules
 from gshard.shard import run as run_shard
 from gshard.steering import steer
 
@@ -94,6 +95,7 @@ class Manager:
     def run(self) -> int:
         """Serve until stopped; the exit status for the command."""
         self._install_signals()
+        preload_shard_modules()
         if self.inherited is None:
             self._take_ownership()
         set_process_title("manager", self.config)
@@ -281,7 +283,7 @@ class Manager:
         elif isinstance(action, fsm.Steer):
             for listener_set in self.listeners:
                 if not listener_set.address.is_unix:
-                    steer(listener_set.sockets[0], action.count)
+                    steer(listener_set.sockets[0], action.slots)
         elif isinstance(action, fsm.Listeners):
             for listener_set in self.listeners:
                 listener_set.resize(action.count, self.config.backlog)

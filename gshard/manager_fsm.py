@@ -190,9 +190,9 @@ class ReloadFinished:
 
 @dataclass(frozen=True)
 class Steer:
-    """New connections go only to the listeners of slots below ``count``."""
+    """New connections go only to the listeners of these slots."""
 
-    count: int
+    slots: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -238,11 +238,14 @@ class ManagerFSM:
     failures: dict[int, int] = field(default_factory=dict)  # slot -> consecutive failures
     boot_errors: dict[int, str] = field(default_factory=dict)  # generation -> first traceback
     sockets: int = 0  # slots that have a listener open; set from ``slots`` at start
-    steered: int | None = None  # the Steer count last asked for; None: the kernel's hash
+    steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's hash
 
     def handle(self, event: Event) -> list[Action]:
         handler = getattr(self, "_on_" + type(event).__name__.lower())
-        return handler(event)
+        actions = handler(event)
+        if isinstance(event, (Ready, Exited, Scale)):
+            actions += self._steer()  # which slots serve may have changed
+        return actions
 
     # --- queries -------------------------------------------------------
 
@@ -305,24 +308,29 @@ class ManagerFSM:
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
                 actions += self._leave(other, StopMode.DRAIN, event.now)
-        return actions + self._steer()
+        return actions
 
     def _steer(self) -> list[Action]:
-        """Steer to the slots that serve, once scaling has taken steering over from the kernel.
+        """Send new connections only to slots whose shard serves.
 
-        Slots at the end whose shard is not ready yet (added and still booting)
-        get no new connections, so none waits in a queue nobody accepts from.
+        A slot whose shard crashed (and may wait out a respawn backoff), was
+        just added and still boots, or is being removed gets no new
+        connection, so none waits in a queue nobody accepts from; those
+        already queued wait for the slot's next shard. While every listener
+        has a serving shard, the kernel's own hash is left alone.
         """
-        if self.steered is None:
+        if self.phase is not Phase.RUNNING:
             return []
-        serving = {s.slot for s in self.of_generation(self.live) if s.state is ShardState.READY}
-        count = self.slots
-        while count > 1 and count - 1 not in serving:
-            count -= 1
-        if count == self.steered:
+        serving = tuple(sorted(
+            s.slot for s in self.of_generation(self.live)
+            if s.state is ShardState.READY and s.slot < self.slots
+        ))
+        if not serving or serving == self.steered:
             return []
-        self.steered = count
-        return [Steer(count)]
+        if self.steered is None and serving == tuple(range(self.sockets)):
+            return []
+        self.steered = serving
+        return [Steer(serving)]
 
     def _promote(self, now: float) -> list[Action]:
         """The booting generation is all ready: it serves, and the one before drains."""
@@ -340,7 +348,7 @@ class ManagerFSM:
             message = f"Generation {self.live} is serving; generation {old} is draining"
             actions += [Log("info", message), ReloadFinished(True, message)]
         actions.append(Status("ready", message))
-        return actions + self._steer()
+        return actions
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
@@ -485,22 +493,22 @@ class ManagerFSM:
 
     def _add_slot(self) -> list[Action]:
         slot = self.slots
-        # New connections keep away from the new listener until its shard serves.
-        self.steered = self.steered or slot
-        actions: list[Action] = [Log("info", f"Adding shard {slot}"), Steer(self.steered)]
         self.slots += 1
-        if self.sockets < self.slots:
-            self.sockets = self.slots
+        opens = self.sockets < self.slots
+        self.sockets = max(self.sockets, self.slots)
+        # Steered off the new listener before it exists, until its shard serves.
+        actions: list[Action] = [Log("info", f"Adding shard {slot}"), *self._steer()]
+        if opens:
             actions.append(Listeners(self.slots))
         return [*actions, Spawn(slot, self.live)]
 
     def _remove_slot(self, now: float) -> list[Action]:
         self.slots -= 1
         slot = self.slots
-        self.steered = self.slots
         self.respawn_at.pop(slot, None)
         self.failures.pop(slot, None)
-        actions: list[Action] = [Log("info", f"Removing shard {slot}"), Steer(self.slots)]
+        # Steered away first: the leaving shard then accepts what was queued.
+        actions: list[Action] = [Log("info", f"Removing shard {slot}"), *self._steer()]
         for shard in list(self.shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
                 actions += self._leave(shard, StopMode.RETIRE, now)

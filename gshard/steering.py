@@ -1,12 +1,13 @@
 """Choose which sockets of a SO_REUSEPORT group receive new connections.
 
-Removing a shard means closing its listener, and closing a listener resets
-the connections waiting in its queue. So before a listener goes, a classic
-BPF program (``SO_ATTACH_REUSEPORT_CBPF``, no privilege needed) tells the
-kernel to pick only among the first ``count`` sockets of the group; the
-leaving socket gets no new connection, its shard accepts what is already
-queued, and only then is it closed. Measured here with 3 sockets and 300
-connections: kernel hash [109, 98, 93]; with ``count=2`` [148, 152, 0].
+A listener whose shard does not serve (it crashed and waits out a respawn
+backoff, was just added and boots, or is being removed) should get no new
+connection: it would wait in a queue nobody accepts from, and closing a
+listener resets what is queued in it. A classic BPF program
+(``SO_ATTACH_REUSEPORT_CBPF``, no privilege needed) tells the kernel to pick
+only among the sockets of the serving slots. Measured here with 3 sockets and
+300 connections: kernel hash [109, 98, 93]; steered to slots 0 and 1
+[148, 152, 0].
 
 The program hashes on the packet's receive hash (set on loopback and by NICs
 with RSS); where that is 0 it hashes the TCP source port instead. The port is
@@ -23,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
+from collections.abc import Sequence
 
 SO_ATTACH_REUSEPORT_CBPF = 51
 _SKF_AD_RXHASH = (-0x1000 + 32) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_RXHASH
@@ -31,7 +33,7 @@ _GOLDEN = 0x9E3779B1
 
 # Classic BPF opcodes used below.
 _LD_W_ABS, _LD_H_ABS, _LD_B_ABS, _LD_H_IND = 0x20, 0x28, 0x30, 0x48
-_JEQ_K, _TAX, _RET_A = 0x15, 0x07, 0x16
+_JEQ_K, _TAX, _RET_A, _RET_K = 0x15, 0x07, 0x16, 0x06
 _AND_K, _LSH_K, _MUL_K, _RSH_K, _MOD_K = 0x54, 0x64, 0x24, 0x74, 0x94
 
 
@@ -48,21 +50,28 @@ def _source_port(family: int) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def program(count: int, family: int, use_rxhash: bool = True) -> list[tuple[int, int, int, int]]:
-    """The instructions: socket index = hash % count."""
-    if count < 1:
-        raise ValueError("count must be at least 1")
+def program(
+    slots: Sequence[int], family: int, use_rxhash: bool = True
+) -> list[tuple[int, int, int, int]]:
+    """The instructions: socket index = slots[hash % len(slots)]."""
+    if not slots:
+        raise ValueError("steering needs at least one slot")
     port_hash = [*_source_port(family), (_MUL_K, 0, 0, _GOLDEN), (_RSH_K, 0, 0, 16)]
-    tail = [(_MOD_K, 0, 0, count), (_RET_A, 0, 0, 0)]
+    pick = [(_MOD_K, 0, 0, len(slots))]
+    if list(slots) != list(range(len(slots))):
+        # A table: if A == k return slots[k]. Each test skips its own return.
+        for k, slot in enumerate(slots):
+            pick += [(_JEQ_K, 0, 1, k), (_RET_K, 0, 0, slot)]
+    pick.append((_RET_A, 0, 0, 0))
     if not use_rxhash:
-        return port_hash + tail
-    # if rxhash != 0 jump straight to the modulo, else hash the port.
-    return [(_LD_W_ABS, 0, 0, _SKF_AD_RXHASH), (_JEQ_K, 0, len(port_hash), 0), *port_hash, *tail]
+        return port_hash + pick
+    # if rxhash != 0 jump straight to the choice, else hash the port.
+    return [(_LD_W_ABS, 0, 0, _SKF_AD_RXHASH), (_JEQ_K, 0, len(port_hash), 0), *port_hash, *pick]
 
 
-def steer(sock: socket.socket, count: int, use_rxhash: bool = True) -> None:
-    """Send new connections of ``sock``'s group only to the group's first ``count`` sockets."""
-    instructions = program(count, sock.family, use_rxhash)
+def steer(sock: socket.socket, slots: Sequence[int], use_rxhash: bool = True) -> None:
+    """Send new connections of ``sock``'s group only to the sockets at these indexes."""
+    instructions = program(slots, sock.family, use_rxhash)
     raw = b"".join(struct.pack("HBBI", *ins) for ins in instructions)
     buffer = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("@HP", len(instructions), ctypes.addressof(buffer))

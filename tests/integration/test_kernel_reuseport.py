@@ -103,13 +103,29 @@ def test_steering_keeps_new_connections_off_the_last_sockets(use_rxhash, family,
     socks, port = _group(4, family, host)
     try:
         for count in (3, 2):
-            steer(socks[0], count, use_rxhash)
+            steer(socks[0], range(count), use_rxhash)
             conns = _connect(host, port, 400, family)
             spread = [_accept_all(sock) for sock in socks]
             for conn in conns:
                 conn.close()
             assert spread[count:] == [0] * (4 - count)
             assert all(n > 400 / count * 0.6 for n in spread[:count]), spread
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_steering_to_any_set_of_sockets():
+    socks, port = _group(3)
+    try:
+        steer(socks[0], [0, 2])
+        conns = _connect("127.0.0.1", port, 300)
+        spread = [_accept_all(sock) for sock in socks]
+        for conn in conns:
+            conn.close()
+        assert spread[1] == 0
+        assert spread[0] > 90 and spread[2] > 90, spread
     finally:
         for sock in socks:
             sock.close()

@@ -274,8 +274,8 @@ def test_reload_is_refused_before_the_first_generation_serves():
     assert spawns(actions) == []
 
 
-def steers(actions) -> list[int]:
-    return [a.count for a in actions if isinstance(a, fsm.Steer)]
+def steers(actions) -> list[tuple[int, ...]]:
+    return [a.slots for a in actions if isinstance(a, fsm.Steer)]
 
 
 def listeners(actions) -> list[int]:
@@ -286,11 +286,13 @@ def test_adding_a_shard_keeps_connections_off_its_listener_until_it_serves():
     d = Driver(slots=2)
     d.started()
     actions = d.feed(fsm.Scale, +1)
-    assert steers(actions) == [2]  # only the two serving slots get new connections
+    assert steers(actions) == [(0, 1)]  # only the two serving slots get new connections
     assert listeners(actions) == [3]
+    assert actions.index(next(a for a in actions if isinstance(a, fsm.Steer))) < actions.index(
+        next(a for a in actions if isinstance(a, fsm.Listeners)))  # steered before it opens
     assert spawns(actions) == [(2, 1)]
     new = max(d.pids_of(1))
-    assert steers(d.ready(new)) == [3]
+    assert steers(d.ready(new)) == [(0, 1, 2)]
     assert d.fsm.slots == 3
 
 
@@ -299,7 +301,7 @@ def test_removing_a_shard_steers_away_first_and_closes_its_listener_only_after_i
     pids = d.started()
     leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 2)
     actions = d.feed(fsm.Scale, -1)
-    assert steers(actions) == [2]
+    assert steers(actions) == [(0, 1)]
     assert signals(actions) == {leaving: StopMode.RETIRE}
     assert listeners(actions) == []  # its queue may still hold connections
     assert listeners(d.feed(fsm.Exited, leaving, 0)) == [2]
@@ -343,5 +345,24 @@ def test_a_second_added_shard_still_booting_gets_no_connections():
     third = max(d.pids_of(1))
     d.feed(fsm.Scale, +1)
     fourth = max(d.pids_of(1))
-    assert steers(d.ready(third)) == [3]  # not 4: slot 3 still boots
-    assert steers(d.ready(fourth)) == [4]
+    assert steers(d.ready(third)) == [(0, 1, 2)]  # not slot 3: it still boots
+    assert steers(d.ready(fourth)) == [(0, 1, 2, 3)]
+
+
+def test_a_crashed_slot_gets_no_new_connections_until_its_replacement_serves():
+    d = Driver(slots=3)
+    d.started()
+    victim = next(s.pid for s in d.fsm.shards.values() if s.slot == 1)
+    actions = d.feed(fsm.Exited, victim, -9)
+    assert steers(actions) == [(0, 2)]
+    assert spawns(actions) == [(1, 1)]
+    replacement = max(d.pids_of(1))
+    assert steers(d.ready(replacement)) == [(0, 1, 2)]
+
+
+def test_all_slots_serving_leaves_the_kernel_hash_alone():
+    d = Driver(slots=3)
+    d.started()
+    d.feed(fsm.Reload)
+    assert steers(d.ready(*d.pids_of(2))) == []
+    assert d.fsm.steered is None
