@@ -225,7 +225,11 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         if name in _FRAMING_FIELDS:
             framing.append((name, value))
     http11 = minor == "1"
-    content_length, chunked, keep_alive, expect_continue = _framing(framing, http11, limits)
+    if http11 and len(framing) == 1 and framing[0][0] == "HOST":
+        # Most requests: one Host, no body, default keep-alive.
+        content_length, chunked, keep_alive, expect_continue = None, False, True, False
+    else:
+        content_length, chunked, keep_alive, expect_continue = _framing(framing, http11, limits)
     if method == "CONNECT":
         keep_alive = False  # a tunnel is not ours to serve; answer, then close
     return Request(
@@ -418,14 +422,14 @@ class ServerConnection:
         self.request = request
         self.keep_alive = request.keep_alive
         self.response_started = False
-        self._continue_pending = request.expect_continue
-        self._head_only = request.method == "HEAD"
-        self._body_seen = 0
         if request.chunked:
+            self._continue_pending = request.expect_continue
+            self._body_seen = 0
             self._chunk = _Chunk.SIZE
             self._trailer_fields = 0
             self.state = State.BODY
         elif request.content_length:
+            self._continue_pending = request.expect_continue
             self._remaining = request.content_length
             self.state = State.BODY
         else:
@@ -577,7 +581,7 @@ class ServerConnection:
         self._head_only = request.method == "HEAD" or bodyless
         self._chunked_out = False
         self._out_remaining = None
-        parts = [request.http_version, " ", status, "\r\n"]
+        parts = [_status_line(request.http_version, status)]
         for name, value in headers:
             parts += (name, ": ", value, "\r\n")
         if bodyless:
@@ -641,6 +645,19 @@ class ServerConnection:
         self.state = State.IDLE
         self.request = None
         return True
+
+
+_status_lines: dict[tuple[str, str], str] = {}
+
+
+def _status_line(version: str, status: str) -> str:
+    """``HTTP/1.1 200 OK\r\n``, built once per version and status (bounded cache)."""
+    line = _status_lines.get((version, status))
+    if line is None:
+        line = f"{version} {status}\r\n"
+        if len(_status_lines) < 1024:  # applications may invent statuses; stay bounded
+            _status_lines[version, status] = line
+    return line
 
 
 def error_response(status: int) -> bytes:
