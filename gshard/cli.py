@@ -45,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         flags = spec.metadata["flags"]
         if not flags:
             continue
+        bare = spec.metadata["bare"]
         parser.add_argument(
             *flags,
             dest=spec.name,
             metavar=spec.metadata["metavar"],
             action="append" if spec.metadata["append"] else "store",
             help=spec.metadata["help"],
+            **({"nargs": "?", "const": bare} if bare is not None else {}),
         )
     return parser
 
@@ -90,7 +92,26 @@ def parse_config(argv: Sequence[str]) -> Config:
     values.update(args)
     if "bind" not in values and os.environ.get("PORT"):
         values["bind"] = [f"0.0.0.0:{os.environ['PORT']}"]  # as gunicorn does on PaaS
+    if "forwarded_allow_ips" not in values and "FORWARDED_ALLOW_IPS" in os.environ:
+        values["forwarded_allow_ips"] = os.environ["FORWARDED_ALLOW_IPS"]  # gunicorn's default
     return Config.from_values(values)
+
+
+def check_tls_files(config: Config) -> None:
+    """Refuse TLS files that are missing or unreadable, before anything binds.
+
+    Only their presence is checked here: loading them needs ``ssl``, which the
+    manager never imports (gevent must patch it first, in the shards). A file
+    that is there but does not load fails the shards' boot instead.
+    """
+    for flag, path in (("--certfile", config.certfile), ("--keyfile", config.keyfile),
+                       ("--ca-certs", config.ca_certs)):
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise ConfigError(f"{flag}: no such file {path!r}")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag}: {path!r} is not readable")
 
 
 def reload_main(argv: Sequence[str]) -> int:
@@ -127,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reload_main(argv[1:])
     try:
         config = parse_config(argv)
+        check_tls_files(config)
     except ConfigError as exc:
         print(f"gshard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -142,6 +142,53 @@ def _umask(value: Any) -> int:
     return number
 
 
+def _cert_reqs(value: Any) -> int:
+    # gunicorn's values, those of ssl.CERT_NONE/OPTIONAL/REQUIRED (ssl itself
+    # is not imported here: the manager must never import it).
+    number = int(value, 0) if isinstance(value, str) else int(value)
+    if not 0 <= number <= 2:
+        raise ValueError("must be 0 (none), 1 (optional) or 2 (required)")
+    return number
+
+
+def _address_list(value: Any) -> tuple[str, ...]:
+    """Comma-separated addresses and CIDR networks, or ``*``, as gunicorn reads them.
+
+    Networks are checked strictly (``10.0.0.1/8`` has host bits set and is
+    refused), so a typo cannot silently trust a wider range than meant.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    entries = tuple(str(item).strip() for item in items if str(item).strip())
+    for entry in entries:
+        if entry != "*":
+            ipaddress.ip_network(entry)
+    return entries
+
+
+def _proxy_protocol(value: Any) -> str:
+    # gunicorn 27's values; a bare --proxy-protocol (or True) means auto.
+    if value is None or isinstance(value, bool):
+        return "auto" if value else "off"
+    text = str(value).strip().lower()
+    mode = {"off": "off", "false": "off", "0": "off", "none": "off",
+            "auto": "auto", "true": "auto", "1": "auto", "v1": "v1", "v2": "v2"}.get(text)
+    if mode is None:
+        raise ValueError("must be off, v1, v2 or auto (put APP before a bare --proxy-protocol)")
+    return mode
+
+
+def _scheme_headers(value: Any) -> tuple[tuple[str, str], ...]:
+    """gunicorn's ``secure_scheme_headers`` dict, as (UPPER-CASE NAME, value) pairs."""
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a dict of header name to value")
+    pairs = []
+    for name, expected in value.items():
+        if not isinstance(name, str) or not isinstance(expected, str) or not name:
+            raise ValueError("names and values must be strings")
+        pairs.append((name.strip().upper(), expected))
+    return tuple(pairs)
+
+
 def setting(
     default: Any,
     convert: Callable[[Any], Any],
@@ -151,11 +198,13 @@ def setting(
     aliases: tuple[str, ...] = (),
     append: bool = False,
     default_factory: Callable[[], Any] | None = None,
+    bare: str | None = None,
 ) -> Any:
     """Declare a ``Config`` field with what the CLI and config files need to know.
 
     ``aliases`` are extra names accepted in config files (gunicorn's, where
-    they differ); ``append`` makes a repeatable flag.
+    they differ); ``append`` makes a repeatable flag; ``bare`` is the value of
+    a flag given without one (gunicorn's ``--proxy-protocol``).
     """
     metadata = {
         "convert": convert,
@@ -164,6 +213,7 @@ def setting(
         "metavar": metavar,
         "aliases": aliases,
         "append": append,
+        "bare": bare,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
@@ -295,6 +345,55 @@ class Config:
         None, _optional_text, "Name shown in process titles (default: the APP).",
         flags=("-n", "--name"), metavar="NAME",
     )
+    certfile: str | None = setting(
+        None, _optional_text, "TLS certificate file (PEM); serve HTTPS on every listener.",
+        flags=("--certfile",), metavar="FILE",
+    )
+    keyfile: str | None = setting(
+        None, _optional_text, "TLS private key file (PEM), if not in --certfile.",
+        flags=("--keyfile",), metavar="FILE",
+    )
+    ca_certs: str | None = setting(
+        None, _optional_text, "CA certificates (PEM) that client certificates are checked against.",
+        flags=("--ca-certs",), metavar="FILE",
+    )
+    cert_reqs: int = setting(
+        0, _cert_reqs,
+        "Client certificates: 0 not asked for, 1 checked if sent, 2 required.",
+        flags=("--cert-reqs",), metavar="N",
+    )
+    ciphers: str | None = setting(
+        None, _optional_text, "TLS cipher suites, as an OpenSSL cipher list (default: Python's).",
+        flags=("--ciphers",), metavar="CIPHERS",
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        None, _address_list,
+        "Proxies (addresses, CIDR networks, '*' for any) whose X-Forwarded-For and "
+        "scheme headers are believed (default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1).",
+        flags=("--forwarded-allow-ips",), metavar="ADDRESSES",
+        default_factory=lambda: ("127.0.0.1", "::1"),
+    )
+    secure_scheme_headers: tuple[tuple[str, str], ...] = setting(
+        None, _scheme_headers,
+        "Headers (and values) by which a trusted proxy says the request came over HTTPS.",
+        default_factory=lambda: (
+            ("X-FORWARDED-PROTOCOL", "ssl"), ("X-FORWARDED-PROTO", "https"),
+            ("X-FORWARDED-SSL", "on"),
+        ),
+    )
+    proxy_protocol: str = setting(
+        "off", _proxy_protocol,
+        "Require a PROXY protocol header (v1, v2, or auto: either) at the start of "
+        "every connection; a bare --proxy-protocol means auto.",
+        flags=("--proxy-protocol",), metavar="MODE", bare="auto",
+    )
+    proxy_allow_ips: tuple[str, ...] = setting(
+        None, _address_list,
+        "Peers (addresses, CIDR networks, '*' for any) allowed to connect with "
+        "--proxy-protocol.",
+        flags=("--proxy-allow-from",), metavar="ADDRESSES",
+        default_factory=lambda: ("127.0.0.1", "::1"),
+    )
     loglevel: str = setting(
         "info", _choice("debug", "info", "warning", "error", "critical"),
         "Error log level.", flags=("--log-level",), metavar="LEVEL",
@@ -339,9 +438,19 @@ class Config:
         """Rules that involve more than one setting."""
         if self.max_requests_jitter and not self.max_requests:
             raise ConfigError("--max-requests-jitter needs --max-requests")
+        if self.certfile is None:
+            for name, flag in (("keyfile", "--keyfile"), ("ca_certs", "--ca-certs"),
+                               ("cert_reqs", "--cert-reqs"), ("ciphers", "--ciphers")):
+                if getattr(self, name):
+                    raise ConfigError(f"{flag} needs --certfile (TLS is off without it)")
         tcp = [b for b in self.bind if not b.is_unix]
         if len({(b.host, b.port) for b in tcp}) != len(tcp):
             raise ConfigError("--bind: the same address is given twice")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listeners speak TLS."""
+        return self.certfile is not None
 
     @property
     def control_path(self) -> str | None:

@@ -1,7 +1,8 @@
 """One client socket served to the end: the only place that calls recv and send.
 
-It joins a gevent socket to the sans-IO ``protocol`` and the pure ``wsgi``
-helpers, and owns what needs a clock or a socket: keep-alive, timeouts,
+It joins a gevent socket to the sans-IO ``protocol``, ``proxy`` and ``wsgi``
+helpers, and owns what needs a clock or a socket: the PROXY protocol header
+and the TLS handshake before the first request, keep-alive, timeouts,
 100-continue on first read, sendfile, and closing without losing a response.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gevent import Timeout
 from gevent.socket import wait_write
 
 from gshard.errors import ProtocolError
@@ -30,6 +32,7 @@ from gshard.protocol import (
     State,
     error_response,
 )
+from gshard.proxy import MAX_HEADER, Forwarded, ProxyProtocol, parse_proxy_header
 from gshard.wsgi import EMPTY_INPUT, FileWrapper, InputStream, ResponseStart, make_environ
 
 RECV_SIZE = 65536
@@ -82,18 +85,27 @@ class ServeContext:
     body_timeout: float
     access: AccessLogger
     lifecycle: Lifecycle
+    # An ssl.SSLContext (typed Any: this module must not import ssl) on TLS listeners.
+    tls: Any = None
+    proxy: ProxyProtocol | None = None
+    forwarded: Forwarded | None = None
 
 
 class Connection:
     """Serves requests on one socket until either side ends it."""
 
-    __slots__ = ("ctx", "io_failed", "proto", "raw", "remote", "response", "sent", "sock")
+    __slots__ = (
+        "ctx", "forwarded", "io_failed", "proto", "raw", "remote", "response", "sent", "sock",
+    )
 
     def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
         self.sock = sock
-        # The non-blocking socket under gevent's wrapper, for sends that need no wait.
+        # The non-blocking socket under gevent's wrapper, for sends that need no
+        # wait. None under TLS: it and sendfile would write around the encryption.
         self.raw = sock._sock
         self.remote = remote
+        # What the peer's forwarded headers may change; None if they change nothing.
+        self.forwarded: Forwarded | None = None
         self.ctx = ctx
         self.proto = ServerConnection(ctx.limits)
         self.response: ResponseStart | None = None
@@ -106,7 +118,7 @@ class Connection:
     def serve(self) -> None:
         linger = False
         try:
-            linger = self._serve()
+            linger = self._start()
         except _CLIENT_GONE:
             pass
         except OSError as exc:
@@ -115,9 +127,100 @@ class Connection:
         finally:
             self._close(linger)
 
-    def _serve(self) -> bool:
+    def _start(self) -> bool:
+        """Read the PROXY header and shake hands if the listener asks, then serve.
+
+        The PROXY header, the TLS handshake and the first request head share
+        one ``--header-timeout``: a connection has that long to become a
+        request, whatever it trickles. Both run here, in the connection's
+        greenlet, so a slow or hostile client never holds up the accept loop.
+        """
+        ctx = self.ctx
+        deadline = time.monotonic() + ctx.header_timeout
+        if ctx.proxy is not None:
+            try:
+                if not self._read_proxy_header(ctx.proxy, deadline):
+                    return False
+            except ProtocolError as exc:
+                if ctx.tls is not None:
+                    exc.status = None  # a plain-text 400 means nothing to a TLS client
+                self._refuse(exc)
+                return exc.status is not None
+        if ctx.tls is not None and not self._handshake(ctx.tls, deadline):
+            return False
+        forwarded = ctx.forwarded
+        if forwarded is not None and forwarded.trusted.allows(self.remote[0]):
+            self.forwarded = forwarded
+        return self._serve(deadline)
+
+    def _read_proxy_header(self, proxy: ProxyProtocol, deadline: float) -> bool:
+        """Take the PROXY header off the stream and adopt the client it names.
+
+        False if the peer left (or sent nothing in time) before a header.
+        Raises ``ProtocolError`` for a peer not allowed to send one, a
+        malformed or oversized header, or none at all.
+
+        The bytes are peeked before they are read, and only the header's are
+        read: what follows belongs to the request, or to the TLS handshake,
+        which must find it still in the socket.
+        """
+        peer = self.remote[0]
+        if not proxy.allowed.allows(peer):
+            raise ProtocolError("PROXY protocol connection from a peer that "
+                                "--proxy-allow-from does not list")
+        sock = self.sock
+        taken = b""  # header bytes already read off the socket
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                peeked = sock.recv(MAX_HEADER - len(taken), socket.MSG_PEEK)
+            except TimeoutError:
+                if not taken:
+                    return False
+                raise ProtocolError("PROXY protocol header not received in time") from None
+            if not peeked:
+                return False
+            header = parse_proxy_header(taken + peeked, proxy.mode)
+            # All of an incomplete header's bytes are the header's: take them
+            # (peeking again would return them at once) and wait for the rest.
+            count = len(peeked) if header is None else header.length - len(taken)
+            while count > 0:
+                taken_now = len(sock.recv(count))  # already peeked: no wait
+                if not taken_now:
+                    return False
+                count -= taken_now
+            if header is not None:
+                break
+            taken += peeked
+        if header.client is not None:
+            self.remote = header.client
+        return True
+
+    def _handshake(self, context: Any, deadline: float) -> bool:
+        """The TLS handshake; False (logged at debug) if it fails or takes too long."""
+        self.raw = None
+        remaining = max(deadline - time.monotonic(), 0.001)
+        timer = Timeout(remaining, TimeoutError)  # the whole handshake, not each read
+        timer.start()
+        try:
+            sock = self.sock = context.wrap_socket(
+                self.sock, server_side=True, do_handshake_on_connect=False
+            )
+            sock.settimeout(remaining)
+            sock.do_handshake()
+        except (OSError, ValueError) as exc:
+            error_log.debug("TLS handshake with %s failed: %s", self.remote[0] or "unix socket",
+                            exc or type(exc).__name__)
+            return False
+        finally:
+            timer.close()
+        return True
+
+    def _serve(self, deadline: float) -> bool:
         """Serve requests in order; True if input may be left unread at the end."""
-        deadline = time.monotonic() + self.ctx.header_timeout
         while True:
             try:
                 request = self._read_request(deadline)
@@ -244,6 +347,8 @@ class Connection:
         self.sent = 0
         result = None
         try:
+            if self.forwarded is not None:
+                self.forwarded.apply(environ, request.headers)
             result = ctx.app(environ, response)
             self._send_result(result)
         except ProtocolError as exc:
@@ -350,6 +455,8 @@ class Connection:
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
         """Send a regular file with os.sendfile; False to fall back to iterating."""
+        if self.raw is None:
+            return False  # TLS: the kernel would send the file unencrypted
         try:
             fd = wrapper.filelike.fileno()
             info = os.fstat(fd)
@@ -398,9 +505,10 @@ class Connection:
         the raw socket finishes it; gevent's ``sendall`` (which waits, and asks
         the kernel for the buffer size on every call) only sends what is left.
         """
+        raw = self.raw
         try:
             try:
-                sent = self.raw.send(data)
+                sent = raw.send(data) if raw is not None else 0
             except BlockingIOError:
                 sent = 0
             if sent < len(data):

@@ -34,3 +34,7 @@ class ConfigError(Exception):
 
 class AppLoadError(Exception):
     """The WSGI application could not be imported or is not callable."""
+
+
+class TLSError(Exception):
+    """The TLS files or settings do not load; the shards cannot boot (``tls.py``)."""

@@ -26,6 +26,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent import monkey
@@ -38,6 +39,7 @@ from gshard.connection import Connection, Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
 from gshard.log import AccessLogger
 from gshard.protocol import Limits
+from gshard.proxy import AllowList, Forwarded, ProxyProtocol
 from gshard.shard import ShardSpec, send
 from gshard.wsgi import base_environ
 
@@ -58,7 +60,7 @@ RECYCLE_RETRY_CAP = 60.0
 class ShardServer:
     """Everything one shard serves, and how it stops."""
 
-    def __init__(self, spec: ShardSpec, app: Callable) -> None:
+    def __init__(self, spec: ShardSpec, app: Callable, tls_context: Any = None) -> None:
         self.spec = spec
         config = spec.config
         self.config = config
@@ -68,12 +70,18 @@ class ShardServer:
         self.last_tick = time.monotonic()
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
+        scheme = "https" if tls_context is not None else "http"
+        proxy = (ProxyProtocol(config.proxy_protocol, AllowList(config.proxy_allow_ips))
+                 if config.proxy_protocol != "off" else None)
+        forwarded = (Forwarded(AllowList(config.forwarded_allow_ips),
+                               config.secure_scheme_headers)
+                     if config.forwarded_allow_ips else None)
         self.servers = []
         for sock, address, port in spec.listeners:
             ctx = ServeContext(
                 app=app,
                 base_environ=base_environ(
-                    address.unix_path or address.host, str(port), "http", config.shards > 1
+                    address.unix_path or address.host, str(port), scheme, config.shards > 1
                 ),
                 limits=limits,
                 keepalive=config.keepalive,
@@ -81,6 +89,9 @@ class ShardServer:
                 body_timeout=config.body_timeout,
                 access=access,
                 lifecycle=self.lifecycle,
+                tls=tls_context,
+                proxy=proxy,
+                forwarded=forwarded,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())

@@ -2,8 +2,8 @@
 
 The manager imports this module (to call ``run`` in the child it forks) and
 must stay unpatched, so gevent and everything that uses it (``serving``,
-``connection``) is imported only inside ``run``, after ``monkey.patch_all()``
-and before the application.
+``connection``, ``tls`` and with it ``ssl``) is imported only inside ``run``,
+after ``monkey.patch_all()`` and before the application.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from typing import NoReturn
 
 from gshard import ipc, log, privileges
 from gshard.config import BindAddress, Config
-from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK, AppLoadError
+from gshard.errors import (
+    EXIT_APP_LOAD_ERROR,
+    EXIT_BOOT_ERROR,
+    EXIT_OK,
+    AppLoadError,
+    TLSError,
+)
 
 
 @dataclass
@@ -94,16 +100,23 @@ def _run(spec: ShardSpec) -> int:
     spec.channel.setblocking(False)
 
     try:
+        # TLS files are read before dropping privileges, so a key may be
+        # readable by root only (as with nginx).
+        tls_context = None
+        if config.tls:
+            from gshard.tls import server_context
+
+            tls_context = server_context(config)
         privileges.drop(privileges.resolve(config.user, config.group))
         if config.chdir:
             os.chdir(config.chdir)
         app = load_app(config.app, os.getcwd())
     except Exception as exc:
-        detail = str(exc) if isinstance(exc, AppLoadError) else traceback.format_exc()
+        detail = str(exc) if isinstance(exc, (AppLoadError, TLSError)) else traceback.format_exc()
         if not send(spec.channel, ipc.Kind.BOOT_FAILED, detail):
             log.error_log.error("Failed to load the application:\n%s", detail)
         return EXIT_APP_LOAD_ERROR
-    return ShardServer(spec, app).serve()
+    return ShardServer(spec, app, tls_context).serve()
 
 
 def set_process_title(role: str, config: Config) -> None:

@@ -22,7 +22,7 @@ def base_environ(
     server_name: str, server_port: str, url_scheme: str, multiprocess: bool
 ) -> dict[str, Any]:
     """The keys that are the same for every request on one listener, built once."""
-    return {
+    environ = {
         "SCRIPT_NAME": "",
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
@@ -38,6 +38,9 @@ def base_environ(
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
+    if url_scheme == "https":
+        environ["HTTPS"] = "on"  # what CGI-era code (and some frameworks) look at
+    return environ
 
 
 def split_target(method: str, target: str) -> tuple[str, str]:

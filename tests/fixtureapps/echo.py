@@ -3,6 +3,8 @@
 ``/noread`` answers without touching ``wsgi.input``. ``?delay=SECONDS``
 sleeps before the first read of the body (to see when ``100 Continue`` goes
 out). Every other path reads the whole body and reports its length and sha256.
+The answer includes the scheme and the client's address as the server saw
+them (``wsgi.url_scheme``, ``HTTPS``, ``REMOTE_ADDR``, ``REMOTE_PORT``).
 """
 
 import hashlib
@@ -26,6 +28,10 @@ def app(environ, start_response):
         "query": environ.get("QUERY_STRING", ""),
         "protocol": environ["SERVER_PROTOCOL"],
         "content_length": environ.get("CONTENT_LENGTH"),
+        "url_scheme": environ["wsgi.url_scheme"],
+        "https": environ.get("HTTPS"),
+        "remote_addr": environ.get("REMOTE_ADDR"),
+        "remote_port": environ.get("REMOTE_PORT"),
         "headers": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
         "body_len": None if body is None else len(body),
         "body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),

@@ -14,8 +14,10 @@ from gshard.errors import EXIT_USAGE, ConfigError
 
 @pytest.fixture(autouse=True)
 def _no_port_env(monkeypatch):
-    # parse_config reads $PORT (as gunicorn does on PaaS); keep it out of the way.
+    # parse_config reads $PORT (as gunicorn does on PaaS) and
+    # $FORWARDED_ALLOW_IPS (as gunicorn does); keep them out of the way.
     monkeypatch.delenv("PORT", raising=False)
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
 
 
 def parse(*argv: str) -> Config:
@@ -55,6 +57,15 @@ SAMPLES = {
     "errorlog": ("/var/log/e.log", "/var/log/e.log", {}),
     "accesslog": ("-", "-", {}),
     "access_log_format": ("%(h)s %(s)s", "%(h)s %(s)s", {}),
+    "certfile": ("/etc/ssl/server.pem", "/etc/ssl/server.pem", {}),
+    "keyfile": ("/etc/ssl/server.key", "/etc/ssl/server.key", {"certfile": "/c.pem"}),
+    "ca_certs": ("/etc/ssl/ca.pem", "/etc/ssl/ca.pem", {"certfile": "/c.pem"}),
+    "cert_reqs": ("2", 2, {"certfile": "/c.pem"}),
+    "ciphers": ("ECDHE+AESGCM", "ECDHE+AESGCM", {"certfile": "/c.pem"}),
+    "forwarded_allow_ips": ("10.0.0.1, 192.168.0.0/16,*", ("10.0.0.1", "192.168.0.0/16", "*"),
+                            {}),
+    "proxy_protocol": ("v2", "v2", {}),
+    "proxy_allow_ips": ("10.0.0.0/8", ("10.0.0.0/8",), {}),
 }
 
 
@@ -139,7 +150,12 @@ def test_defaults_and_flags_match_installed_gunicorn():
         if name in ("workers", "worker_class", "chdir", "bind", "control_socket",
                     "user", "group", "umask"):
             continue
-        assert default_of(ours[target]) == theirs.default, name
+        # gshard keeps settings converted (address lists as tuples, not
+        # gunicorn's comma-separated text): gunicorn's default, read by
+        # gshard's converter, must then be gshard's default.
+        default = default_of(ours[target])
+        if default != theirs.default:
+            assert default == ours[target].metadata["convert"](theirs.default), name
     assert shared >= 15
 
 
@@ -166,6 +182,33 @@ def test_port_environment_variable(monkeypatch):
     monkeypatch.setenv("PORT", "5005")
     assert parse("app:x").bind == (BindAddress("0.0.0.0", 5005),)
     assert parse("app:x", "-b", "127.0.0.1:1").bind == (BindAddress("127.0.0.1", 1),)
+
+
+def test_forwarded_allow_ips_environment_variable(monkeypatch):
+    assert parse("app:x").forwarded_allow_ips == ("127.0.0.1", "::1")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8,10.1.0.1")
+    assert parse("app:x").forwarded_allow_ips == ("10.0.0.0/8", "10.1.0.1")
+    assert parse("app:x", "--forwarded-allow-ips", "*").forwarded_allow_ips == ("*",)
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "")
+    assert parse("app:x").forwarded_allow_ips == ()  # set but empty: nobody, as in gunicorn
+
+
+def test_proxy_protocol_forms():
+    # gunicorn 27: a bare flag means auto; booleans in config files too.
+    assert parse("app:x", "--proxy-protocol").proxy_protocol == "auto"
+    assert parse("app:x", "--proxy-protocol", "V1").proxy_protocol == "v1"
+    assert parse("app:x", "--proxy-protocol=off").proxy_protocol == "off"
+    assert Config.from_values({"app": "a:b", "proxy_protocol": True}).proxy_protocol == "auto"
+    assert Config.from_values({"app": "a:b", "proxy_protocol": False}).proxy_protocol == "off"
+    # Before the application, a bare flag would take it as its value: say so.
+    with pytest.raises(ConfigError, match="put APP before"):
+        parse("--proxy-protocol", "myapp:app")
+
+
+def test_secure_scheme_headers_from_a_config_file(tmp_path, warnings):
+    path = write_config(tmp_path, "secure_scheme_headers = {'X-Scheme': 'https'}\n")
+    assert parse("app:x", "-c", path).secure_scheme_headers == (("X-SCHEME", "https"),)
+    assert not warnings
 
 
 def test_limits_zero_means_maximum():
@@ -200,6 +243,16 @@ def test_limits_zero_means_maximum():
         {"app": ""},
         {"shards": 2},
         {"app": "a:b", "no_such_setting": 1},
+        {"app": "a:b", "cert_reqs": 3},
+        {"app": "a:b", "certfile": "/c.pem", "cert_reqs": "required"},
+        {"app": "a:b", "keyfile": "/k.pem"},
+        {"app": "a:b", "ca_certs": "/ca.pem"},
+        {"app": "a:b", "cert_reqs": 2},
+        {"app": "a:b", "forwarded_allow_ips": "10.0.0.1/8"},  # host bits set: a typo
+        {"app": "a:b", "forwarded_allow_ips": "localhost"},
+        {"app": "a:b", "proxy_allow_ips": "10.0.0.300"},
+        {"app": "a:b", "proxy_protocol": "v3"},
+        {"app": "a:b", "secure_scheme_headers": ["X-FORWARDED-PROTO"]},
     ],
 )
 def test_invalid_values(values):
@@ -282,6 +335,11 @@ def nothing_starts(monkeypatch):
         ["app:x", "--timeout", "nan"],
         ["app:x", "--max-requests-jitter", "5"],
         ["app:x", "-c", "/nonexistent/gshard.conf.py"],
+        ["app:x", "--certfile", "/nonexistent/server.pem"],
+        ["app:x", "--certfile", "/"],
+        ["app:x", "--keyfile", __file__],
+        ["app:x", "--certfile", __file__, "--ca-certs", "/nonexistent/ca.pem"],
+        ["app:x", "--forwarded-allow-ips", "10.0.0.300"],
         [],
     ],
 )
