@@ -32,6 +32,7 @@ from pathlib import Path
 
 import report
 import servers
+import startup
 import wrk
 
 HERE = Path(__file__).resolve().parent
@@ -307,7 +308,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle-connections", type=int, default=10_000,
                         help="idle keep-alive connections held in idle_10k (default: "
                              "%(default)s)")
-    parser.add_argument("--only", nargs="+", choices=[sc.name for sc in SCENARIOS],
+    parser.add_argument("--only", nargs="+", choices=[*(sc.name for sc in SCENARIOS), "startup"],
                         metavar="SCENARIO", help="run only these scenarios: "
                         + ", ".join(sc.name for sc in SCENARIOS))
     parser.add_argument("--quick", action="store_true",
@@ -366,6 +367,9 @@ def main() -> int:
                     runs[kind].append(run)
                     print(_progress(sc, kind, n, args.runs, run), flush=True)
             results[sc.name] = {kind: report.Summary(runs[kind]) for kind in report.KINDS}
+        boot = None
+        if not args.only or "startup" in args.only:
+            boot = startup.measure(args.gshard_path, args.raw_dir, max(args.runs, 3))
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, nothing written", file=sys.stderr)
         return 130
@@ -407,17 +411,20 @@ def main() -> int:
         f"Before each run the benchmark waited for other processes to use less than a "
         f"quarter of a core ({args.quiet_wait - quiet_budget[0]:.0f} s of waiting in all, "
         f"budget {args.quiet_wait:g} s). "
-        f"The whole benchmark took {elapsed / 60:.1f} minutes. The machine is shared: other "
-        f"processes used a median {statistics.median(others):.1f} s (at most "
-        f"{others[-1]:.1f} s) of the {args.duration * (os.cpu_count() or 1):g} CPU-seconds "
-        "of each run (this includes kernel time charged to no process).",
+        f"The whole benchmark took {elapsed / 60:.1f} minutes."
+        + (f" The machine is shared: other processes used a median "
+           f"{statistics.median(others):.1f} s (at most {others[-1]:.1f} s) of the "
+           f"{args.duration * (os.cpu_count() or 1):g} CPU-seconds of each run (this "
+           "includes kernel time charged to no process)." if others else ""),
     ]
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    text = report.markdown(scenarios, results, machine, method)
+    extra_targets = (startup.target(boot),) if boot else ()
+    text = report.markdown(scenarios, results, machine, method, extra_targets,
+                           tuple(startup.section(boot)) if boot else ())
     (args.results_dir / "RESULTS.md").write_text(text)
     report.chart(scenarios, results, args.results_dir / "chart.png")
     print("\n" + text)
-    for target in report.targets(results):
+    for target in [*report.targets(results), *extra_targets]:
         print(f"{'PASS' if target.passed else 'FAIL'}  {target.name}: {target.measured}")
     print(f"\nwrote {args.results_dir / 'RESULTS.md'} and {args.results_dir / 'chart.png'}")
     return 0
