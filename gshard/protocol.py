@@ -379,7 +379,9 @@ class ServerConnection:
         while buf.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
             del buf[:2]
             self._checked = self._line_start = self._head_lines = 0
-        end = buf.find(b"\r\n\r\n")
+        # The bytes already checked hold no end of head: resume the search
+        # there, or a head trickled in small pieces costs quadratic time.
+        end = buf.find(b"\r\n\r\n", max(self._checked - 3, 0))
         if end == -1:
             self._check_partial_head()
             if self._eof:
@@ -403,13 +405,29 @@ class ServerConnection:
         buf = self._buf
         if _BARE_LF.search(buf, max(self._checked - 1, 0)):
             raise ProtocolError("bare LF in request head", 400)
-        last_lf = buf.rfind(b"\n", self._checked)
-        self._head_lines += buf.count(b"\n", self._checked)
+        # Lines completed since the last check are held to their limits now,
+        # not when the head ends: a long line that arrives with its CRLF must
+        # be refused as surely as one still arriving. (At most fields + 1
+        # lines pass here before the count refuses them.)
+        limits = self.limits
+        lines = self._head_lines
+        line_start = self._line_start
+        lf = buf.find(b"\n", self._checked)
+        while lf != -1:
+            length = lf - 1 - line_start  # without its CRLF
+            if lines == 0:
+                if length > limits.request_line:
+                    raise ProtocolError("request line too long", 414)
+            elif length > limits.field_size - 2:
+                raise ProtocolError("header field too large", 431)
+            lines += 1
+            if lines - 1 > limits.fields:
+                raise ProtocolError("too many header fields", 431)
+            line_start = lf + 1
+            lf = buf.find(b"\n", line_start)
+        self._head_lines = lines
+        self._line_start = line_start
         self._checked = len(buf)
-        if last_lf != -1:
-            self._line_start = last_lf + 1
-        if self._head_lines - 1 > self.limits.fields:
-            raise ProtocolError("too many header fields", 431)
         if self._line_start == 0:
             if len(buf) > self.limits.request_line + 2:
                 raise ProtocolError("request line too long", 414)

@@ -1,0 +1,1 @@
+"""Long fuzz runs, outside CI: see fuzz_protocol.py."""

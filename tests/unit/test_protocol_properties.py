@@ -1,0 +1,214 @@
+"""Properties of the parser over generated input (hypothesis), sized for CI.
+
+Every test runs a fixed number of examples, derandomized and without an
+example database, so a CI run is the same run every time and takes a few
+seconds. The long, randomized search over the same invariants is
+``python -m tests.fuzz.fuzz_protocol`` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gshard.errors import ProtocolError
+from gshard.protocol import Limits, Need, ServerConnection, State
+from tests.protocol_checks import (
+    DEFAULT_LIMITS,
+    SMALL_LIMITS,
+    buffer_bound,
+    check_pipeline,
+    check_round_trip,
+    check_stream,
+    hostile_streams,
+    limit_sets,
+    pipelines,
+    run,
+    split,
+)
+
+CI = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+cut_points = st.lists(st.integers(0, 4000), max_size=8)
+
+
+# (a) arbitrary bytes, split anywhere: events or ProtocolError, nothing else, no loop
+
+
+@CI
+@given(data=hostile_streams, cuts=cut_points, limits=limit_sets)
+def test_arbitrary_bytes_give_events_or_protocol_error(data, cuts, limits):
+    # check_stream fails on any other exception, on a loop, on a buffer past
+    # the limits, and on a split that changes which requests come out.
+    check_stream(data, cuts, limits)
+
+
+# (b) valid requests parse to what was sent, however the bytes are split
+
+
+@CI
+@given(pipeline=pipelines(), cuts=cut_points)
+def test_valid_pipelines_parse_the_same_split_anywhere(pipeline, cuts):
+    whole = run([pipeline.data])
+    check_pipeline(pipeline, whole)
+    for pieces in (split(pipeline.data, cuts),
+                   split(pipeline.data, range(0, len(pipeline.data), 3))):
+        got = run(pieces)
+        assert got.same_as(whole), f"pieces {[len(p) for p in pieces]}"
+
+
+# (c) parse -> serialize -> parse is the identity on requests and bodies
+
+
+@CI
+@given(pipeline=pipelines(max_requests=2), chunk_sizes=st.lists(st.integers(1, 40), max_size=5))
+def test_parse_serialize_parse_round_trip(pipeline, chunk_sizes):
+    for request, body in run([pipeline.data]).complete_messages:
+        check_round_trip(request, body, DEFAULT_LIMITS, chunk_sizes or None)
+
+
+# (d) memory: buffered input never exceeds the limits plus one receive
+
+
+def feed_forever(conn: ServerConnection, piece: bytes, total: int) -> int | None:
+    """Feed ``piece`` until ``total`` bytes went in or the parser refuses.
+
+    After every piece the parser must have consumed or refused what went past
+    its bound. Returns the refusal's status, or None if it never refused.
+    """
+    fed = 0
+    while fed < total:
+        conn.receive_data(piece)
+        fed += len(piece)
+        assert conn.buffered <= buffer_bound(conn) + len(piece)
+        try:
+            while (event := conn.next_event()) is not Need.DATA:
+                assert event is not Need.PAUSED, "a request completed from garbage"
+        except ProtocolError as exc:
+            return exc.status
+        assert conn.buffered <= buffer_bound(conn), (conn.state, conn.buffered)
+    return None
+
+
+PREFIXES = {
+    "request line": b"GET /",
+    "header line": b"GET / HTTP/1.1\r\nX-Long: ",
+    "many fields": b"GET / HTTP/1.1\r\n",
+    "chunk size line": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "chunk extensions": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5",
+    "trailer": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ",
+    "trailer lines": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+}
+FILLERS = {
+    "request line": b"a",
+    "header line": b"v",
+    "many fields": b"X-F: v\r\n",
+    "chunk size line": b"0",
+    "chunk extensions": b";a=b",
+    "trailer": b"v",
+    "trailer lines": b"X-T: v\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(PREFIXES))
+@pytest.mark.parametrize("limits", [DEFAULT_LIMITS, SMALL_LIMITS], ids=["default", "small"])
+def test_long_garbage_is_refused_within_the_bound(kind, limits):
+    conn = ServerConnection(limits)
+    conn.receive_data(PREFIXES[kind])
+    piece = FILLERS[kind] * (8192 // len(FILLERS[kind]))
+    assert feed_forever(conn, piece, 4 * limits.head) in (400, 414, 431)
+
+
+@CI
+@given(garbage=st.binary(min_size=1, max_size=64), repeat=st.integers(1, 600),
+       receive=st.integers(1, 65536), limits=limit_sets,
+       prefix=st.sampled_from([*PREFIXES.values(), b""]))
+def test_repeated_garbage_stays_within_the_bound(garbage, repeat, receive, limits, prefix):
+    stream = prefix + garbage * repeat
+    conn = ServerConnection(limits)
+    for start in range(0, len(stream), receive):
+        piece = stream[start : start + receive]
+        conn.receive_data(piece)
+        assert conn.buffered <= buffer_bound(conn) + len(piece)
+        try:
+            while (event := conn.next_event()) is not Need.DATA:
+                if event is Need.PAUSED:
+                    return  # a request completed (garbage can be valid): nothing more is read
+        except ProtocolError:
+            return
+        assert conn.buffered <= buffer_bound(conn)
+
+
+def test_bound_holds_for_the_largest_limits():
+    """gshard's 0-means-maximum settings still bound the head (just over 2 GiB), never
+    leave it unbounded; SECURITY.md says what that means per connection."""
+    limits = Limits(request_line=8190, fields=32768, field_size=65536)
+    assert limits.head == 8190 + 2 + 32768 * (65536 + 2) + 2
+    conn = ServerConnection(limits)
+    conn.receive_data(b"GET /" + b"a" * 9000)
+    with pytest.raises(ProtocolError) as info:
+        conn.next_event()
+    assert info.value.status == 414
+    assert conn.state is State.CLOSED
+
+
+# Regression tests for what the fuzz run found (tests/fuzz/fuzz_protocol.py).
+
+
+def test_trickled_head_costs_linear_time():
+    """Found by review while writing the memory properties: the search for the
+    end of the head restarted at byte 0 on every receive, so a head trickled in
+    small pieces cost time quadratic in its size (a 400 KB head in 32-byte
+    pieces took 2 s of CPU; the default 823 KB head bound, ~9 s). It now
+    resumes where the last search stopped."""
+    limits = Limits(fields=32768, field_size=65536)
+    line = b"X-F: " + b"v" * 59 + b"\r\n"
+    conn = ServerConnection(limits)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    started = time.perf_counter()
+    for _ in range(400_000 // len(line)):
+        conn.receive_data(line[:32])
+        assert conn.next_event() is Need.DATA
+        conn.receive_data(line[32:])
+        assert conn.next_event() is Need.DATA
+    conn.receive_data(b"\r\n")
+    request = conn.next_event()
+    elapsed = time.perf_counter() - started
+    assert len(request.headers) == 1 + 400_000 // len(line)
+    assert elapsed < 0.5, f"400 KB head in 32-byte pieces took {elapsed:.2f}s"
+
+
+def _refused_without_more_input(data: bytes, limits: Limits | None = None) -> int | None:
+    conn = ServerConnection(limits)
+    conn.receive_data(data)
+    with pytest.raises(ProtocolError) as info:
+        while conn.next_event() is not Need.DATA:
+            pass
+    return info.value.status
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: h\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 9000 + b"\r\nX-Next: 1\r\n", 431),
+    (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101, 431),
+])
+def test_complete_oversized_line_refused_before_the_head_ends(data, status):
+    """Found by the fuzz run (atheris): only the line still arriving was held to
+    its limit, so a too-long line that arrived whole with its CRLF waited for
+    the end of the head, and an EOF then closed without a status where the same
+    bytes in smaller pieces got 414/431. Every completed line is checked now."""
+    assert _refused_without_more_input(data) == status
+    whole = run([data])
+    assert (whole.end, whole.status) == ("error", status)
+    assert run(split(data, range(0, len(data), 7))).status == status
+    # The fuzz run's own input, with the small limits it used.
+    found = b"GET /\xc3\xa0e2\x1a\x00\x00\x00TTP/0.0\r\n" + b"\x00" * 100 + b"\r\n"
+    assert run([found], SMALL_LIMITS).status == run(split(found, [20]), SMALL_LIMITS).status
