@@ -47,6 +47,7 @@ def server_context(config: Config) -> ssl.SSLContext:
     if config.ciphers:
         try:
             context.set_ciphers(config.ciphers)
-        except ssl.SSLError as exc:
-            raise TLSError(f"--ciphers {config.ciphers!r}: {exc}") from None
+        except ssl.SSLError:
+            raise TLSError(f"--ciphers {config.ciphers!r} selects no cipher this OpenSSL "
+                           "offers") from None
     return context
