@@ -7,7 +7,7 @@ reads a clock except ``http_date``, so every rule can be tested by feeding
 bytes, split anywhere.
 
 Parsing is strict where leniency has let requests be smuggled (RFC 9112):
-Content-Length beside Transfer-Encoding, differing or list-form lengths,
+Content-Length beside Transfer-Encoding, repeated or list-form lengths,
 obs-fold, bare LF or CR, control bytes in fields, whitespace before a colon,
 an HTTP/1.1 request without exactly one Host. Each refusal is a
 ``ProtocolError`` carrying the status to answer with. Bare LF line endings are
@@ -274,10 +274,12 @@ def _framing(
             raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
         chunked = _transfer_codings(codings)
     elif lengths:
-        if any(_CONTENT_LENGTH.fullmatch(v) is None for v in lengths):
+        if len(lengths) > 1:
+            # Even with equal values: the list form "5, 5" is refused, and so
+            # do gunicorn and llhttp (RFC 9110 8.6 lets a recipient refuse both).
+            raise ProtocolError("more than one Content-Length field", 400)
+        if _CONTENT_LENGTH.fullmatch(lengths[0]) is None:
             raise ProtocolError("invalid Content-Length", 400)
-        if len(set(map(int, lengths))) > 1:
-            raise ProtocolError("conflicting Content-Length values", 400)
         content_length = int(lengths[0])
         if limits.body and content_length > limits.body:
             raise ProtocolError("request body too large", 413)

@@ -476,8 +476,6 @@ def requests(draw, methods=methods) -> Wire:
         content_length = len(body)
         zeros = "0" * draw(st.integers(0, 2))
         add(draw(st.sampled_from(["Content-Length", "content-length"])), f"{zeros}{len(body)}")
-        if draw(st.integers(0, 6)) == 0:  # a repeat with the same value is allowed
-            add("Content-Length", str(len(body)))
         body_bytes = body
     elif framing == "chunked":
         add("Transfer-Encoding", draw(st.sampled_from(["chunked", "Chunked", "CHUNKED"])))

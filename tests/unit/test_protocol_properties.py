@@ -212,3 +212,18 @@ def test_complete_oversized_line_refused_before_the_head_ends(data, status):
     # The fuzz run's own input, with the small limits it used.
     found = b"GET /\xc3\xa0e2\x1a\x00\x00\x00TTP/0.0\r\n" + b"\x00" * 100 + b"\r\n"
     assert run([found], SMALL_LIMITS).status == run(split(found, [20]), SMALL_LIMITS).status
+
+
+@pytest.mark.parametrize("fields", [
+    ("Content-Length: 5", "Content-Length: 5"),
+    ("Content-Length: 5", "Content-Length: 005"),
+    ("Content-Length: 5", "content-length: 5"),
+])
+def test_repeated_content_length_refused_even_when_equal(fields):
+    """Found by the fuzz run's llhttp comparison: gshard accepted a repeated
+    Content-Length with an equal value while refusing the list form
+    ``5, 5``, which RFC 9110 8.6 treats the same; gunicorn and llhttp refuse
+    both. No parser disagreed on the length, but one rule for both forms is
+    simpler to trust, and matches the servers gshard replaces."""
+    data = ("\r\n".join(["POST / HTTP/1.1", "Host: h", *fields]) + "\r\n\r\nhello").encode()
+    assert _refused_without_more_input(data) == 400
