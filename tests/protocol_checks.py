@@ -194,12 +194,13 @@ def split(data: bytes, cuts) -> list[bytes]:
 def serialize(request: Request, body: bytes, chunk_sizes: list[int] | None = None) -> bytes:
     """The bytes of ``request`` with ``body``, as a client would send them.
 
-    Fields go out in order with their (upper-cased) names; a chunked body is
+    Fields go out in order with their (upper-cased) names and no space after
+    the colon, so no line is longer than it came in; a chunked body is
     cut at ``chunk_sizes`` (one chunk if None), with no extensions or trailers
     (the parser validates and drops both).
     """
     lines = [f"{request.method} {request.target} {request.http_version}"]
-    lines += [f"{name}: {value}" for name, value in request.headers]
+    lines += [f"{name}:{value}" for name, value in request.headers]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     if not request.chunked:
         return head + body

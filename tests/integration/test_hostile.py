@@ -1,0 +1,504 @@
+"""Hostile clients against real servers: slowloris, endless heads, floods of
+garbage, stalled bodies, overload, oversized bodies and request smuggling.
+
+Every client is bounded: each socket has a timeout, each loop a deadline and a
+count, and everything stays on 127.0.0.1. The measurements (latency under
+slowloris, RSS before and after a flood) are printed; ``pytest -s`` shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import resource
+import select
+import selectors
+import socket
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.integration.conftest import START_TIMEOUT, Server, kill_group, launch
+from tests.integration.rawhttp import Conn, request_bytes
+
+REFUSALS = {400, 408, 413, 414, 431, 501, 505}
+
+
+def raise_nofile(needed: int) -> None:
+    """Let this process hold ``needed`` descriptors, within the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {soft} < {needed}")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def timed_get(port: int, path: str = "/") -> tuple[float, int]:
+    """Seconds from connect to the whole response of a fresh GET, and its status."""
+    started = time.perf_counter()
+    with Conn.tcp(port, timeout=5) as conn:
+        conn.send(request_bytes("GET", path, headers=(("Connection", "close"),)))
+        response = conn.read_response()
+    return time.perf_counter() - started, response.status
+
+
+def read_to_eof(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes; (data, closed within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return data, False
+        sock.settimeout(remaining)
+        try:
+            piece = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        except TimeoutError:
+            return data, False
+        if not piece:
+            return data, True
+        data += piece
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Server]:
+    """One server for the quick refusal tests (two shards, a 1000-byte body limit)."""
+    server = launch("hostile_app:app", "--bind", "127.0.0.1:0", "--shards", "2",
+                    "--limit-request-body", "1000")
+    try:
+        match = server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)", START_TIMEOUT)
+        server.port = int(match.group(1))
+        server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        yield server
+    finally:
+        kill_group(server)
+
+
+# --- slowloris ---------------------------------------------------------------------------
+
+SLOWLORIS = 1000
+
+
+@pytest.mark.timeout(60)
+def test_slowloris_does_not_delay_others_and_is_cut_at_header_timeout(gshard_proc):
+    """1,000 connections hold partial heads (some silent, some trickling a byte
+    every 0.3 s): a normal request is still answered at once, and with
+    --header-timeout 2 the server closes every one of them (408) by ~3 s.
+
+    Two shards of 1,000 --worker-connections each: the held connections take
+    half the slots. Holding more than shards x worker-connections would make
+    new clients wait in the accept queue until --header-timeout frees slots.
+    """
+    raise_nofile(SLOWLORIS + 256)
+    server = gshard_proc("hostile_app:app", "--shards", "2", "--header-timeout", "2")
+    assert timed_get(server.port)[1] == 200
+    partials = [b"G", b"GET / HT", b"GET / HTTP/1.1\r\nHost: a\r\nX-Drip: "]
+    socks: list[socket.socket] = []
+    opened: dict[socket.socket, float] = {}
+    try:
+        for i in range(SLOWLORIS):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(partials[i % len(partials)])
+            opened[sock] = time.monotonic()
+            socks.append(sock)
+        all_open = time.monotonic()
+        tricklers = socks[1::2]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                for sock in tricklers:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"a")
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        try:
+            latencies = []
+            for _ in range(10):
+                latency, status = timed_get(server.port)
+                assert status == 200
+                latencies.append(latency)
+                time.sleep(0.02)
+            measured_by = time.monotonic()
+            # Every held connection was still open while those were served.
+            readable, _, _ = select.select(socks[:500], [], [], 0)
+            readable += select.select(socks[500:], [], [], 0)[0]
+            assert not readable, f"{len(readable)} held connections already answered or closed"
+            assert measured_by - opened[socks[0]] < 2.0, "the measurement outlasted the timeout"
+            closed_after, answers = _wait_all_closed(socks, opened, deadline=all_open + 6)
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+    finally:
+        for sock in socks:
+            sock.close()
+    print(f"\nslowloris: {SLOWLORIS} held; normal GET latency median "
+          f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms; "
+          f"held connections closed after {min(closed_after.values()):.2f}-"
+          f"{max(closed_after.values()):.2f} s, answers {dict(answers)}")
+    assert max(latencies) < 0.1, [f"{x * 1000:.1f} ms" for x in latencies]
+    assert len(closed_after) == SLOWLORIS
+    assert min(closed_after.values()) >= 1.8, "closed before --header-timeout"
+    assert max(closed_after.values()) <= 3.0, "not all closed within ~3 s"
+    assert timed_get(server.port)[1] == 200
+
+
+def _wait_all_closed(socks, opened, deadline) -> tuple[dict[socket.socket, float], Counter]:
+    """Read every socket until the server closes it: seconds from open to close,
+    and what the server said before closing.
+
+    Each must get nothing but a 408 before the close (or only the close).
+    """
+    closed: dict[socket.socket, float] = {}
+    received: dict[socket.socket, bytes] = {}
+    selector = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    try:
+        while len(closed) < len(socks) and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.1):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    received[sock] = received.get(sock, b"") + data
+                    continue
+                closed[sock] = time.monotonic() - opened[sock]
+                selector.unregister(sock)
+    finally:
+        selector.close()
+    answers = Counter(received.get(s, b"")[:12].decode("latin-1") or "close" for s in socks)
+    assert set(answers) <= {"HTTP/1.1 408", "close"}, answers
+    return closed, answers
+
+
+# --- endless heads -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("prefix", "filler", "status", "limit"), [
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: ", b"v", 431, 8190, id="header-line"),
+    pytest.param(b"GET /", b"a", 414, 4094, id="request-line"),
+])
+def test_endless_line_refused_as_soon_as_it_passes_the_limit(shared, prefix, filler, status,
+                                                             limit):
+    """100 KB without a CRLF, sent 1 KB at a time: the refusal arrives a few KB
+    past the limit, long before the client is done."""
+    with Conn.tcp(shared.port) as conn:
+        conn.send(prefix)
+        sent = len(prefix)
+        answered = False
+        while sent < 100 * 1024:
+            try:
+                conn.send(filler * 1024)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1024
+            if select.select([conn.sock], [], [], 0.01)[0]:
+                answered = True
+                break
+        assert answered, f"no answer after {sent} bytes"
+        print(f"\nendless line: {status} after {sent} bytes sent (limit {limit})")
+        assert sent <= limit + len(prefix) + 4096, f"answered only after {sent} bytes"
+        response = conn.read_response()
+        assert response.status == status
+        assert response.header("Connection") == "close"
+
+
+# --- garbage -----------------------------------------------------------------------------
+
+
+def _garbage(rng: random.Random) -> bytes:
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 65536))
+    if kind == 1:  # a TLS ClientHello's start
+        return bytes.fromhex("1603010200010001fc0303") + rng.randbytes(rng.randrange(500))
+    if kind == 2:  # a request head cut anywhere, then noise
+        raw = request_bytes("POST", "/body", body=b"b" * 200)
+        return raw[: rng.randrange(1, len(raw) - 200)] + rng.randbytes(rng.randrange(1, 200))
+    if kind == 3:  # printable noise with line breaks
+        alphabet = b"GETPOST/ :\r\n\t0123456789abcdefHTTP/1.1;=\"-"
+        return bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 4000)))
+    if kind == 4:  # a field line far past its limit
+        return b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * rng.randrange(8000, 40000)
+    if kind == 5:  # a chunked body with noise for sizes
+        return (b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + rng.randbytes(rng.randrange(1, 2000)))
+    if kind == 6:  # many fields
+        return b"GET / HTTP/1.1\r\n" + b"X-F: v\r\n" * rng.randrange(50, 400)
+    return b"\r\n" * rng.randrange(1, 3000) + rng.randbytes(100)
+
+
+def _flood_wave(port: int, rng: random.Random, size: int) -> Counter:
+    """``size`` connections at once, each sending garbage then EOF; what came back."""
+    payloads = [_garbage(rng) for _ in range(size)]
+    socks = []
+    outcomes: Counter = Counter()
+    try:
+        for payload in payloads:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            socks.append(sock)
+            try:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError):
+                outcomes["reset while sending"] += 1
+        for sock in socks:
+            data, closed = read_to_eof(sock, timeout=10)
+            assert closed, "the server kept a garbage connection open past its EOF"
+            outcomes[data[:12].decode("latin-1") or "closed"] += 1
+    finally:
+        for sock in socks:
+            sock.close()
+    return outcomes
+
+
+@pytest.mark.timeout(90)
+def test_flood_of_garbage_leaves_every_shard_alive_with_flat_rss(gshard_proc):
+    """3,000 connections of garbage in waves of 300 (random bytes up to 64 KB, TLS
+    hellos, cut requests, oversized and endless heads, broken chunked bodies).
+
+    RSS is read after a first wave has warmed the shards up (allocator arenas,
+    greenlet stacks, the code paths of every refusal). The margin, 20 MiB, is
+    what CPython's allocator may keep after a burst of large buffers; a leak of
+    what each connection buffers (a 64 KB receive, up to the head limit) would
+    pass 180 MiB over 3,000 connections.
+    """
+    raise_nofile(1024)
+    server = gshard_proc("hostile_app:app", "--shards", "2")
+    pids = sorted(server.shard_pids())
+    rng = random.Random(20250607)
+    _flood_wave(server.port, rng, 300)
+    before = {pid: rss_kib(pid) for pid in pids}
+    outcomes: Counter = Counter()
+    started = time.monotonic()
+    for _ in range(10):
+        outcomes += _flood_wave(server.port, rng, 300)
+    elapsed = time.monotonic() - started
+    after = {pid: rss_kib(pid) for pid in pids}
+    print(f"\nflood: 3000 connections in {elapsed:.1f}s, outcomes {dict(outcomes)}; RSS KiB "
+          + ", ".join(f"{pid}: {before[pid]} -> {after[pid]}" for pid in pids))
+    assert sorted(server.shard_pids()) == pids
+    assert not [o for o in outcomes if o.startswith("HTTP/1.1 2")], outcomes
+    assert {int(o[9:12]) for o in outcomes if o.startswith("HTTP/")} <= REFUSALS, outcomes
+    for pid in pids:
+        grew = after[pid] - before[pid]
+        assert grew < 20 * 1024, f"shard {pid} grew {grew} KiB"
+    assert timed_get(server.port)[1] == 200
+    assert "Traceback" not in server.stderr.text
+
+
+# --- timeouts ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_timeouts(gshard_proc):
+    return gshard_proc("hostile_app:app", "--shards", "1", "--keep-alive", "1",
+                       "--body-timeout", "1")
+
+
+def test_idle_keep_alive_connection_closed_after_keep_alive(short_timeouts):
+    with Conn.tcp(short_timeouts.port) as conn:
+        conn.send(request_bytes("GET", "/first"))
+        assert conn.read_response().body == b"ok /first"
+        idle_from = time.monotonic()
+        assert conn.wait_closed(timeout=4), "idle connection still open after 4 s"
+        idle = time.monotonic() - idle_from
+    assert 0.8 <= idle <= 2.0, f"closed after {idle:.2f}s with --keep-alive 1"
+
+
+def test_stalled_body_abandoned_after_body_timeout(short_timeouts):
+    with Conn.tcp(short_timeouts.port) as conn:
+        conn.send(request_bytes("POST", "/body", headers=(("Content-Length", "100"),))
+                  + b"x" * 10)
+        stalled_from = time.monotonic()
+        response = conn.read_response(timeout=5)
+        stalled = time.monotonic() - stalled_from
+        assert response.status == 408
+        assert response.header("Connection") == "close"
+        assert conn.wait_closed(timeout=3)
+    assert 0.8 <= stalled <= 2.5, f"abandoned after {stalled:.2f}s with --body-timeout 1"
+
+
+# --- overload ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_overload_waits_in_the_kernel_queue_and_is_served(gshard_proc):
+    """30 concurrent 0.4 s requests against 2 shards of --worker-connections 5:
+    all get 200, none is refused or reset, and no shard ever had more than 5
+    in flight (the app counts them in each shard)."""
+    server = gshard_proc("hostile_app:app", "--shards", "2", "--worker-connections", "5")
+    barrier = threading.Barrier(30)
+
+    def client(i: int) -> dict:
+        barrier.wait(timeout=10)
+        with Conn.tcp(server.port, timeout=20) as conn:
+            conn.send(request_bytes("GET", f"/slow?s=0.4&i={i}",
+                                    headers=(("Connection", "close"),)))
+            response = conn.read_response(timeout=20)
+        assert response.status == 200, response
+        return json.loads(response.body)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        results = list(pool.map(client, range(30)))
+    elapsed = time.monotonic() - started
+    peaks: dict[int, int] = {}
+    for result in results:
+        peaks[result["pid"]] = max(peaks.get(result["pid"], 0), result["peak"])
+    served = Counter(r["pid"] for r in results)
+    print(f"\noverload: 30 requests in {elapsed:.2f}s; per shard served {dict(served)}, "
+          f"peak in flight {peaks}")
+    assert len(results) == 30
+    assert all(peak <= 5 for peak in peaks.values()), peaks
+    # The busier shard got at least 15 at once, so it did reach its limit.
+    assert max(peaks.values()) == 5, peaks
+    # At most 10 at a time: three rounds of 0.4 s at the very least.
+    assert elapsed >= 1.15, f"30 requests of 0.4 s took only {elapsed:.2f}s"
+
+
+# --- body limit --------------------------------------------------------------------------
+
+
+def test_body_limit_by_content_length(shared):
+    with Conn.tcp(shared.port) as conn:
+        # Refused from the head: the body is never sent.
+        conn.send(request_bytes("POST", "/body", headers=(("Content-Length", "1001"),)))
+        response = conn.read_response()
+        assert response.status == 413
+        assert conn.wait_closed()
+    with Conn.tcp(shared.port) as conn:
+        conn.send(request_bytes("POST", "/body", body=b"x" * 1000))
+        response = conn.read_response()
+        assert response.status == 200
+        assert json.loads(response.body) == {"length": 1000}
+
+
+def test_body_limit_by_chunk_size_before_its_data(shared):
+    head = request_bytes("POST", "/body", headers=(("Transfer-Encoding", "chunked"),))
+    with Conn.tcp(shared.port) as conn:
+        conn.send(head + b"3e9\r\n")  # 1001 bytes announced, none sent
+        response = conn.read_response()
+        assert response.status == 413
+        assert conn.wait_closed()
+    with Conn.tcp(shared.port) as conn:  # 600 + 401: the total counts
+        conn.send(head + b"258\r\n" + b"x" * 600 + b"\r\n191\r\n")
+        assert conn.read_response().status == 413
+    with Conn.tcp(shared.port) as conn:
+        conn.send(head + b"258\r\n" + b"x" * 600 + b"\r\n190\r\n" + b"y" * 400 + b"\r\n0\r\n\r\n")
+        response = conn.read_response()
+        assert response.status == 200
+        assert json.loads(response.body) == {"length": 1000}
+
+
+# --- request smuggling -------------------------------------------------------------------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def _post(*fields: str, body: bytes = b"", line: str = "POST /body HTTP/1.1") -> bytes:
+    return ("\r\n".join([line, *fields]) + "\r\n\r\n").encode("latin-1") + body
+
+
+CHUNKED = "Transfer-Encoding: chunked"
+SMUGGLING = [
+    pytest.param(_post("Host: a", "Content-Length: 6", CHUNKED, body=b"0\r\n\r\nG"), 400,
+                 id="cl-then-te"),
+    pytest.param(_post("Host: a", CHUNKED, "Content-Length: 6", body=b"0\r\n\r\nG"), 400,
+                 id="te-then-cl"),
+    pytest.param(_post("Host: a", "Content-Length: 5", "Content-Length: 40", body=b"hello"), 400,
+                 id="two-content-lengths"),
+    pytest.param(_post("Host: a", "Content-Length: 5", "Content-Length: 5", body=b"hello"), 400,
+                 id="two-equal-content-lengths"),
+    pytest.param(_post("Host: a", "Content-Length: 5, 5", body=b"hello"), 400, id="cl-list"),
+    pytest.param(_post("Host: a", "Content-Length: +5", body=b"hello"), 400, id="cl-plus"),
+    pytest.param(_post("Host: a", "Transfer-Encoding:", " chunked", body=b"0\r\n\r\n"), 400,
+                 id="te-obs-fold"),
+    pytest.param(_post("Host: a", "X-Pad: x", " Transfer-Encoding: chunked", "Content-Length: 3",
+                       body=b"0\r\n\r\n"), 400, id="te-line-starting-with-space"),
+    pytest.param(_post("Host: a", "Transfer-Encoding: xchunked", body=b"0\r\n\r\n"), 400,
+                 id="te-xchunked"),
+    pytest.param(_post("Host: a", "Transfer-Encoding: chunked, chunked", body=b"0\r\n\r\n"), 400,
+                 id="te-chunked-twice"),
+    pytest.param(_post("Host: a", CHUNKED, CHUNKED, body=b"0\r\n\r\n"), 400,
+                 id="te-two-fields"),
+    pytest.param(_post("Host: a", "Transfer-Encoding: chunked, identity", body=b"0\r\n\r\n"), 400,
+                 id="te-chunked-then-identity"),
+    pytest.param(_post("Host: a", "Transfer-Encoding : chunked", body=b"0\r\n\r\n"), 400,
+                 id="te-space-before-colon"),
+    pytest.param(_post("Host: a", "Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n"), 501,
+                 id="te-gzip-chunked"),
+    pytest.param(_post(CHUNKED, line="POST /body HTTP/1.0", body=b"0\r\n\r\n"), 400,
+                 id="te-in-http10"),
+    pytest.param(_post("Host: a", CHUNKED, body=b"0x5\r\nhello\r\n0\r\n\r\n"), 400,
+                 id="chunk-size-0x5"),
+    pytest.param(_post("Host: a", CHUNKED, body=b"+5\r\nhello\r\n0\r\n\r\n"), 400,
+                 id="chunk-size-plus"),
+    pytest.param(_post("Host: a", CHUNKED, body=b"5 \r\nhello\r\n0\r\n\r\n"), 400,
+                 id="chunk-size-trailing-space"),
+    pytest.param(_post("Host: a", CHUNKED, body=b"1" + b"0" * 40 + b"\r\nhello\r\n0\r\n\r\n"),
+                 400, id="chunk-size-2-to-the-160"),
+    pytest.param(_post("Host: a", CHUNKED, body=b"5\nhello\r\n0\r\n\r\n"), 400,
+                 id="chunk-size-bare-lf"),
+    pytest.param(_post("Host: a", CHUNKED, body=b"5\r\nhello\r\n0\r\nContent-Length: 40\r\n\r\n"),
+                 400, id="trailer-content-length"),
+    pytest.param(b"GET / HTTP/1.1\nHost: a\n\n", 400, id="bare-lf-head"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400, id="bare-lf-one-field"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", 400, id="bare-cr"),
+    pytest.param(_post("Host: a", "X-A: a\x00b"), 400, id="nul-in-value"),
+    pytest.param(_post("Host: a", "X-A: a\rb"), 400, id="cr-in-value"),
+    pytest.param(_post("Host : a"), 400, id="space-before-colon"),
+    pytest.param(_post(line="GET / HTTP/1.1"), 400, id="missing-host"),
+    pytest.param(_post("Host: a", "Host: b", line="GET / HTTP/1.1"), 400, id="two-hosts"),
+    pytest.param(_post("Host: a", line="GET / HTTP/2.0"), 505, id="http-2.0"),
+    pytest.param(_post("Host: a", line="GET / HTTP/1.2"), 505, id="http-1.2"),
+    pytest.param(_post("Host: a", line="GET * HTTP/1.1"), 400, id="get-asterisk"),
+    pytest.param(_post("Host: a", line="GET host:80 HTTP/1.1"), 400, id="get-authority"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status"), SMUGGLING)
+def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, status):
+    """The attempt, then a request behind it in the same write: one refusal, then
+    the close, and the smuggled request is never answered."""
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as sock:
+        sock.sendall(raw + SMUGGLED)
+        data, closed = read_to_eof(sock)
+    assert closed, f"connection left open; got {data[:200]!r}"
+    assert b"/smuggled" not in data
+    responses = data.count(b"HTTP/1.1 ")
+    assert responses == 1, f"{responses} responses: {data[:300]!r}"
+    assert data.startswith(b"HTTP/1.1 %d " % status), data[:200]
+    assert b"\r\nConnection: close\r\n" in data
+
+
+def test_shards_survive_the_battery(shared):
+    # Runs after the parametrized tests above (file order): the same shards serve.
+    assert len(shared.shard_pids()) == 2
+    assert timed_get(shared.port)[1] == 200
+    assert "Traceback" not in shared.stderr.text
