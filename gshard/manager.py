@@ -100,8 +100,10 @@ class Manager:
             self._take_ownership()
         set_process_title("manager", self.config)
         for listener_set in self.listeners:
-            log.error_log.info("Listening at: %s (%d shards)", listener_set.url,
-                               self.config.shards)
+            url = listener_set.url
+            if self.config.certfile and url.startswith("http://"):
+                url = "https://" + url[len("http://"):]
+            log.error_log.info("Listening at: %s (%d shards)", url, self.config.shards)
         try:
             return self._loop()
         finally:

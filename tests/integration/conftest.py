@@ -154,7 +154,7 @@ def gshard_proc() -> Iterator[Callable[..., Server]]:
         server = launch(app, *args, **kwargs)
         servers.append(server)
         if ready:
-            match = server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)", START_TIMEOUT)
+            match = server.stderr.wait_for(r"Listening at: https?://[^ ]*:(\d+)", START_TIMEOUT)
             server.port = int(match.group(1))
             server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
         return server

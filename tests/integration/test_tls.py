@@ -64,6 +64,7 @@ def test_https_request_verified_against_the_test_ca(gshard_proc, pki):
     assert echo["https"] == "on"
     assert (echo["path"], echo["query"], echo["body_len"]) == ("/hello", "x=1", 2)
     assert echo["remote_addr"] == "127.0.0.1"
+    assert server.stderr.count(rf"Listening at: https://127\.0\.0\.1:{server.port} ") == 1
 
 
 def test_keep_alive_over_tls(gshard_proc, pki):
