@@ -325,6 +325,7 @@ class ServerConnection:
         self._chunk = _Chunk.SIZE
         self._body_seen = 0
         self._trailer_fields = 0
+        self._line_checked = 0  # bytes of the chunk-framing line already searched
         # response
         self.keep_alive = True
         self.response_started = False
@@ -447,6 +448,7 @@ class ServerConnection:
             self._body_seen = 0
             self._chunk = _Chunk.SIZE
             self._trailer_fields = 0
+            self._line_checked = 0
             self.state = State.BODY
         elif request.content_length:
             self._continue_pending = request.expect_continue
@@ -510,13 +512,18 @@ class ServerConnection:
     def _body_line(self, limit: int) -> bytes | None:
         """Take one CRLF-terminated line of chunk framing, or None if incomplete."""
         buf = self._buf
-        end = buf.find(b"\r\n", 0, limit + 2)
+        # Resume where the last search stopped: a line trickled in small
+        # pieces must not be searched from its start at every piece.
+        start = max(self._line_checked - 1, 0)
+        end = buf.find(b"\r\n", start, limit + 2)
         if end == -1:
-            if len(buf) > limit + 1 or _BARE_LF.search(buf):
+            if len(buf) > limit + 1 or _BARE_LF.search(buf, start):
                 raise ProtocolError("malformed or oversized chunk framing", 400)
+            self._line_checked = len(buf)
             return None
         line = bytes(buf[:end])
         del buf[: end + 2]
+        self._line_checked = 0
         return line
 
     def _chunk_size(self, line: bytes) -> None:

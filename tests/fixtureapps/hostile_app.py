@@ -3,13 +3,15 @@
 ``/slow?s=SECONDS`` sleeps (gevent-patched, so the shard keeps serving) and
 answers JSON with this shard's PID and the most ``/slow`` requests it ever had
 in flight at once; ``/body`` reads the whole body and answers its length;
-every other path answers ``ok PATH``, so a smuggled request would show.
+``/inject?TEXT`` copies the percent-decoded query into a response header, as
+a careless application would; every other path answers ``ok PATH``, so a
+smuggled request would show.
 """
 
 import json
 import os
 import time
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 # One event loop per shard: plain counters are exact.
 _in_flight = 0
@@ -28,6 +30,10 @@ def app(environ, start_response):
         finally:
             _in_flight -= 1
         body = json.dumps({"pid": os.getpid(), "peak": _peak}).encode()
+    elif path == "/inject":
+        text = unquote(environ.get("QUERY_STRING", ""))
+        start_response("200 OK", [("X-Echo", text), ("Content-Length", "2")])
+        return [b"ok"]
     elif path == "/body":
         body = json.dumps({"length": len(environ["wsgi.input"].read())}).encode()
     else:

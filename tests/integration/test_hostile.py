@@ -416,6 +416,24 @@ def test_body_limit_by_chunk_size_before_its_data(shared):
         assert json.loads(response.body) == {"length": 1000}
 
 
+# --- header injection in responses -------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["a%0D%0ASet-Cookie:%20evil=1", "a%0ASet-Cookie:%20evil=1",
+                                  "a%0DSet-Cookie:%20evil=1", "a%00b"])
+def test_response_header_injection_becomes_a_500(shared, text):
+    """An application that copies request input into a response header cannot
+    be made to split the response: the header is refused, the client gets a
+    plain 500, and the connection closes."""
+    with Conn.tcp(shared.port) as conn:
+        conn.send(request_bytes("GET", f"/inject?{text}"))
+        response = conn.read_response()
+        assert response.status == 500
+        assert response.header("Set-Cookie") is None
+        assert response.header("X-Echo") is None
+        assert conn.wait_closed()
+
+
 # --- request smuggling -------------------------------------------------------------------
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -501,4 +519,8 @@ def test_shards_survive_the_battery(shared):
     # Runs after the parametrized tests above (file order): the same shards serve.
     assert len(shared.shard_pids()) == 2
     assert timed_get(shared.port)[1] == 200
-    assert "Traceback" not in shared.stderr.text
+    # The only tracebacks are the injection tests' refused headers (logged as
+    # application errors, which they are).
+    tracebacks = shared.stderr.count(r"^Traceback")
+    assert tracebacks == shared.stderr.count(r"ValueError: response header .* forbidden"), (
+        shared.stderr.text)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gshard.errors import ProtocolError
-from gshard.protocol import Limits, Need, ServerConnection, State
+from gshard.protocol import END_OF_MESSAGE, Data, Limits, Need, Request, ServerConnection, State
 from tests.protocol_checks import (
     DEFAULT_LIMITS,
     SMALL_LIMITS,
@@ -163,27 +163,38 @@ def test_bound_holds_for_the_largest_limits():
 # Regression tests for what the fuzz run found (tests/fuzz/fuzz_protocol.py).
 
 
+def _best_time(work, runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _trickle_heads(count: int, size: int) -> None:
+    """``count`` heads of ``size`` bytes, each fed in 32-byte pieces."""
+    line = b"X-F: " + b"v" * 57 + b"\r\n"
+    head = b"GET / HTTP/1.1\r\nHost: h\r\n" + line * (size // len(line)) + b"\r\n"
+    for _ in range(count):
+        conn = ServerConnection(Limits(fields=32768, field_size=65536))
+        for pos in range(0, len(head), 32):
+            conn.receive_data(head[pos : pos + 32])
+            event = conn.next_event()
+        assert isinstance(event, Request)
+
+
 def test_trickled_head_costs_linear_time():
     """Found by review while writing the memory properties: the search for the
     end of the head restarted at byte 0 on every receive, so a head trickled in
     small pieces cost time quadratic in its size (a 400 KB head in 32-byte
-    pieces took 2 s of CPU; the default 823 KB head bound, ~9 s). It now
-    resumes where the last search stopped."""
-    limits = Limits(fields=32768, field_size=65536)
-    line = b"X-F: " + b"v" * 59 + b"\r\n"
-    conn = ServerConnection(limits)
-    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n")
-    started = time.perf_counter()
-    for _ in range(400_000 // len(line)):
-        conn.receive_data(line[:32])
-        assert conn.next_event() is Need.DATA
-        conn.receive_data(line[32:])
-        assert conn.next_event() is Need.DATA
-    conn.receive_data(b"\r\n")
-    request = conn.next_event()
-    elapsed = time.perf_counter() - started
-    assert len(request.headers) == 1 + 400_000 // len(line)
-    assert elapsed < 0.5, f"400 KB head in 32-byte pieces took {elapsed:.2f}s"
+    pieces took 2 s of CPU; the default 823 KB head bound, ~9 s). It resumes
+    where the last search stopped: one 400 KB head now costs what eight of
+    50 KB cost (quadratic, it cost ~7 times as much; timing ratios, not
+    absolute times, so a slow machine does not fail it)."""
+    short = _best_time(lambda: _trickle_heads(8, 50_000))
+    long = _best_time(lambda: _trickle_heads(1, 400_000))
+    assert long < 2.5 * short, f"one 400 KB head {long:.3f}s, eight of 50 KB {short:.3f}s"
 
 
 def _refused_without_more_input(data: bytes, limits: Limits | None = None) -> int | None:
@@ -227,3 +238,38 @@ def test_repeated_content_length_refused_even_when_equal(fields):
     simpler to trust, and matches the servers gshard replaces."""
     data = ("\r\n".join(["POST / HTTP/1.1", "Host: h", *fields]) + "\r\n\r\nhello").encode()
     assert _refused_without_more_input(data) == 400
+
+
+def _trickle_chunk_framing(lines: int, size: int) -> None:
+    """A chunked body of ``lines`` chunk-size lines and as many trailer lines,
+    each about ``size`` bytes, fed in 8-byte pieces."""
+    conn = ServerConnection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(conn.next_event(), Request)
+    size_line = b"5" + b";a=b" * (size // 4) + b"\r\n"
+    trailer = b"X-T: " + b"v" * size + b"\r\n"
+    for _ in range(lines):
+        for pos in range(0, len(size_line), 8):
+            conn.receive_data(size_line[pos : pos + 8])
+            assert conn.next_event() is Need.DATA
+        conn.receive_data(b"hello\r\n")
+        assert conn.next_event() == Data(b"hello")
+    conn.receive_data(b"0\r\n")
+    for _ in range(lines):
+        for pos in range(0, len(trailer), 8):
+            conn.receive_data(trailer[pos : pos + 8])
+            assert conn.next_event() is Need.DATA
+    conn.receive_data(b"\r\n")
+    assert conn.next_event() is END_OF_MESSAGE
+
+
+def test_trickled_chunk_framing_costs_linear_time():
+    """Found while documenting the head fix above: chunk-size lines and trailer
+    lines were searched from their start at every receive, so a client sending
+    4 KB chunk extensions or 8 KB trailers in small pieces made each piece cost
+    a scan of the whole line (20 lines of each took ~1-4 s). The search resumes
+    now: 4 KB lines cost what eight times as many 500-byte lines cost
+    (quadratic, ~5 times as much)."""
+    short = _best_time(lambda: _trickle_chunk_framing(80, 500))
+    long = _best_time(lambda: _trickle_chunk_framing(10, 4000))
+    assert long < 2.5 * short, f"4 KB lines {long:.3f}s, 500-byte lines {short:.3f}s"
