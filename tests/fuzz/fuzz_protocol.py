@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -67,15 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "atheris":
         return atheris_engine(seconds, out)
     # Both at once, one process each (a machine has two cores at least).
+    engines = ["hypothesis", "atheris"]
+    if importlib.util.find_spec("atheris") is None:
+        print("atheris is not installed (pip install -e '.[fuzz]'): hypothesis only")
+        engines.remove("atheris")
+    if importlib.util.find_spec("httptools") is None:
+        print("httptools is not installed: no comparison with llhttp")
     children = []
-    for engine in ("hypothesis", "atheris"):
+    for engine in engines:
         cmd = [sys.executable, "-m", "tests.fuzz.fuzz_protocol", "--engine", engine,
                "--minutes", str(args.minutes), "--out", str(out / engine)]
         if args.seed is not None and engine == "hypothesis":
             cmd += ["--seed", str(args.seed)]
         children.append(subprocess.Popen(cmd))
     codes = [child.wait() for child in children]
-    print(f"engines finished: hypothesis {codes[0]}, atheris {codes[1]}")
+    print("engines finished: " + ", ".join(f"{e} {c}" for e, c in zip(engines, codes, strict=True)))
     return max(codes)
 
 

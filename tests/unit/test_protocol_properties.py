@@ -31,7 +31,7 @@ from tests.protocol_checks import (
 )
 
 CI = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
