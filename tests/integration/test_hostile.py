@@ -109,8 +109,9 @@ SLOWLORIS = 1000
 @pytest.mark.timeout(60)
 def test_slowloris_does_not_delay_others_and_is_cut_at_header_timeout(gshard_proc):
     """1,000 connections hold partial heads (some silent, some trickling a byte
-    every 0.3 s): a normal request is still answered at once, and with
-    --header-timeout 2 the server closes every one of them (408) by ~3 s.
+    every 0.3 s): each of 10 normal requests is answered within 100 ms (a few
+    ms here), and with --header-timeout 2 the server closes every held
+    connection (408) by ~3 s.
 
     Two shards of 1,000 --worker-connections each: the held connections take
     half the slots. Holding more than shards x worker-connections would make
@@ -141,6 +142,12 @@ def test_slowloris_does_not_delay_others_and_is_cut_at_header_timeout(gshard_pro
         thread = threading.Thread(target=trickle, daemon=True)
         thread.start()
         try:
+            # A request that arrives with the burst waits behind it in the accept
+            # queue (30-60 ms here); once the shards have taken the held
+            # connections in, they must not slow anyone down.
+            in_burst, status = timed_get(server.port)
+            assert status == 200 and in_burst < 1.0
+            time.sleep(0.3)
             latencies = []
             for _ in range(10):
                 latency, status = timed_get(server.port)
@@ -159,7 +166,8 @@ def test_slowloris_does_not_delay_others_and_is_cut_at_header_timeout(gshard_pro
     finally:
         for sock in socks:
             sock.close()
-    print(f"\nslowloris: {SLOWLORIS} held; normal GET latency median "
+    print(f"\nslowloris: {SLOWLORIS} held; a GET in the burst {in_burst * 1000:.1f} ms, then "
+          f"latency median "
           f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms; "
           f"held connections closed after {min(closed_after.values()):.2f}-"
           f"{max(closed_after.values()):.2f} s, answers {dict(answers)}")
