@@ -44,6 +44,9 @@ DISCARD_LIMIT = 256 * 1024
 # client receives our response before the close (a close with unread input
 # makes the kernel send RST, which can destroy the response in flight).
 LINGER_SECONDS = 2.0
+# Past the first --body-timeout seconds, a request body must average at least
+# this many bytes a second (Apache's RequestReadTimeout uses 500).
+MIN_BODY_RATE = 512
 LINGER_BYTES = 256 * 1024
 
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
@@ -95,7 +98,8 @@ class Connection:
     """Serves requests on one socket until either side ends it."""
 
     __slots__ = (
-        "ctx", "forwarded", "io_failed", "proto", "raw", "remote", "response", "sent", "sock",
+        "body_bytes", "body_since", "ctx", "forwarded", "io_failed", "proto", "raw", "remote",
+        "response", "sent", "sock",
     )
 
     def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
@@ -110,6 +114,9 @@ class Connection:
         self.proto = ServerConnection(ctx.limits)
         self.response: ResponseStart | None = None
         self.sent = 0
+        # The request body being read: when its first wait began, bytes so far.
+        self.body_since: float | None = None
+        self.body_bytes = 0
         # Set when a send or receive on the client socket fails, so an OSError
         # the application raises itself (an upstream timeout) is not mistaken
         # for the client going away.
@@ -309,10 +316,11 @@ class Connection:
         while True:
             event = proto.next_event()
             if type(event) is Data:
+                self.body_bytes += len(event.data)
                 return event.data
             if event is not Need.DATA:
                 return b""
-            self.sock.settimeout(self.ctx.body_timeout)
+            self.sock.settimeout(self._body_wait())
             try:
                 proto.receive_data(self.sock.recv(RECV_SIZE))
             except TimeoutError:
@@ -320,6 +328,22 @@ class Connection:
             except OSError:
                 self.io_failed = True
                 raise
+
+    def _body_wait(self) -> float:
+        """How long the next body read may wait.
+
+        Each wait is bounded by ``--body-timeout``, and so is the whole body
+        beyond what MIN_BODY_RATE allows for the bytes already received: a
+        client trickling a byte now and then cannot hold the connection forever.
+        """
+        now = time.monotonic()
+        if self.body_since is None:
+            self.body_since = now
+        allowed = self.ctx.body_timeout + self.body_bytes / MIN_BODY_RATE
+        remaining = self.body_since + allowed - now
+        if remaining <= 0:
+            raise ProtocolError("request body arriving too slowly", 408)
+        return min(self.ctx.body_timeout, remaining)
 
     def _discard_body(self) -> None:
         """Read what the application left of the body, so the connection stays usable."""
@@ -339,9 +363,12 @@ class Connection:
     def _respond(self, request: Request) -> None:
         ctx = self.ctx
         started = time.perf_counter()
-        wsgi_input = (
-            EMPTY_INPUT if self.proto.state is State.DONE else InputStream(self._pull_body)
-        )
+        if self.proto.state is State.DONE:
+            wsgi_input = EMPTY_INPUT
+        else:
+            self.body_since = None
+            self.body_bytes = 0
+            wsgi_input = InputStream(self._pull_body)
         environ = make_environ(request, ctx.base_environ, wsgi_input, self.remote)
         response = self.response = ResponseStart(self._write)
         self.sent = 0

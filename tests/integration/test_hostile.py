@@ -360,6 +360,27 @@ def test_stalled_body_abandoned_after_body_timeout(short_timeouts):
     assert 0.8 <= stalled <= 2.5, f"abandoned after {stalled:.2f}s with --body-timeout 1"
 
 
+def test_a_trickled_body_is_abandoned_too(short_timeouts):
+    """A byte every 0.7 s never stalls one read for --body-timeout (1 s), but
+    averages far under the minimum rate, so the connection is cut anyway."""
+    with Conn.tcp(short_timeouts.port) as conn:
+        conn.send(request_bytes("POST", "/body", headers=(("Content-Length", "100"),)))
+        started = time.monotonic()
+        answered_after = None
+        for _ in range(15):  # at most ~10 s of trickling
+            try:
+                conn.sock.send(b"x")
+            except OSError:
+                break
+            readable, _, _ = select.select([conn.sock], [], [], 0.7)
+            if readable:
+                answered_after = time.monotonic() - started
+                break
+        assert answered_after is not None, "a 1-byte-per-0.7-s body still accepted after 10 s"
+        assert answered_after < 4.0, f"cut only after {answered_after:.1f}s"
+        assert conn.read_response(timeout=5).status == 408
+
+
 # --- overload ----------------------------------------------------------------------------
 
 
