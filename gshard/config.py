@@ -301,6 +301,12 @@ class Config:
         # gunicorn spells its flag with an underscore; both are accepted.
         flags=("--limit-request-field-size", "--limit-request-field_size"), metavar="BYTES",
     )
+    limit_request_head: int = setting(
+        65536, _int_range(0),
+        "Largest whole request head in bytes (431 beyond it), so a stalled head costs "
+        "each connection at most this much memory; 0 leaves only the per-line limits.",
+        flags=("--limit-request-head",), metavar="BYTES",
+    )
     limit_request_body: int = setting(
         0, _int_range(0), "Largest request body in bytes (413 beyond it); 0 is unlimited.",
         flags=("--limit-request-body",), metavar="BYTES",
@@ -466,6 +472,7 @@ class Config:
             "fields": self.limit_request_fields or 32768,
             "field_size": self.limit_request_field_size or 65536,
             "body": self.limit_request_body,
+            "head_total": self.limit_request_head,
         }
 
 

@@ -47,11 +47,15 @@ class Limits:
     chunk_line: int = 4096
     # Request body bytes; 0 is unlimited.
     body: int = 0
+    # A whole head; 0 leaves only the product of the limits above (~800 KiB
+    # by default), which 1,000 stalled connections would multiply by 1,000.
+    head_total: int = 65536
 
     @property
     def head(self) -> int:
         """Most bytes a complete head may take, so a partial one is bounded too."""
-        return self.request_line + 2 + self.fields * (self.field_size + 2) + 2
+        product = self.request_line + 2 + self.fields * (self.field_size + 2) + 2
+        return min(product, self.head_total) if self.head_total else product
 
 
 class State(enum.Enum):

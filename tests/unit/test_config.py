@@ -44,6 +44,7 @@ SAMPLES = {
     "limit_request_fields": ("10", 10, {}),
     "limit_request_field_size": ("200", 200, {}),
     "limit_request_body": ("1000", 1000, {}),
+    "limit_request_head": ("16384", 16384, {}),
     "max_requests": ("50", 50, {}),
     "max_requests_jitter": ("5", 5, {"max_requests": "50"}),
     "chdir": ("/srv/app", "/srv/app", {}),
@@ -218,9 +219,11 @@ def test_limits_zero_means_maximum():
     )
     assert config.limits_kwargs() == {
         "request_line": 8190, "fields": 32768, "field_size": 65536, "body": 0,
+        "head_total": 65536,
     }
     assert parse("app:x").limits_kwargs() == {
         "request_line": 4094, "fields": 100, "field_size": 8190, "body": 0,
+        "head_total": 65536,
     }
 
 

@@ -787,3 +787,22 @@ def test_a_framing_error_is_final():
             conn.next_event()
         assert raised.value.status == 400
     assert conn.state is State.CLOSED and not conn.keep_alive
+
+
+def test_a_whole_head_past_its_total_limit_is_refused_while_it_arrives():
+    conn = ServerConnection(Limits(head_total=4096))
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    for i in range(3):
+        conn.receive_data(b"X-%d: %s\r\n" % (i, b"v" * 1000))
+        assert conn.next_event() is Need.DATA
+    conn.receive_data(b"X-big: " + b"v" * 1200 + b"\r\n")
+    with pytest.raises(ProtocolError) as refused:
+        conn.next_event()
+    assert refused.value.status == 431
+
+
+def test_a_head_within_the_total_limit_is_accepted():
+    fields = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 900) for i in range(4))
+    conn = ServerConnection(Limits(head_total=4096))
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
+    assert isinstance(conn.next_event(), Request)

@@ -148,9 +148,12 @@ def test_repeated_garbage_stays_within_the_bound(garbage, repeat, receive, limit
 
 
 def test_bound_holds_for_the_largest_limits():
-    """gshard's 0-means-maximum settings still bound the head (just over 2 GiB), never
-    leave it unbounded; SECURITY.md says what that means per connection."""
-    limits = Limits(request_line=8190, fields=32768, field_size=65536)
+    """gshard's 0-means-maximum settings still bound the head: by the total head
+    limit (64 KiB unless changed), and with that set to 0 too, by the product of
+    the per-line limits (just over 2 GiB), never unbounded; SECURITY.md says what
+    that means per connection."""
+    assert Limits(request_line=8190, fields=32768, field_size=65536).head == 65536
+    limits = Limits(request_line=8190, fields=32768, field_size=65536, head_total=0)
     assert limits.head == 8190 + 2 + 32768 * (65536 + 2) + 2
     conn = ServerConnection(limits)
     conn.receive_data(b"GET /" + b"a" * 9000)
@@ -177,7 +180,7 @@ def _trickle_heads(count: int, size: int) -> None:
     line = b"X-F: " + b"v" * 57 + b"\r\n"
     head = b"GET / HTTP/1.1\r\nHost: h\r\n" + line * (size // len(line)) + b"\r\n"
     for _ in range(count):
-        conn = ServerConnection(Limits(fields=32768, field_size=65536))
+        conn = ServerConnection(Limits(fields=32768, field_size=65536, head_total=0))
         for pos in range(0, len(head), 32):
             conn.receive_data(head[pos : pos + 32])
             event = conn.next_event()
