@@ -98,7 +98,19 @@ def make_environ(
             joiner = "; " if key == "HTTP_COOKIE" else ","
             value = environ[key] + joiner + value
         environ[key] = value
+    if request.target[0] != "/" and request.method != "CONNECT" and request.target != "*":
+        # RFC 9112 3.2.2: an absolute-form target's authority is the host, whatever
+        # Host says, so the application and a proxy in front agree on it.
+        environ["HTTP_HOST"] = _authority(request.target)
     return environ
+
+
+def _authority(absolute_target: str) -> str:
+    """``host[:port]`` of an absolute-form target, without any ``userinfo@``."""
+    rest = absolute_target[absolute_target.find("://") + 3 :]
+    for end in "/?#":
+        rest = rest.partition(end)[0]
+    return rest.rpartition("@")[2]
 
 
 # --- wsgi.input -----------------------------------------------------------------

@@ -505,3 +505,18 @@ def test_file_wrapper_iterates_blocks_and_closes():
     assert b"".join(blocks) == data
     wrapper.close()
     assert f.closed
+
+
+@pytest.mark.parametrize(("target", "host"), [
+    ("http://a.example/x", "a.example"),
+    ("https://a.example:8443?q=1", "a.example:8443"),
+    ("http://user:pw@a.example:8080/x?y#z", "a.example:8080"),
+    ("http://[::1]:8080/x", "[::1]:8080"),
+])
+def test_an_absolute_form_target_names_the_host(target, host):
+    """RFC 9112 3.2.2: the target's authority wins over the Host field."""
+    conn = ServerConnection()
+    conn.receive_data(f"GET {target} HTTP/1.1\r\nHost: b.example\r\n\r\n".encode())
+    request = conn.next_event()
+    environ = make_environ(request, base_environ("s", "80", "http", False), None, ("1", "2"))
+    assert environ["HTTP_HOST"] == host
