@@ -21,7 +21,7 @@ from gevent import Timeout
 from gevent.socket import wait_write
 
 from gshard.errors import ProtocolError
-from gshard.log import AccessLogger, error_log
+from gshard.log import AccessAtoms, AccessLogger, error_log
 from gshard.protocol import (
     CONNECTION_CLOSED,
     Data,
@@ -401,10 +401,10 @@ class Connection:
                 except Exception:
                     error_log.exception("Error closing the response of %s", request.target)
         if ctx.access.enabled:
-            ctx.access.log(
+            ctx.access.log(AccessAtoms(
                 environ, response.status or "-", response.headers, self.sent,
                 time.perf_counter() - started,
-            )
+            ))
 
     def _send_result(self, result: Iterable[bytes]) -> None:
         response = self.response

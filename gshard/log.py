@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
@@ -57,6 +58,7 @@ def reopen_files() -> None:
                     handler.release()
 
 
+@dataclass
 class AccessAtoms(Mapping):
     """gunicorn's access-log atoms, computed only when the format asks for them.
 
@@ -64,19 +66,11 @@ class AccessAtoms(Mapping):
     gunicorn, so a format written for gunicorn never raises.
     """
 
-    def __init__(
-        self,
-        environ: dict[str, Any],
-        status: str,
-        response_headers: list[tuple[str, str]],
-        body_bytes: int,
-        duration: float,
-    ) -> None:
-        self.environ = environ
-        self.status = status
-        self.response_headers = response_headers
-        self.body_bytes = body_bytes
-        self.duration = duration
+    environ: dict[str, Any]
+    status: str
+    response_headers: list[tuple[str, str]]
+    body_bytes: int
+    duration: float
 
     def __getitem__(self, key: str) -> str:
         value = self._atom(key)
@@ -159,16 +153,9 @@ class AccessLogger:
     def enabled(self) -> bool:
         return not access_log.disabled and bool(access_log.handlers)
 
-    def log(
-        self,
-        environ: dict[str, Any],
-        status: str,
-        response_headers: list[tuple[str, str]],
-        body_bytes: int,
-        duration: float,
-    ) -> None:
+    def log(self, atoms: AccessAtoms) -> None:
         try:
-            line = self.fmt % AccessAtoms(environ, status, response_headers, body_bytes, duration)
+            line = self.fmt % atoms
         except (TypeError, ValueError, KeyError) as exc:
             error_log.warning("access log format %r failed: %s", self.fmt, exc)
             return

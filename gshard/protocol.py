@@ -463,18 +463,20 @@ class ServerConnection:
             self.state = State.DONE
 
     def _next_fixed(self) -> Event | Need:
+        if not self._buf:
+            return self._need_body_data()
+        data = self._take_body()
+        if not self._remaining:
+            self.state = State.DONE
+        return data
+
+    def _take_body(self) -> Data:
+        """Up to ``_remaining`` bytes of body from a buffer that is not empty."""
         buf = self._buf
-        if not buf:
-            if self._eof:
-                self.state = State.CLOSED
-                raise ProtocolError("connection closed inside a request body", None)
-            return Need.DATA
         take = min(self._remaining, len(buf))
         data = bytes(buf[:take])
         del buf[:take]
         self._remaining -= take
-        if not self._remaining:
-            self.state = State.DONE
         return Data(data)
 
     def _next_chunked(self) -> Event | Need:
@@ -490,13 +492,10 @@ class ServerConnection:
         if phase is _Chunk.DATA:
             if not buf:
                 return self._need_body_data()
-            take = min(self._remaining, len(buf))
-            data = bytes(buf[:take])
-            del buf[:take]
-            self._remaining -= take
+            data = self._take_body()
             if not self._remaining:
                 self._chunk = _Chunk.DATA_END
-            return Data(data)
+            return data
         if phase is _Chunk.DATA_END:
             if len(buf) < 2:
                 return self._need_body_data()
@@ -563,7 +562,7 @@ class ServerConnection:
     def _need_body_data(self) -> Need:
         if self._eof:
             self.state = State.CLOSED
-            raise ProtocolError("connection closed inside a chunked body", None)
+            raise ProtocolError("connection closed inside a request body", None)
         return Need.DATA
 
     # --- 100-continue ----------------------------------------------------
