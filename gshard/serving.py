@@ -110,6 +110,8 @@ class ShardServer:
             _watch_event_loop(self, max(self.config.timeout / 2, BEAT_INTERVAL * 2))
         send(self.spec.channel, ipc.Kind.READY)
         gevent.spawn(self._heartbeat)
+        if self.config.keepalive:
+            gevent.spawn(self._reap_idle)
         self.stopped.wait()
         return EXIT_OK
 
@@ -126,11 +128,7 @@ class ShardServer:
         if self.lifecycle.idle:
             gevent.sleep(min(self.config.keepalive, DRAIN_IDLE_GRACE))
         for idle in list(self.lifecycle.idle):
-            readable, _, _ = select.select([idle], [], [], 0)
-            if readable:
-                continue  # a request is arriving: it is served, with Connection: close
-            with contextlib.suppress(OSError):
-                idle.shutdown(socket.SHUT_RDWR)
+            _close_idle(idle)
         if not self.pool.join(timeout=self.config.graceful_timeout):
             log.error_log.warning("Shard %d: %d connections still open after %gs",
                                   self.spec.slot, len(self.pool), self.config.graceful_timeout)
@@ -151,6 +149,32 @@ class ShardServer:
                 # The manager starts a successor; this shard drains once it serves.
                 ask_at, retry = now + retry, min(retry * 2, RECYCLE_RETRY_CAP)
             self.stopped.wait(BEAT_INTERVAL)
+
+
+    def _reap_idle(self) -> None:
+        """Close keep-alive connections idle longer than ``--keep-alive``.
+
+        One sweep every quarter of the keep-alive (at most every 0.5 s) serves
+        every idle connection of the shard, so a connection closes within
+        ``--keep-alive`` plus that interval.
+        """
+        keepalive = self.config.keepalive
+        interval = min(max(keepalive / 4, 0.05), 0.5)
+        idle = self.lifecycle.idle
+        while not self.stopped.wait(interval):
+            expired = time.monotonic() - keepalive
+            for sock, since in list(idle.items()):
+                if since <= expired:
+                    _close_idle(sock)
+
+
+def _close_idle(sock: socket.socket) -> None:
+    """End an idle keep-alive connection, unless a request is arriving on it."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if readable:
+        return  # it is served (with Connection: close while draining)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _handler(ctx: ServeContext) -> Callable:
