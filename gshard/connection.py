@@ -291,7 +291,8 @@ class Connection:
         lifecycle = self.ctx.lifecycle
         if lifecycle.draining:
             return False
-        self.sock.settimeout(None)
+        if self.sock.timeout is not None:
+            self.sock.settimeout(None)
         lifecycle.idle[self.sock] = time.monotonic()
         try:
             data = self.sock.recv(RECV_SIZE)

@@ -298,30 +298,61 @@ class ResponseStart:
         for item in headers:
             if type(item) is not tuple or len(item) != 2:
                 raise TypeError(f"response header {item!r} is not a (name, value) tuple")
-            name, value = item
-            if type(name) is not str or type(value) is not str:
-                raise TypeError(f"response header {item!r} is not two native strings")
-            if _FIELD_NAME.fullmatch(name) is None or _UNSAFE_VALUE.search(value):
-                raise ValueError(f"response header {item!r} has forbidden characters")
-            lower = name.lower()
-            if lower == "content-length":
-                if not (value.isdigit() and value.isascii()) or (
-                    self.content_length is not None and self.content_length != int(value)
-                ):
-                    raise ValueError(f"invalid Content-Length {value!r}")
-                self.content_length = int(value)
-            elif lower == "date":
+            try:
+                kind = _known_fields.get(item)
+            except TypeError:  # unhashable: not two strings, as _field_kind says
+                kind = None
+            if kind is None:
+                kind = _field_kind(item)
+            if kind is _ORDINARY:
+                continue
+            if kind is _LENGTH:
+                length = int(item[1])
+                if self.content_length is not None and self.content_length != length:
+                    raise ValueError(f"invalid Content-Length {item[1]!r}")
+                self.content_length = length
+            elif kind is _DATE:
                 self.has_date = True
-            elif lower == "server":
+            elif kind is _SERVER:
                 self.has_server = True
-            elif lower in _HOP_BY_HOP:
-                if lower == "connection" and value.strip().lower() == "close":
-                    self.close = True
-                    continue
-                raise ValueError(f"hop-by-hop header {name!r} is the server's to set")
+            else:
+                self.close = True
         if self.close:
             return [h for h in headers if h[0].lower() != "connection"]
         return headers
+
+
+_ORDINARY, _LENGTH, _DATE, _SERVER, _CLOSE = "ordinary", "length", "date", "server", "close"
+# Fields already validated, and what each means to the server: applications
+# send the same few on every response, and a lookup is cheaper than the
+# checks (bounded, since an application may put anything in a value).
+_known_fields: dict[tuple[str, str], str] = {}
+
+
+def _field_kind(item: tuple[str, str]) -> str:
+    """Validate one response field; which of the kinds above it is."""
+    name, value = item
+    if type(name) is not str or type(value) is not str:
+        raise TypeError(f"response header {item!r} is not two native strings")
+    if _FIELD_NAME.fullmatch(name) is None or _UNSAFE_VALUE.search(value):
+        raise ValueError(f"response header {item!r} has forbidden characters")
+    lower = name.lower()
+    kind = _ORDINARY
+    if lower == "content-length":
+        if not (value.isdigit() and value.isascii()):
+            raise ValueError(f"invalid Content-Length {value!r}")
+        kind = _LENGTH
+    elif lower == "date":
+        kind = _DATE
+    elif lower == "server":
+        kind = _SERVER
+    elif lower in _HOP_BY_HOP:
+        if lower != "connection" or value.strip().lower() != "close":
+            raise ValueError(f"hop-by-hop header {name!r} is the server's to set")
+        kind = _CLOSE
+    if len(_known_fields) < 4096:
+        _known_fields[item] = kind
+    return kind
 
 
 # --- wsgi.file_wrapper ---------------------------------------------------------------

@@ -8,6 +8,7 @@ from wsgiref.validate import validator
 
 import pytest
 
+from gshard import wsgi
 from gshard.protocol import Limits, ServerConnection, parse_head
 from gshard.wsgi import (
     EMPTY_INPUT,
@@ -321,6 +322,34 @@ def test_conflicting_content_lengths_raise():
 def test_hop_by_hop_headers_are_refused(name):
     with pytest.raises(ValueError):
         ResponseStart(lambda data: None)("200 OK", [(name, "x")])
+
+
+def test_fields_mean_the_same_on_every_response():
+    # Validated fields are remembered; what they tell the server must not change.
+    fields = [("Content-Length", "5"), ("Connection", "close"), ("Date", "x"), ("Server", "y")]
+    for _ in range(3):
+        start = ResponseStart(lambda data: None)
+        start("200 OK", list(fields))
+        assert (start.content_length, start.close, start.has_date, start.has_server) == (
+            5, True, True, True
+        )
+        assert start.headers == [("Content-Length", "5"), ("Date", "x"), ("Server", "y")]
+
+
+def test_refused_fields_are_refused_every_time():
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            ResponseStart(lambda data: None)("200 OK", [("X-A", "b\r\nSet-Cookie: c")])
+        with pytest.raises(ValueError):
+            ResponseStart(lambda data: None)(
+                "200 OK", [("Content-Length", "1"), ("Content-Length", "2")]
+            )
+
+
+def test_remembered_fields_stay_bounded():
+    for n in range(6000):
+        ResponseStart(lambda data: None)("200 OK", [("X-Request-Id", str(n))])
+    assert len(wsgi._known_fields) <= 4096
 
 
 def test_connection_other_than_close_is_refused():
