@@ -154,15 +154,12 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def _check_target(method: str, target: str) -> None:
-    """Origin-form and absolute-form; authority-form for CONNECT only, and only there."""
+    """A target that is not origin-form: absolute-form, ``OPTIONS *``, and
+    authority-form for CONNECT only (CONNECT takes nothing else)."""
     if method == "CONNECT":
         if _AUTHORITY_FORM.fullmatch(target):
             return
-    elif (
-        target[0] == "/"
-        or _ABSOLUTE_FORM.match(target)
-        or (target == "*" and method == "OPTIONS")
-    ):
+    elif _ABSOLUTE_FORM.match(target) or (target == "*" and method == "OPTIONS"):
         return
     raise ProtocolError(f"invalid request target {target[:64]!r}", 400)
 
@@ -207,7 +204,8 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         raise ProtocolError(f"invalid method {method[:32]!r}", 400)
     if major != "1" or minor not in "01":
         raise ProtocolError(f"HTTP version {major}.{minor} not supported", 505)
-    _check_target(method, target)
+    if target[0] != "/" or method == "CONNECT":
+        _check_target(method, target)
     if _FIELD_LINES.fullmatch(text, line_end + 2, len(text) - 2) is None:
         raise ProtocolError("malformed header field", 400)
 

@@ -283,8 +283,8 @@ class ResponseStart:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or _STATUS.fullmatch(status) is None:
-            raise ValueError(f"invalid status {status!r}")
+        if type(status) is not str or status not in _known_statuses:
+            _check_status(status)
         self.headers = self._checked(headers)
         self.status = status
         return self.write
@@ -320,6 +320,17 @@ class ResponseStart:
         if self.close:
             return [h for h in headers if h[0].lower() != "connection"]
         return headers
+
+
+_known_statuses: set[str] = set()
+
+
+def _check_status(status: Any) -> None:
+    """Refuse a malformed status; remember a good one (bounded, like the fields)."""
+    if type(status) is not str or _STATUS.fullmatch(status) is None:
+        raise ValueError(f"invalid status {status!r}")
+    if len(_known_statuses) < 1024:
+        _known_statuses.add(status)
 
 
 _ORDINARY, _LENGTH, _DATE, _SERVER, _CLOSE = "ordinary", "length", "date", "server", "close"

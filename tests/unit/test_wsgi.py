@@ -346,10 +346,19 @@ def test_refused_fields_are_refused_every_time():
             )
 
 
-def test_remembered_fields_stay_bounded():
+def test_remembered_fields_and_statuses_stay_bounded():
     for n in range(6000):
-        ResponseStart(lambda data: None)("200 OK", [("X-Request-Id", str(n))])
+        ResponseStart(lambda data: None)(f"{200 + n % 300} S{n}", [("X-Request-Id", str(n))])
     assert len(wsgi._known_fields) <= 4096
+    assert len(wsgi._known_statuses) <= 1024
+
+
+def test_a_bad_status_is_refused_every_time():
+    ResponseStart(lambda data: None)("200 OK", [])
+    for status in ["200 OK\r\nX: y", "20 OK", b"200 OK", "200 OK\n"]:
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                ResponseStart(lambda data: None)(status, [])
 
 
 def test_connection_other_than_close_is_refused():
