@@ -134,8 +134,18 @@ _FIELD_LINES = re.compile(rf"(?:{_TOKEN}:[ \t]*{_FIELD_VALUE}[ \t]*\r\n)*")
 _REQUEST_LINE = re.compile(
     rf"({_TOKEN}) ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])"
 )
-_ABSOLUTE_FORM = re.compile(r"(?i:https?)://[^/?#]*")
-_AUTHORITY_FORM = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+):[0-9]+")
+# RFC 3986 authority parts: a host is an IP literal or a reg-name (IPv4
+# addresses are reg-names too); a port is digits.
+_REG_NAME_CHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_IP_LITERAL = r"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+_HOST_FIELD = re.compile(rf"(?:{_IP_LITERAL}|{_REG_NAME_CHAR}*)(?::[0-9]*)?")
+# An http(s) URI must name a host (RFC 9110 4.2.1); userinfo is tolerated
+# and never becomes part of HTTP_HOST.
+_ABSOLUTE_FORM = re.compile(
+    rf"(?i:https?)://(?:(?:{_REG_NAME_CHAR}|:)*@)?(?:{_IP_LITERAL}|{_REG_NAME_CHAR}+)"
+    r"(?::[0-9]*)?(?=[/?#]|\Z)"
+)
+_AUTHORITY_FORM = re.compile(rf"(?:{_IP_LITERAL}|{_REG_NAME_CHAR}+):[0-9]+")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _CHUNK_LINE = re.compile(
@@ -229,6 +239,7 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
     http11 = minor == "1"
     if http11 and len(framing) == 1 and framing[0][0] == "HOST":
         # Most requests: one Host, no body, default keep-alive.
+        _check_host(framing[0][1])
         content_length, chunked, keep_alive, expect_continue = None, False, True, False
     else:
         content_length, chunked, keep_alive, expect_continue = _framing(framing, http11, limits)
@@ -238,6 +249,12 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         method, target, "HTTP/1.1" if http11 else "HTTP/1.0", tuple(headers),
         content_length, chunked, keep_alive, expect_continue,
     )
+
+
+def _check_host(value: str) -> None:
+    """RFC 9112 3.2: a Host that is not ``host[:port]`` gets a 400."""
+    if _HOST_FIELD.fullmatch(value) is None:
+        raise ProtocolError(f"invalid Host {value[:64]!r}", 400)
 
 
 def _framing(
@@ -252,6 +269,7 @@ def _framing(
     for name, value in fields:
         if name == "HOST":
             hosts += 1
+            _check_host(value)
         elif name == "CONTENT-LENGTH":
             lengths.append(value)
         elif name == "TRANSFER-ENCODING":

@@ -16,6 +16,7 @@ fuzz run (``tests/fuzz/fuzz_protocol.py``, by hand).
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
@@ -406,6 +407,21 @@ def field_values(draw, max_size: int = 40) -> str:
     return text.strip(" \t")
 
 
+_REG_NAME_CHARS = string.ascii_letters + string.digits + "-._~!$&'()*+,;="
+
+
+@st.composite
+def host_values(draw) -> str:
+    """A valid Host value (RFC 9110 7.2): host and optional port, or empty."""
+    host = draw(st.one_of(
+        st.sampled_from(["", "example.com", "[::1]", "[2001:db8::7]", "[v1.x:y]", "127.0.0.1",
+                         "x%41y"]),
+        st.text(st.sampled_from(_REG_NAME_CHARS), min_size=1, max_size=12),
+    ))
+    port = draw(st.sampled_from(["", "", ":80", ":8080", ":"]))
+    return host + port
+
+
 @st.composite
 def targets(draw, method: str) -> str:
     if method == "CONNECT":
@@ -455,7 +471,7 @@ def requests(draw, methods=methods) -> Wire:
         fields.append((name, value, draw(ows), draw(ows)))
 
     if http11 or draw(st.booleans()):
-        add(draw(st.sampled_from(["Host", "host", "HOST"])), draw(field_values(20)))
+        add(draw(st.sampled_from(["Host", "host", "HOST"])), draw(host_values()))
     for _ in range(draw(st.integers(0, 5))):
         name = draw(tokens)
         if name.upper() in _SPECIAL:

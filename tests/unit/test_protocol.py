@@ -390,10 +390,44 @@ def test_field_line_refused_while_incomplete():
         pytest.param(
             head("Host: h", "Content-Type: a", "Content-Type: b"), id="two-content-types"
         ),
+        pytest.param(head("Host: a b"), id="host-with-space"),
+        pytest.param(head("Host: user@h"), id="host-with-userinfo"),
+        pytest.param(head("Host: h/x"), id="host-with-path"),
+        pytest.param(head("Host: h:80x"), id="host-bad-port"),
+        pytest.param(head("Host: h:80:81"), id="host-two-ports"),
+        pytest.param(head("Host: [::1"), id="host-open-ip-literal"),
+        pytest.param(head("Host: h%zz"), id="host-bad-percent"),
+        pytest.param(head("Host: h\"x"), id="host-quote"),
+        pytest.param(head("Host: caf\xe9"), id="host-non-ascii"),
+        pytest.param(head("Host: a b", line="GET / HTTP/1.0"), id="host-invalid-in-http10"),
+        pytest.param(
+            head("Host: a b", "Content-Length: 0", line="POST / HTTP/1.1"),
+            id="host-invalid-beside-framing",
+        ),
+        pytest.param(head("Host: h", line="GET http:///x HTTP/1.1"), id="absolute-empty-host"),
+        pytest.param(head("Host: h", line="GET http://a\"b/ HTTP/1.1"), id="absolute-bad-host"),
+        pytest.param(head("Host: h", line="GET http://h:8x/ HTTP/1.1"), id="absolute-bad-port"),
     ],
 )
 def test_bad_request_400(data):
     assert refusal(data) == 400
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["", "h", "example.com:8080", "127.0.0.1:80", "[::1]", "[2001:db8::1]:443", "[v1.a:b]",
+     "a_b-c~d.e", "x%41y", "h:"],
+)
+def test_valid_host_values_accepted(host):
+    request = events(head(f"Host: {host}"))[0]
+    assert request.headers == (("HOST", host),)
+
+
+@pytest.mark.parametrize(
+    "target", ["http://user:pw@h/x", "https://[::1]:8443/x?q", "http://h", "HTTP://h:/"]
+)
+def test_valid_absolute_targets_accepted(target):
+    assert events(head("Host: other", line=f"GET {target} HTTP/1.1"))[0].target == target
 
 
 CHUNKED = head("Host: h", "Transfer-Encoding: chunked", line="POST / HTTP/1.1")
