@@ -336,7 +336,8 @@ def _check_status(status: Any) -> None:
 _ORDINARY, _LENGTH, _DATE, _SERVER, _CLOSE = "ordinary", "length", "date", "server", "close"
 # Fields already validated, and what each means to the server: applications
 # send the same few on every response, and a lookup is cheaper than the
-# checks (bounded, since an application may put anything in a value).
+# checks. Bounded in count and value length (4096 x 256 characters at most),
+# since an application may put anything in a value.
 _known_fields: dict[tuple[str, str], str] = {}
 
 
@@ -361,7 +362,7 @@ def _field_kind(item: tuple[str, str]) -> str:
         if lower != "connection" or value.strip().lower() != "close":
             raise ValueError(f"hop-by-hop header {name!r} is the server's to set")
         kind = _CLOSE
-    if len(_known_fields) < 4096:
+    if len(_known_fields) < 4096 and len(value) <= 256:
         _known_fields[item] = kind
     return kind
 

@@ -353,6 +353,13 @@ def test_remembered_fields_and_statuses_stay_bounded():
     assert len(wsgi._known_statuses) <= 1024
 
 
+def test_long_field_values_are_not_remembered():
+    wsgi._known_fields.clear()
+    ResponseStart(lambda data: None)("200 OK", [("X-Big", "v" * 300), ("X-Small", "v")])
+    assert ("X-Small", "v") in wsgi._known_fields
+    assert ("X-Big", "v" * 300) not in wsgi._known_fields
+
+
 def test_a_bad_status_is_refused_every_time():
     ResponseStart(lambda data: None)("200 OK", [])
     for status in ["200 OK\r\nX: y", "20 OK", b"200 OK", "200 OK\n"]:
