@@ -7,7 +7,9 @@ line with exit status 2, before any socket is bound or process forked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import runpy
 import sys
 from collections.abc import Sequence
@@ -159,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if config.umask is not None:
         os.umask(config.umask)
+    _raise_open_files_limit()
     log.configure(config.loglevel, config.errorlog, config.accesslog)
     inherited = upgrade.inheritance(os.environ)
     try:
@@ -172,6 +175,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error_log.error("Cannot listen: %s", exc)
         return 1
     return Manager(config, listeners, argv, inherited).run()
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one, for the shards to inherit.
+
+    The usual soft limit (1024) exists for select(); gshard's processes do not
+    select() on connections, and a shard at the default --worker-connections
+    would otherwise run out of descriptors near 1,000 connections. Go
+    programs do the same at start.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run() -> NoReturn:

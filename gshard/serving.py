@@ -17,8 +17,10 @@ Leaving comes in three kinds, each keeping every request it accepted:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
+import resource
 import select
 import signal
 import socket
@@ -55,6 +57,48 @@ RETIRE_SETTLE = 1.0
 # fail to boot, so a shard still serving asks again after this long, doubling.
 RECYCLE_RETRY_FIRST = 5.0
 RECYCLE_RETRY_CAP = 60.0
+# Out of descriptors or kernel memory: try accepting again this often, and
+# say so in the log at most this often.
+ACCEPT_RETRY = 0.1
+ACCEPT_WARN_EVERY = 10.0
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _Acceptor(StreamServer):
+    """A StreamServer that meets descriptor exhaustion with a pause and one log line.
+
+    gevent prints a traceback for every failed accept. Running out of
+    descriptors is an operating condition, not a bug: the connection stays in
+    the kernel's queue, accepting resumes once a connection closes, and the
+    log says what ran out instead of repeating a traceback.
+    """
+
+    def __init__(self, slot: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slot = slot
+        self.warned_at = -ACCEPT_WARN_EVERY
+
+    def do_read(self) -> Any:
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_RESOURCES:
+                raise
+            now = time.monotonic()
+            if now - self.warned_at >= ACCEPT_WARN_EVERY:
+                self.warned_at = now
+                log.error_log.warning(
+                    "Shard %d: cannot accept connections (%s; open files limit %d); "
+                    "they wait in the listen queue", self.slot, exc.strerror,
+                    resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                )
+            self.stop_accepting()
+            gevent.spawn_later(ACCEPT_RETRY, self._resume)
+            return None
+
+    def _resume(self) -> None:
+        if self.started:  # not closed by a drain meanwhile
+            self.start_accepting()
 
 
 class ShardServer:
@@ -95,7 +139,9 @@ class ShardServer:
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())
-            self.servers.append(StreamServer(listener, handle=_handler(ctx), spawn=self.pool))
+            self.servers.append(
+                _Acceptor(spec.slot, listener, handle=_handler(ctx), spawn=self.pool)
+            )
 
     def serve(self) -> int:
         """Serve until told to leave; the exit status."""
