@@ -8,7 +8,7 @@ a client sends one command line and reads one answer line::
     < ok Generation 3 is serving; generation 2 is draining
     < failed Reload failed, generation 2 keeps serving: the application failed ...
 
-The manager side is non-blocking and driven by the manager's select loop.
+The manager side is non-blocking and driven by the manager's poll loop.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import socket
 from dataclasses import dataclass, field
 
 MAX_LINE = 1024
+# Clients served at once; past it new ones wait in the backlog, so a stuck
+# script cannot use up the manager's descriptors.
+MAX_CLIENTS = 64
 
 
 @dataclass
@@ -49,10 +52,12 @@ class ControlServer:
         return cls(path, sock, os.stat(path).st_ino)
 
     def descriptors(self) -> list[socket.socket]:
+        if len(self.clients) >= MAX_CLIENTS:
+            return list(self.clients)
         return [self.sock, *self.clients]
 
     def accept(self) -> None:
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(OSError):  # gone already, or out of descriptors
             client, _ = self.sock.accept()
             client.setblocking(False)
             self.clients[client] = b""

@@ -1,6 +1,6 @@
 """The manager process: the I/O around ``ManagerFSM``.
 
-One loop, never monkey-patched: it sleeps in ``select`` on two descriptors
+One loop, never monkey-patched: it sleeps in ``poll`` on two descriptors
 (the signal wakeup pipe and the shards' message socket) until the state
 machine's next deadline, turns what woke it into events, and carries out the
 actions the state machine returns (fork, signal, log, exit). Signal handlers
@@ -125,7 +125,7 @@ class Manager:
                 watched += self.control.descriptors()
             if self.successor is not None and self.successor.ready_r >= 0:
                 watched.append(self.successor.ready_r)
-            readable, _, _ = select.select(watched, [], [], sleep)
+            readable = _wait_readable(watched, sleep)
             now = time.monotonic()
             events: list[fsm.Event] = []
             if self._wakeup_r in readable:
@@ -370,3 +370,13 @@ class Manager:
 _SYSTEMD_STATES = {"ready": "READY=1", "reloading": "RELOADING=1", "stopping": "STOPPING=1"}
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
+
+def _wait_readable(watched: list, timeout: float) -> list:
+    """Which of ``watched`` (sockets or descriptor numbers) can be read, waiting
+    up to ``timeout`` seconds. poll, not select: a manager holding many
+    listeners may have descriptor numbers past select's 1023."""
+    poller = select.poll()
+    for item in watched:
+        poller.register(item, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+    return [item for item in watched if (item if isinstance(item, int) else item.fileno()) in ready]

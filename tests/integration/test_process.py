@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -17,6 +19,7 @@ import requests
 
 import gshard
 from tests.conftest import FIXTURE_APPS
+from tests.integration.conftest import START_TIMEOUT, Output, Server, kill_group
 from tests.integration.rawhttp import Closed, Conn, request_bytes
 
 # --- helpers -------------------------------------------------------------------
@@ -359,3 +362,46 @@ def test_version():
     assert result.stdout.strip() == f"gshard {gshard.__version__}"
     assert gshard.__version__[0].isdigit()
 
+
+
+@pytest.mark.timeout(60)
+def test_manager_works_with_descriptors_numbered_past_1023(tmp_path):
+    """select() cannot watch descriptor 1024 or above; the manager's loop must
+    still see signals, shard messages and control commands there."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 1400:
+        pytest.skip(f"RLIMIT_NOFILE {soft} < 1400")
+    control = tmp_path / "control.sock"
+    # Fill descriptors 3..1102 in the child before it becomes gshard, so every
+    # descriptor gshard opens is numbered past 1023.
+    fill_then_exec = (
+        "import os, sys\n"
+        "for _ in range(1100):\n"
+        "    os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'gshard', *sys.argv[1:]])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", fill_then_exec, "hello:app", "--shards", "2",
+         "--bind", "127.0.0.1:0", "--control-socket", str(control)],
+        cwd=FIXTURE_APPS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    server = Server(proc, Output(), Output())
+    threading.Thread(target=server.stderr.pump, args=(proc.stderr,), daemon=True).start()
+    try:
+        port = int(server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)",
+                                          START_TIMEOUT).group(1))
+        server.stderr.wait_for(r"Ready: 2 shards serving", START_TIMEOUT)
+        sockets = [fd for fd in os.listdir(f"/proc/{proc.pid}/fd")
+                   if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:")]
+        assert sockets and min(int(fd) for fd in sockets) >= 1024
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        reload = subprocess.run(
+            [sys.executable, "-m", "gshard", "reload", "--control-socket", str(control),
+             "--timeout", "30"], capture_output=True, text=True, timeout=40,
+        )
+        assert reload.returncode == 0, reload.stdout + reload.stderr + server.stderr.text
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        assert server.stop() == 0
+    finally:
+        kill_group(server)
