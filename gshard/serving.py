@@ -61,6 +61,7 @@ RECYCLE_RETRY_CAP = 60.0
 # say so in the log at most this often.
 ACCEPT_RETRY = 0.1
 ACCEPT_WARN_EVERY = 10.0
+_real_poll = monkey.get_original("select", "poll")
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -216,8 +217,11 @@ class ShardServer:
 
 def _close_idle(sock: socket.socket) -> None:
     """End an idle keep-alive connection, unless a request is arriving on it."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if readable:
+    # The real poll: gevent's select() calls select(2), which refuses
+    # descriptors past 1023, and a busy shard has many.
+    poller = _real_poll()
+    poller.register(sock, select.POLLIN)
+    if poller.poll(0):
         return  # it is served (with Connection: close while draining)
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)

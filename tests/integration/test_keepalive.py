@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 
 import pytest
@@ -86,3 +87,27 @@ def test_keep_alive_0_disables_persistent_connections(gshard_proc):
         assert response.status == 200
         assert response.header("Connection") == "close"
         assert conn.wait_closed(timeout=3)
+
+
+@pytest.mark.timeout(60)
+def test_idle_connections_past_descriptor_1023_are_closed_too(gshard_proc):
+    """The reaper must close idle connections whatever their descriptor number
+    (select(2) refuses numbers past 1023)."""
+    clients = 1100
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < clients + 300:
+        pytest.skip(f"RLIMIT_NOFILE {soft} < {clients + 300}")
+    server = gshard_proc("hello:app", "--shards", "1", "--keep-alive", "1",
+                         "--worker-connections", str(clients + 100))
+    conns = [Conn.tcp(server.port, timeout=10) for _ in range(clients)]
+    try:
+        for conn in conns:
+            conn.send(request_bytes("GET", "/"))
+        assert all(conn.read_response().status == 200 for conn in conns)
+        time.sleep(2.5)  # --keep-alive 1, swept every 0.25 s
+        still_open = sum(1 for conn in conns if not conn.wait_closed(timeout=0.01))
+        assert still_open == 0, f"{still_open} of {clients} idle connections still open"
+        assert "Traceback" not in server.stderr.text, server.stderr.text
+    finally:
+        for conn in conns:
+            conn.close()
