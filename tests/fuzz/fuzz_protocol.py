@@ -268,12 +268,11 @@ def write_seeds(folder: pathlib.Path) -> None:
     from hypothesis import HealthCheck, given, settings
 
     from tests import protocol_checks as pc
-    from tests.conftest import CORPUS_DIR
+    from tests.conftest import CORPUS_DIR, corpus_runner
 
     streams: list[bytes] = []
     if (CORPUS_DIR / "run_corpus.py").exists():
-        sys.path.insert(0, str(CORPUS_DIR))
-        import run_corpus
+        run_corpus = corpus_runner()
 
         for case in run_corpus.load_corpus(str(CORPUS_DIR / "gunicorn")):
             data, _ = run_corpus.fix_content_length(case, run_corpus.add_missing_host(case))

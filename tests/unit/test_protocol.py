@@ -10,7 +10,6 @@ the status the client gets.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -28,12 +27,9 @@ from gshard.protocol import (
     parse_head,
 )
 from gshard.wsgi import split_target
-from tests.conftest import CORPUS_DIR
+from tests.conftest import CORPUS_DIR, corpus_runner
 
-if str(CORPUS_DIR) not in sys.path:
-    sys.path.insert(0, str(CORPUS_DIR))
-
-import run_corpus  # the shared corpus runner, found through CORPUS_DIR
+run_corpus = corpus_runner()
 
 # --- driving a connection the way gshard/connection.py does -----------------------
 

@@ -8,7 +8,6 @@ refused as soon as it is seen (the connection then reads no further).
 from __future__ import annotations
 
 import ipaddress
-import sys
 
 import pytest
 
@@ -25,12 +24,9 @@ from gshard.proxy import (
     forwarded_scheme,
     parse_proxy_header,
 )
-from tests.conftest import CORPUS_DIR
+from tests.conftest import CORPUS_DIR, corpus_runner
 
-if str(CORPUS_DIR) not in sys.path:
-    sys.path.insert(0, str(CORPUS_DIR))
-
-import run_corpus  # the shared corpus runner, found through CORPUS_DIR
+run_corpus = corpus_runner()
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
