@@ -12,6 +12,7 @@ import ipaddress
 import pytest
 
 from gshard.errors import ProtocolError
+from gshard.protocol import Request
 from gshard.proxy import (
     MAX_HEADER,
     V1_MAX,
@@ -24,6 +25,7 @@ from gshard.proxy import (
     forwarded_scheme,
     parse_proxy_header,
 )
+from gshard.wsgi import EMPTY_INPUT, base_environ, make_environ
 from tests.conftest import CORPUS_DIR, corpus_runner
 
 run_corpus = corpus_runner()
@@ -275,10 +277,10 @@ def test_forwarded_client_with_star_takes_the_rightmost():
 
 
 def environ_for(headers, **extra):
-    environ = {"wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "5000"}
-    for name, value in headers:
-        key = "HTTP_" + name.replace("-", "_")
-        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    """The environ the server builds for a GET with these (parsed) headers."""
+    request = Request("GET", "/", "HTTP/1.1", tuple(headers), None, False, True, False)
+    base = base_environ("127.0.0.1", "8000", "http", False)
+    environ = make_environ(request, base, EMPTY_INPUT, ("127.0.0.1", "5000"))
     environ.update(extra)
     return environ
 
