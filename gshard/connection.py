@@ -283,8 +283,8 @@ class Connection:
     def _wait_idle(self) -> bool:
         """Wait for the next request's first bytes, parked in the shard's idle map.
 
-        The wait has no timer of its own: the shard's reaper closes a socket
-        idle past ``--keep-alive``, which ends this recv. (A socket timeout
+        The wait has no timer of its own: the shard's reaper shuts down a
+        socket idle past ``--keep-alive``, which ends this recv. (A socket timeout
         would start and cancel a gevent timer on every keep-alive request;
         measured in one process, that cost ~7 us of a ~55 us round trip.)
         """

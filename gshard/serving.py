@@ -197,7 +197,6 @@ class ShardServer:
                 ask_at, retry = now + retry, min(retry * 2, RECYCLE_RETRY_CAP)
             self.stopped.wait(BEAT_INTERVAL)
 
-
     def _reap_idle(self) -> None:
         """Close keep-alive connections idle longer than ``--keep-alive``.
 
