@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gshard.exchange import Exchange
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -144,7 +147,7 @@ _SIMPLE_ATOMS = {
 
 
 class AccessLogger:
-    """Writes one access-log line per response, if an access log is configured."""
+    """Writes one access-log line per finished exchange, in gunicorn's format."""
 
     def __init__(self, fmt: str = DEFAULT_ACCESS_FORMAT) -> None:
         self.fmt = fmt
@@ -153,7 +156,9 @@ class AccessLogger:
     def enabled(self) -> bool:
         return not access_log.disabled and bool(access_log.handlers)
 
-    def log(self, atoms: AccessAtoms) -> None:
+    def log(self, exchange: Exchange) -> None:
+        atoms = AccessAtoms(exchange.environ, exchange.status or "-",
+                            exchange.response_headers, exchange.sent, exchange.duration)
         try:
             line = self.fmt % atoms
         except (TypeError, ValueError, KeyError) as exc:

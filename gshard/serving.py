@@ -37,7 +37,8 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from gshard import ipc, log
-from gshard.connection import Connection, Lifecycle, ServeContext
+from gshard.connection import Connection
+from gshard.context import Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
 from gshard.log import AccessLogger
 from gshard.protocol import Limits
@@ -115,6 +116,7 @@ class ShardServer:
         self.last_tick = time.monotonic()
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
+        finished = (access.log,) if access.enabled else ()
         scheme = "https" if tls_context is not None else "http"
         proxy = (ProxyProtocol(config.proxy_protocol, AllowList(config.proxy_allow_ips))
                  if config.proxy_protocol != "off" else None)
@@ -132,11 +134,11 @@ class ShardServer:
                 keepalive=config.keepalive,
                 header_timeout=config.header_timeout,
                 body_timeout=config.body_timeout,
-                access=access,
                 lifecycle=self.lifecycle,
                 tls=tls_context,
                 proxy=proxy,
                 forwarded=forwarded,
+                finished=finished,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())

@@ -10,6 +10,7 @@ import pytest
 
 from gshard import wsgi
 from gshard.protocol import Limits, ServerConnection, parse_head
+from gshard.response import ResponseWriter
 from gshard.wsgi import (
     EMPTY_INPUT,
     FileWrapper,
@@ -175,8 +176,9 @@ def serve(app, raw_request: bytes, pieces=()):
     finally:
         if hasattr(result, "close"):
             result.close()
-    wire = conn.response_head(start.status, start.headers, start.content_length)
-    wire += b"".join(conn.response_data(chunk) for chunk in out) + conn.response_end()
+    writer = ResponseWriter(conn)
+    wire = writer.head(start.status, start.headers, start.content_length)
+    wire += b"".join(writer.data(chunk) for chunk in out) + writer.end()
     return start, wire
 
 
