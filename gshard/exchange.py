@@ -234,10 +234,10 @@ class Exchange:
             start.headers,
             start.content_length,
             # --keep-alive 0 means no persistent connections, as in gunicorn.
-            close=start.close or ctx.lifecycle.draining or not ctx.keepalive,
-            add_date=not start.has_date,
-            add_server=not start.has_server,
-            body_length=body_length,
+            start.close or ctx.lifecycle.draining or not ctx.keepalive,
+            not start.has_date,
+            not start.has_server,
+            body_length,
         )
 
     # --- failures -------------------------------------------------------

@@ -76,7 +76,6 @@ class ResponseWriter:
         status: str,
         headers: list[tuple[str, str]],
         content_length: int | None,
-        *,
         close: bool = False,
         add_date: bool = True,
         add_server: bool = True,
@@ -102,7 +101,7 @@ class ResponseWriter:
             # The client may or may not send the body it was never asked for:
             # only closing leaves no doubt about where the next request starts.
             close = True
-        no_body = bodyless(code)
+        no_body = code < 200 or code == 204 or code == 304  # bodyless(), inlined: per response
         if content_length is None and body_length is not None and not no_body:
             headers = [*headers, ("Content-Length", str(body_length))]
             content_length = body_length
