@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gshard.config import Config
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -160,3 +163,12 @@ class AccessLogger:
             error_log.warning("access log format %r failed: %s", self.fmt, exc)
             return
         access_log.info(line)
+
+
+def set_process_title(role: str, config: Config) -> None:
+    """``gshard: shard 2 gen 3 myapp:app``, so ``ps`` tells the story."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"gshard: {role} {config.proc_name or config.app}")

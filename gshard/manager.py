@@ -27,7 +27,6 @@ from gshard.config import Config
 from gshard.control import ControlServer
 from gshard.errors import EXIT_BOOT_ERROR
 from gshard.listener import ListenerSet
-from gshard.shard import ShardSpec, set_process_title
 from gshard.shard import preload as preload_shard_modules
 from gshard.shard import run as run_shard
 from gshard.steering import steer
@@ -98,7 +97,7 @@ class Manager:
         preload_shard_modules()
         if self.inherited is None:
             self._take_ownership()
-        set_process_title("manager", self.config)
+        log.set_process_title("manager", self.config)
         for listener_set in self.listeners:
             url = listener_set.url
             if self.config.certfile and url.startswith("http://"):
@@ -243,7 +242,7 @@ class Manager:
         self.handing_over = True
         log.error_log.info("Upgrade: the new manager (pid %d) serves; draining this one",
                            successor.pid)
-        set_process_title("manager (upgraded, draining)", self.config)
+        log.set_process_title("manager (upgraded, draining)", self.config)
         return [fsm.Stop(graceful=True, now=now)]
 
     def _successor_exited(self, code: int) -> None:
@@ -278,7 +277,7 @@ class Manager:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(action.pid, _STOP_SIGNALS[action.mode])
         elif isinstance(action, fsm.Log):
-            log.error_log.log(_LEVELS[action.level], "%s", action.message)
+            log.error_log.log(action.level, "%s", action.message)
         elif isinstance(action, fsm.ReloadFinished):
             if self.control is not None:
                 self.control.finish_reload(action.ok, action.message)
@@ -290,14 +289,14 @@ class Manager:
             for listener_set in self.listeners:
                 listener_set.resize(action.count, self.config.backlog)
         elif isinstance(action, fsm.Status):
-            if action.state == "ready" and not self.owner:
+            if action.state is fsm.ServiceState.READY and not self.owner:
                 self._take_ownership()
             if not self.handing_over:  # the successor speaks for the service now
                 systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
         return []
 
     def _fork(self, slot: int, generation: int) -> int:
-        spec = ShardSpec(
+        spec = ipc.ShardSpec(
             config=self.config,
             slot=slot,
             generation=generation,
@@ -315,7 +314,7 @@ class Manager:
             traceback.print_exc()
         os._exit(EXIT_BOOT_ERROR)
 
-    def _forget_manager_state(self, spec: ShardSpec) -> None:
+    def _forget_manager_state(self, spec: ipc.ShardSpec) -> None:
         """In a new shard: drop the manager's signal plumbing and other slots' sockets."""
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
@@ -367,8 +366,11 @@ class Manager:
                     os.unlink(path)
 
 
-_SYSTEMD_STATES = {"ready": "READY=1", "reloading": "RELOADING=1", "stopping": "STOPPING=1"}
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_SYSTEMD_STATES = {
+    fsm.ServiceState.READY: "READY=1",
+    fsm.ServiceState.RELOADING: "RELOADING=1",
+    fsm.ServiceState.STOPPING: "STOPPING=1",
+}
 
 
 def _wait_readable(watched: list, timeout: float) -> list:

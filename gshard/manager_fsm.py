@@ -22,9 +22,13 @@ The rules that make restarts safe:
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
+from gshard.ipc import RETIRE_SETTLE
 
 # A shard that served this long before dying starts its slot's backoff afresh.
 STABLE_SECONDS = 10.0
@@ -33,9 +37,6 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 # How long a shard told to quit (not drain) has before it is killed.
 QUIT_GRACE = 5.0
-# How long a retiring shard keeps accepting what was queued before it was
-# steered away (handshakes under way complete within a round trip).
-RETIRE_SETTLE = 1.0
 
 
 class ShardState(enum.Enum):
@@ -59,6 +60,22 @@ class StopMode(enum.Enum):
     RETIRE = "retire"
     QUIT = "quit"  # exit now (SIGQUIT)
     KILL = "kill"  # cannot be ignored (SIGKILL)
+
+
+class Level(enum.IntEnum):
+    """How much a ``Log`` action matters; the values are ``logging``'s."""
+
+    INFO = logging.INFO
+    WARNING = logging.WARNING
+    ERROR = logging.ERROR
+
+
+class ServiceState(enum.Enum):
+    """What a supervisor (systemd) is told the service is doing."""
+
+    READY = "ready"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
 
 
 @dataclass(frozen=True)
@@ -176,7 +193,7 @@ class Signal:
 
 @dataclass(frozen=True)
 class Log:
-    level: str
+    level: Level
     message: str
 
 
@@ -206,7 +223,7 @@ class Listeners:
 class Status:
     """The service's state changed, for a supervisor that listens (systemd)."""
 
-    state: str  # "ready", "reloading" or "stopping"
+    state: ServiceState
     message: str
 
 
@@ -240,9 +257,11 @@ class ManagerFSM:
     sockets: int = 0  # slots that have a listener open; set from ``slots`` at start
     steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's hash
 
+    # Which method handles each event type; filled in below the class.
+    HANDLERS: ClassVar[dict[type, Callable[[ManagerFSM, Event], list[Action]]]]
+
     def handle(self, event: Event) -> list[Action]:
-        handler = getattr(self, "_on_" + type(event).__name__.lower())
-        actions = handler(event)
+        actions = self.HANDLERS[type(event)](self, event)
         if isinstance(event, (Ready, Exited, Scale)):
             actions += self._steer()  # which slots serve may have changed
         return actions
@@ -270,7 +289,7 @@ class ManagerFSM:
 
     def _on_start(self, event: Start) -> list[Action]:
         self.sockets = self.slots
-        return [Log("info", f"Booting {self.slots} shards"), *self._boot_generation()]
+        return [Log(Level.INFO, f"Booting {self.slots} shards"), *self._boot_generation()]
 
     def _boot_generation(self) -> list[Action]:
         self.last_generation += 1
@@ -303,7 +322,7 @@ class ManagerFSM:
             return []
         # A replacement within the serving generation: a respawn or a recycle.
         actions: list[Action] = [
-            Log("info", f"Shard {shard.slot} (pid {shard.pid}) is serving")
+            Log(Level.INFO, f"Shard {shard.slot} (pid {shard.pid}) is serving")
         ]
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
@@ -343,11 +362,11 @@ class ManagerFSM:
         if self.phase is Phase.STARTING:
             self.phase = Phase.RUNNING
             message = f"Ready: {self.slots} shards serving"
-            actions.append(Log("info", message))
+            actions.append(Log(Level.INFO, message))
         else:
             message = f"Generation {self.live} is serving; generation {old} is draining"
-            actions += [Log("info", message), ReloadFinished(True, message)]
-        actions.append(Status("ready", message))
+            actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
+        actions.append(Status(ServiceState.READY, message))
         return actions
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
@@ -359,14 +378,14 @@ class ManagerFSM:
         shard.kill_at = now + grace
         return [Signal(shard.pid, mode)]
 
-    def _on_bootfailed(self, event: BootFailed) -> list[Action]:
+    def _on_boot_failed(self, event: BootFailed) -> list[Action]:
         shard = self.shards.get(event.pid)
         if shard is None:
             return []
         if shard.generation in self.boot_errors:
             return []  # every shard of the generation fails alike: report it once
         self.boot_errors[shard.generation] = event.detail
-        return [Log("error", f"Shard {shard.slot} failed to boot:\n{event.detail.rstrip()}")]
+        return [Log(Level.ERROR, f"Shard {shard.slot} failed to boot:\n{event.detail.rstrip()}")]
 
     def _on_exited(self, event: Exited) -> list[Action]:
         shard = self.shards.pop(event.pid, None)
@@ -376,14 +395,14 @@ class ManagerFSM:
         if self.phase is Phase.STOPPING:
             return [Exit(self.exit_code)] if not self.shards else []
         if shard.state is ShardState.DRAINING:
-            return [Log("info", f"Shard {shard.slot} (pid {shard.pid}) {how} after draining"),
+            return [Log(Level.INFO, f"Shard {shard.slot} (pid {shard.pid}) {how} after draining"),
                     *self._close_unused_listeners()]
         if shard.generation == self.booting:
             return self._generation_failed(shard, event.status, event.now)
         if shard.generation != self.live:
             return []
         actions: list[Action] = [
-            Log("error", f"Shard {shard.slot} (pid {shard.pid}) {how}")
+            Log(Level.ERROR, f"Shard {shard.slot} (pid {shard.pid}) {how}")
         ]
         if any(s.slot == shard.slot and s.state is ShardState.READY
                for s in self.of_generation(self.live)):
@@ -406,7 +425,7 @@ class ManagerFSM:
         if delay == 0.0:
             return [Spawn(shard.slot, self.live)]
         self.respawn_at[shard.slot] = now + delay
-        return [Log("warning", f"Shard {shard.slot} keeps failing; respawning in {delay:g}s")]
+        return [Log(Level.WARNING, f"Shard {shard.slot} keeps failing; respawning in {delay:g}s")]
 
     def _generation_failed(self, shard: Shard, status: int, now: float) -> list[Action]:
         """A shard of the booting generation died: that generation will not serve."""
@@ -421,13 +440,13 @@ class ManagerFSM:
             self.phase = Phase.STOPPING
             self.exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
                 else EXIT_BOOT_ERROR
-            actions.append(Log("error", f"Shutting down: {reason}"))
+            actions.append(Log(Level.ERROR, f"Shutting down: {reason}"))
             if not self.shards:
                 actions.append(Exit(self.exit_code))
             return actions
         message = f"Reload failed, generation {self.live} keeps serving: {reason}"
-        return [*actions, Log("error", message), ReloadFinished(False, message),
-                Status("ready", message)]
+        return [*actions, Log(Level.ERROR, message), ReloadFinished(False, message),
+                Status(ServiceState.READY, message)]
 
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
         error = self.boot_errors.get(generation)
@@ -437,7 +456,7 @@ class ManagerFSM:
             return f"shard {shard.slot} was not ready within {self.timings.boot_timeout:g}s"
         return f"shard {shard.slot} {describe_status(status)} while booting"
 
-    def _on_recyclerequested(self, event: RecycleRequested) -> list[Action]:
+    def _on_recycle_requested(self, event: RecycleRequested) -> list[Action]:
         shard = self.shards.get(event.pid)
         if (
             shard is None
@@ -449,13 +468,13 @@ class ManagerFSM:
                    for s in self.of_generation(self.live))
         ):
             return []
-        return [Log("info", f"Recycling shard {shard.slot} (pid {shard.pid})"),
+        return [Log(Level.INFO, f"Recycling shard {shard.slot} (pid {shard.pid})"),
                 Spawn(shard.slot, self.live)]
 
     def _on_reload(self, event: Reload) -> list[Action]:
         if self.phase is not Phase.RUNNING:
             message = f"Reload refused: the server is {self.phase.value}"
-            return [Log("warning", message), ReloadFinished(False, message)]
+            return [Log(Level.WARNING, message), ReloadFinished(False, message)]
         actions: list[Action] = []
         if self.booting is not None:
             # Newer code was deployed while the last reload booted: boot that
@@ -464,7 +483,7 @@ class ManagerFSM:
                 actions += self._leave(shard, StopMode.QUIT, event.now)
         actions += self._boot_generation()
         message = f"Reloading: booting generation {self.booting}"
-        return [Log("info", message), Status("reloading", message), *actions]
+        return [Log(Level.INFO, message), Status(ServiceState.RELOADING, message), *actions]
 
     def _on_stop(self, event: Stop) -> list[Action]:
         mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
@@ -474,7 +493,7 @@ class ManagerFSM:
         self.booting = None
         self.respawn_at.clear()
         message = "Shutting down gracefully" if event.graceful else "Shutting down now"
-        actions: list[Action] = [Log("info", message), Status("stopping", message)]
+        actions: list[Action] = [Log(Level.INFO, message), Status(ServiceState.STOPPING, message)]
         for shard in self.shards.values():
             actions += self._leave(shard, mode, event.now)
         if not self.shards:
@@ -483,12 +502,12 @@ class ManagerFSM:
 
     def _on_scale(self, event: Scale) -> list[Action]:
         if self.phase is not Phase.RUNNING or self.booting is not None:
-            return [Log("warning", "Not scaling while the server is starting, reloading or "
+            return [Log(Level.WARNING, "Not scaling while the server is starting, reloading or "
                                    "stopping")]
         if event.delta > 0:
             return self._add_slot()
         if self.slots == 1:
-            return [Log("warning", "Not removing the last shard")]
+            return [Log(Level.WARNING, "Not removing the last shard")]
         return self._remove_slot(event.now)
 
     def _add_slot(self) -> list[Action]:
@@ -497,7 +516,7 @@ class ManagerFSM:
         opens = self.sockets < self.slots
         self.sockets = max(self.sockets, self.slots)
         # Steered off the new listener before it exists, until its shard serves.
-        actions: list[Action] = [Log("info", f"Adding shard {slot}"), *self._steer()]
+        actions: list[Action] = [Log(Level.INFO, f"Adding shard {slot}"), *self._steer()]
         if opens:
             actions.append(Listeners(self.slots))
         return [*actions, Spawn(slot, self.live)]
@@ -508,7 +527,7 @@ class ManagerFSM:
         self.respawn_at.pop(slot, None)
         self.failures.pop(slot, None)
         # Steered away first: the leaving shard then accepts what was queued.
-        actions: list[Action] = [Log("info", f"Removing shard {slot}"), *self._steer()]
+        actions: list[Action] = [Log(Level.INFO, f"Removing shard {slot}"), *self._steer()]
         for shard in list(self.shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
                 actions += self._leave(shard, StopMode.RETIRE, now)
@@ -546,4 +565,19 @@ class ManagerFSM:
             return []
         shard.killed = True
         shard.kill_at = None
-        return [Log("error", message), Signal(shard.pid, StopMode.KILL)]
+        return [Log(Level.ERROR, message), Signal(shard.pid, StopMode.KILL)]
+
+
+ManagerFSM.HANDLERS = {
+    Start: ManagerFSM._on_start,
+    Spawned: ManagerFSM._on_spawned,
+    Ready: ManagerFSM._on_ready,
+    Beat: ManagerFSM._on_beat,
+    BootFailed: ManagerFSM._on_boot_failed,
+    RecycleRequested: ManagerFSM._on_recycle_requested,
+    Exited: ManagerFSM._on_exited,
+    Reload: ManagerFSM._on_reload,
+    Stop: ManagerFSM._on_stop,
+    Scale: ManagerFSM._on_scale,
+    Tick: ManagerFSM._on_tick,
+}

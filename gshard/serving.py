@@ -39,10 +39,10 @@ from gevent.server import StreamServer
 from gshard import ipc, log
 from gshard.connection import Connection, Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
+from gshard.ipc import RETIRE_SETTLE, ShardSpec, send
 from gshard.log import AccessLogger
 from gshard.protocol import Limits
 from gshard.proxy import AllowList, Forwarded, ProxyProtocol
-from gshard.shard import ShardSpec, send
 from gshard.wsgi import base_environ
 
 # How often a shard tells the manager its event loop is alive.
@@ -50,8 +50,6 @@ BEAT_INTERVAL = 1.0
 # Draining: how long an idle keep-alive connection may still send one more
 # request (capped by --keep-alive) before it is closed.
 DRAIN_IDLE_GRACE = 1.0
-# Retiring: how long to keep accepting after new connections were steered away.
-RETIRE_SETTLE = 1.0
 # Past --max-requests a shard asks for a successor; the manager ignores the
 # request while it cannot act on it (a reload is booting) and a successor may
 # fail to boot, so a shard still serving asks again after this long, doubling.
