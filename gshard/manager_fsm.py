@@ -17,6 +17,12 @@ The rules that make restarts safe:
   grows while the slot keeps failing.
 * A shard that asks to be recycled gets a successor in its slot; it drains
   only once the successor is ready.
+* Upgrading gshard itself (SIGUSR2) follows the same rule one level up: a
+  successor manager boots on the same listeners, and only once it serves does
+  this manager hand over the pidfile, control socket and supervisor
+  (systemd) and drain. A successor that exits before that changes nothing.
+  One upgrade at a time, and only from a manager that serves and owns its
+  files.
 """
 
 from __future__ import annotations
@@ -49,6 +55,14 @@ class Phase(enum.Enum):
     STARTING = "starting"  # the first generation is booting; nothing serves yet
     RUNNING = "running"
     STOPPING = "stopping"  # every shard is leaving; the manager exits when none is left
+
+
+class Upgrade(enum.Enum):
+    """Where a self-upgrade (SIGUSR2) stands, seen from the manager being replaced."""
+
+    NONE = "none"
+    STARTING = "starting"  # a successor manager is being started or boots
+    HANDING_OVER = "handing over"  # the successor serves; this manager drains and exits
 
 
 class StopMode(enum.Enum):
@@ -171,9 +185,43 @@ class Tick:
     now: float
 
 
+@dataclass(frozen=True)
+class UpgradeRequested:
+    """SIGUSR2: start a successor manager to take over."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorSpawned:
+    pid: int
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorSpawnFailed:
+    error: str
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorReady:
+    """The successor said it serves; it has taken over the pidfile and control socket."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorExited:
+    pid: int
+    status: int
+    now: float
+
+
 Event = (
     Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | Stop
-    | Scale | Tick
+    | Scale | Tick | UpgradeRequested | SuccessorSpawned | SuccessorSpawnFailed | SuccessorReady
+    | SuccessorExited
 )
 
 # --- actions -----------------------------------------------------------------
@@ -232,7 +280,29 @@ class Exit:
     code: int
 
 
-Action = Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit
+@dataclass(frozen=True)
+class StartSuccessor:
+    """Start a new manager on the same listeners; answered by ``SuccessorSpawned``
+    or ``SuccessorSpawnFailed``."""
+
+
+@dataclass(frozen=True)
+class TakeOwnership:
+    """Claim the pidfile and the control socket (and, for a successor, tell the
+    manager it replaces and the supervisor that this one serves now)."""
+
+
+@dataclass(frozen=True)
+class Title:
+    """What ``ps`` shows for the manager changed."""
+
+    role: str
+
+
+Action = (
+    Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit | StartSuccessor
+    | TakeOwnership | Title
+)
 
 
 def describe_status(status: int) -> str:
@@ -256,6 +326,12 @@ class ManagerFSM:
     boot_errors: dict[int, str] = field(default_factory=dict)  # generation -> first traceback
     sockets: int = 0  # slots that have a listener open; set from ``slots`` at start
     steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's hash
+    # A successor manager inherits its listeners and owns nothing until it serves.
+    inherited: bool = False
+    # This manager owns the pidfile, control socket and unix socket files.
+    owns_files: bool = False
+    upgrade: Upgrade = Upgrade.NONE
+    successor: int | None = None  # the successor manager's pid while it runs
 
     # Which method handles each event type; filled in below the class.
     HANDLERS: ClassVar[dict[type, Callable[[ManagerFSM, Event], list[Action]]]]
@@ -289,7 +365,19 @@ class ManagerFSM:
 
     def _on_start(self, event: Start) -> list[Action]:
         self.sockets = self.slots
-        return [Log(Level.INFO, f"Booting {self.slots} shards"), *self._boot_generation()]
+        actions: list[Action] = [] if self.inherited else self._take_ownership()
+        return [*actions, Log(Level.INFO, f"Booting {self.slots} shards"),
+                *self._boot_generation()]
+
+    def _take_ownership(self) -> list[Action]:
+        self.owns_files = True
+        return [TakeOwnership()]
+
+    def _status(self, state: ServiceState, message: str) -> list[Action]:
+        """Tell the supervisor, unless a successor speaks for the service now."""
+        if self.upgrade is Upgrade.HANDING_OVER:
+            return []
+        return [Status(state, message)]
 
     def _boot_generation(self) -> list[Action]:
         self.last_generation += 1
@@ -363,11 +451,12 @@ class ManagerFSM:
             self.phase = Phase.RUNNING
             message = f"Ready: {self.slots} shards serving"
             actions.append(Log(Level.INFO, message))
+            if not self.owns_files:  # a successor: its predecessor drains now
+                actions += self._take_ownership()
         else:
             message = f"Generation {self.live} is serving; generation {old} is draining"
             actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
-        actions.append(Status(ServiceState.READY, message))
-        return actions
+        return actions + self._status(ServiceState.READY, message)
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
@@ -446,7 +535,7 @@ class ManagerFSM:
             return actions
         message = f"Reload failed, generation {self.live} keeps serving: {reason}"
         return [*actions, Log(Level.ERROR, message), ReloadFinished(False, message),
-                Status(ServiceState.READY, message)]
+                *self._status(ServiceState.READY, message)]
 
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
         error = self.boot_errors.get(generation)
@@ -483,7 +572,8 @@ class ManagerFSM:
                 actions += self._leave(shard, StopMode.QUIT, event.now)
         actions += self._boot_generation()
         message = f"Reloading: booting generation {self.booting}"
-        return [Log(Level.INFO, message), Status(ServiceState.RELOADING, message), *actions]
+        return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
+                *actions]
 
     def _on_stop(self, event: Stop) -> list[Action]:
         mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
@@ -493,7 +583,8 @@ class ManagerFSM:
         self.booting = None
         self.respawn_at.clear()
         message = "Shutting down gracefully" if event.graceful else "Shutting down now"
-        actions: list[Action] = [Log(Level.INFO, message), Status(ServiceState.STOPPING, message)]
+        actions: list[Action] = [Log(Level.INFO, message),
+                                 *self._status(ServiceState.STOPPING, message)]
         for shard in self.shards.values():
             actions += self._leave(shard, mode, event.now)
         if not self.shards:
@@ -568,6 +659,45 @@ class ManagerFSM:
         return [Log(Level.ERROR, message), Signal(shard.pid, StopMode.KILL)]
 
 
+    # --- upgrading gshard itself (SIGUSR2) -------------------------------
+
+    def _on_upgrade_requested(self, event: UpgradeRequested) -> list[Action]:
+        if self.upgrade is not Upgrade.NONE:
+            return [Log(Level.WARNING, "Upgrade already under way; SIGUSR2 ignored")]
+        if self.phase is not Phase.RUNNING or not self.owns_files:
+            return [Log(Level.WARNING, "Upgrade refused: the server is not serving yet")]
+        self.upgrade = Upgrade.STARTING
+        return [StartSuccessor()]
+
+    def _on_successor_spawned(self, event: SuccessorSpawned) -> list[Action]:
+        self.successor = event.pid
+        return [Log(Level.INFO, f"Upgrading: started a new manager (pid {event.pid}); "
+                                "this one drains once it serves")]
+
+    def _on_successor_spawn_failed(self, event: SuccessorSpawnFailed) -> list[Action]:
+        self.upgrade = Upgrade.NONE
+        return [Log(Level.ERROR, f"Upgrade failed: cannot start a new manager: {event.error}")]
+
+    def _on_successor_ready(self, event: SuccessorReady) -> list[Action]:
+        """The successor serves and owns the files: hand over and drain."""
+        if self.upgrade is not Upgrade.STARTING:
+            return []
+        self.upgrade = Upgrade.HANDING_OVER
+        self.owns_files = False
+        return [Log(Level.INFO, f"Upgrade: the new manager (pid {self.successor}) serves; "
+                                "draining this one"),
+                Title("manager (upgraded, draining)"),
+                *self._on_stop(Stop(graceful=True, now=event.now))]
+
+    def _on_successor_exited(self, event: SuccessorExited) -> list[Action]:
+        self.successor = None
+        if self.upgrade is not Upgrade.STARTING:
+            return []  # it took over, and may come and go as it likes
+        self.upgrade = Upgrade.NONE
+        return [Log(Level.ERROR, f"Upgrade failed: the new manager (pid {event.pid}) "
+                                 f"{describe_status(event.status)}; this manager keeps serving")]
+
+
 ManagerFSM.HANDLERS = {
     Start: ManagerFSM._on_start,
     Spawned: ManagerFSM._on_spawned,
@@ -580,4 +710,9 @@ ManagerFSM.HANDLERS = {
     Stop: ManagerFSM._on_stop,
     Scale: ManagerFSM._on_scale,
     Tick: ManagerFSM._on_tick,
+    UpgradeRequested: ManagerFSM._on_upgrade_requested,
+    SuccessorSpawned: ManagerFSM._on_successor_spawned,
+    SuccessorSpawnFailed: ManagerFSM._on_successor_spawn_failed,
+    SuccessorReady: ManagerFSM._on_successor_ready,
+    SuccessorExited: ManagerFSM._on_successor_exited,
 }
