@@ -38,8 +38,9 @@ _SIGNAL_EVENTS = {
     signal.SIGQUIT: lambda now: fsm.Stop(graceful=False, now=now),
     signal.SIGTTIN: lambda now: fsm.Scale(+1, now),
     signal.SIGTTOU: lambda now: fsm.Scale(-1, now),
+    signal.SIGUSR2: lambda now: fsm.UpgradeRequested(now),
 }
-_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
+_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
     fsm.StopMode.DRAIN: signal.SIGTERM,
     fsm.StopMode.RETIRE: signal.SIGUSR2,
@@ -151,8 +152,6 @@ class Manager:
             elif signum == signal.SIGUSR1:
                 log.reopen_files()
                 self._signal_shards(signal.SIGUSR1)
-            elif signum == signal.SIGUSR2:
-                events.append(fsm.UpgradeRequested(now))
         return events
 
     def _message_events(self, now: float) -> list[fsm.Event]:

@@ -593,8 +593,8 @@ class ManagerFSM:
 
     def _on_scale(self, event: Scale) -> list[Action]:
         if self.phase is not Phase.RUNNING or self.booting is not None:
-            return [Log(Level.WARNING, "Not scaling while the server is starting, reloading or "
-                                   "stopping")]
+            return [Log(Level.WARNING, "Not scaling while the server is starting, reloading "
+                                       "or stopping")]
         if event.delta > 0:
             return self._add_slot()
         if self.slots == 1:
@@ -657,7 +657,6 @@ class ManagerFSM:
         shard.killed = True
         shard.kill_at = None
         return [Log(Level.ERROR, message), Signal(shard.pid, StopMode.KILL)]
-
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
