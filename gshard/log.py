@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gshard.config import Config
     from gshard.exchange import Exchange
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
@@ -165,3 +166,12 @@ class AccessLogger:
             error_log.warning("access log format %r failed: %s", self.fmt, exc)
             return
         access_log.info(line)
+
+
+def set_process_title(role: str, config: Config) -> None:
+    """``gshard: shard 2 gen 3 myapp:app``, so ``ps`` tells the story."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"gshard: {role} {config.proc_name or config.app}")

@@ -12,6 +12,10 @@ If the successor fails (its application does not load, gshard does not start,
 it crashes), the pipe closes without ``ready``: the old manager notices the
 exit and keeps serving. The listeners never close in between, so no queued
 connection is reset.
+
+This module does the process and pipe work; when an upgrade may start, when
+the old manager hands over and what a failed one changes are rules of the
+manager's state machine (``manager_fsm``).
 """
 
 from __future__ import annotations
