@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import resource
 import runpy
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from gshard import __version__, log, privileges, upgrade
+from gshard import __version__, build, log, privileges, upgrade
 from gshard.config import Config, config_names, settings
 from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
@@ -32,6 +33,14 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see gshard --help)")
 
 
+class _Version(argparse.Action):
+    """``--version``, saying whether the compiled modules run (imported only when asked)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        print(f"gshard {__version__} ({build()}, Python {platform.python_version()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gshard",
@@ -42,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="A Python config file of settings (gunicorn's names work).")
-    parser.add_argument("-v", "--version", action="version", version=f"gshard {__version__}")
+    parser.add_argument("-v", "--version", action=_Version, nargs=0,
+                        help="Show gshard's version and build (compiled or pure Python).")
     for spec in settings():
         flags = spec.metadata["flags"]
         if not flags:
