@@ -162,3 +162,38 @@ def gshard_proc() -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         kill_group(server)
+
+
+TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+@pytest.fixture
+def no_request_migration() -> Iterator[None]:
+    """Run with ``net.ipv4.tcp_migrate_req`` = 0, or skip saying why not.
+
+    With 1, the kernel moves connections queued on a closing listener to
+    another one of the group: it would hide a listener closed too early.
+    Tests that close listeners under load use it:
+    ``pytestmark = pytest.mark.usefixtures("no_request_migration")``.
+    """
+    try:
+        with open(TCP_MIGRATE_REQ) as handle:
+            value = handle.read().strip()
+    except FileNotFoundError:
+        yield  # a kernel before 5.14 never migrates
+        return
+    if value == "0":
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and only root may set it to 0")
+    try:
+        with open(TCP_MIGRATE_REQ, "w") as handle:
+            handle.write("0")
+    except OSError as exc:
+        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and cannot be set to 0: {exc}")
+    try:
+        yield
+    finally:
+        with open(TCP_MIGRATE_REQ, "w") as handle:
+            handle.write(value)

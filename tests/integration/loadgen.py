@@ -19,16 +19,12 @@ response, a truncated body, another status) is a failure with its reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import pytest
 
 REQUEST_TIMEOUT = 10.0
 
@@ -246,7 +242,7 @@ class Load:
                 f"{dict(reasons)}, versions {dict(versions)}, slowest {slowest}")
 
 
-# --- a deployable application and the kernel setting the tests rely on -----------
+# --- a deployable application ---------------------------------------------------
 
 APP_MODULE = "deployed_app"
 APP = f"{APP_MODULE}:app"
@@ -290,39 +286,6 @@ def deploy(directory: os.PathLike | str, version: str, broken: str | None = None
 # twice within a second at the same size could be imported stale from
 # __pycache__. Deploys seconds apart are safe anyway; this rules it out.
 SERVER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
-
-TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
-
-
-@contextlib.contextmanager
-def no_request_migration() -> Iterator[None]:
-    """Run with ``net.ipv4.tcp_migrate_req`` = 0, or skip saying why not.
-
-    With 1, the kernel moves connections queued on a closing listener to
-    another one of the group: it would hide a listener closed too early.
-    """
-    try:
-        with open(TCP_MIGRATE_REQ) as handle:
-            value = handle.read().strip()
-    except FileNotFoundError:
-        yield  # a kernel before 5.14 never migrates
-        return
-    if value == "0":
-        yield
-        return
-    if os.geteuid() != 0:
-        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and only root may set it to 0")
-    try:
-        with open(TCP_MIGRATE_REQ, "w") as handle:
-            handle.write("0")
-    except OSError as exc:
-        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and cannot be set to 0: {exc}")
-    try:
-        yield
-    finally:
-        with open(TCP_MIGRATE_REQ, "w") as handle:
-            handle.write(value)
-
 
 def process_state(pid: int) -> str | None:
     """The state letter in /proc/PID/stat (R, S, T, Z...); None once the process is gone."""

@@ -19,18 +19,13 @@ from tests.integration.loadgen import (
     SERVER_ENV,
     Load,
     deploy,
-    no_request_migration,
     wait_state,
 )
 
 CONCURRENCY = 24
 ARRIVING = 16  # clients that start while a shard is frozen
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 def _start(gshard_proc, tmp_path):

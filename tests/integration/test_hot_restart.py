@@ -22,7 +22,6 @@ from tests.integration.loadgen import (
     Load,
     Result,
     deploy,
-    no_request_migration,
 )
 
 # After a reload returns, the old generation may still answer what it had in
@@ -30,11 +29,7 @@ from tests.integration.loadgen import (
 SWITCH_SECONDS = 3.0
 RELOADS = 4
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 def _reload(pidfile) -> tuple[subprocess.CompletedProcess, float, float]:

@@ -19,14 +19,9 @@ from tests.integration.loadgen import (
     Load,
     deploy,
     fresh_request,
-    no_request_migration,
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 @pytest.mark.slow

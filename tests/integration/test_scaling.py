@@ -15,13 +15,9 @@ import time
 
 import pytest
 
-from tests.integration.loadgen import APP, SERVER_ENV, Load, deploy, no_request_migration
+from tests.integration.loadgen import APP, SERVER_ENV, Load, deploy
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 def _listeners(port: int) -> int:
