@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
 from tests.conftest import FIXTURE_APPS
 
 START_TIMEOUT = 20.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -105,9 +108,28 @@ class Server:
 
     def shard_pids(self) -> list[int]:
         """PIDs of the manager's live children (its shards)."""
-        path = f"/proc/{self.pid}/task/{self.pid}/children"
-        with open(path) as handle:
-            return [int(p) for p in handle.read().split()]
+        return child_pids(self.pid)
+
+
+def child_pids(pid: int) -> list[int]:
+    """PIDs of the live children of ``pid`` (a manager's are its shards)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str,
+               interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something true, and return that.
+
+    For states no log line announces (a process gone, a pidfile rewritten, a
+    count of shards); fails the test naming ``what`` after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    return result
 
 
 def launch(

@@ -1,8 +1,8 @@
 """Bounded HTTP load from client threads, recording every request's outcome.
 
-Used by the hot-restart tests to prove that nothing is lost while shards come
-and go. Three kinds of client, all raw sockets (no library retries hide a
-failure):
+Used by the tests that restart, upgrade, scale, recycle or kill shards under
+load, to prove that nothing is lost while shards come and go. Three kinds of
+client, all raw sockets (no library retries hide a failure):
 
 * ``fresh``: a new TCP connection per request, ``Connection: close``; many of
   them at once keep every accept queue busy;
@@ -229,6 +229,10 @@ class Load:
 
     def failures(self) -> list[Result]:
         return [r for r in self.snapshot() if not r.ok]
+
+    def served(self, since: float = 0.0) -> list[Result]:
+        """The complete 200s of requests started at ``since`` (time.monotonic()) or later."""
+        return [r for r in self.snapshot() if r.ok and r.started >= since]
 
     def summary(self, results: list[Result] | None = None) -> str:
         results = self.snapshot() if results is None else results
