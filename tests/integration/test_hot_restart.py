@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.integration.conftest import wait_until
 from tests.integration.loadgen import (
     APP,
     SERVER_ENV,
@@ -137,10 +138,8 @@ def test_broken_deploy_keeps_the_serving_generation(gshard_proc, tmp_path):
         assert "generation 2 keeps serving" in failed.stderr, failed.stderr
         time.sleep(2.0)
         # The broken generation is gone; the serving shards were left alone.
-        deadline = time.monotonic() + 5
-        while sorted(server.shard_pids()) != serving and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert sorted(server.shard_pids()) == serving
+        wait_until(lambda: sorted(server.shard_pids()) == serving, 5,
+                   f"the serving shards {serving} alone")
 
         deploy(tmp_path, "v3")
         ok3, ok3_start, ok3_end = _reload(pidfile)
@@ -186,9 +185,7 @@ def test_process_titles_name_role_slot_and_generation(gshard_proc, tmp_path):
 
     result, _, _ = _reload(pidfile)
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 10
-    while len(server.shard_pids()) != 2 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first generation drains
+    wait_until(lambda: len(server.shard_pids()) == 2, 10, "the first generation to drain")
     titles = sorted(_title(pid) for pid in server.shard_pids())
     assert titles == [f"gshard: shard 0 gen 2 {APP}", f"gshard: shard 1 gen 2 {APP}"]
     assert _title(server.pid) == f"gshard: manager {APP}"

@@ -19,7 +19,7 @@ import requests
 
 import gshard
 from tests.conftest import FIXTURE_APPS
-from tests.integration.conftest import START_TIMEOUT, Output, Server, kill_group
+from tests.integration.conftest import START_TIMEOUT, Output, Server, kill_group, wait_until
 from tests.integration.rawhttp import Closed, Conn, request_bytes
 
 # --- helpers -------------------------------------------------------------------
@@ -190,10 +190,7 @@ def test_app_failing_at_import_exits_4_once(gshard_proc):
     elapsed = time.monotonic() - started
     assert status == 4
     assert elapsed < 5, f"took {elapsed:.1f}s to give up"
-    deadline = time.monotonic() + 5
-    while not server.stderr.closed and time.monotonic() < deadline:  # all output is in
-        time.sleep(0.05)
-    assert server.stderr.closed
+    wait_until(lambda: server.stderr.closed, 5, "all of stderr to be read")
     log = server.stderr.text
     assert server.stderr.count(r"Traceback \(most recent call last\)") == 1, log
     assert server.stderr.count(r"^RuntimeError: broken_import: the database URL is not set") \
@@ -210,13 +207,8 @@ def test_shards_leave_when_the_manager_is_killed(gshard_proc):
     shards = {pid: _start_time(pid) for pid in server.shard_pids()}
     os.kill(server.pid, signal.SIGKILL)
     server.wait(timeout=5)
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
-        if all(_start_time(pid) != started for pid, started in shards.items()):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("orphaned shards still running 8 s after the manager died")
+    wait_until(lambda: all(_start_time(pid) != started for pid, started in shards.items()), 8,
+               "the orphaned shards to leave")
     assert _port_is_free(server.port)
 
 

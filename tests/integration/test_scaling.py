@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.integration.conftest import wait_until
 from tests.integration.loadgen import APP, SERVER_ENV, Load, deploy
 
 pytestmark = pytest.mark.usefixtures("no_request_migration")
@@ -94,11 +95,8 @@ def test_adding_and_removing_shards_under_load_loses_nothing(gshard_proc, tmp_pa
 
 def _new_child(server, known: set[int], timeout: float = 5.0) -> int:
     """The PID of the shard forked since ``known`` was taken."""
-    deadline = time.monotonic() + timeout
-    while not (new := set(server.shard_pids()) - known):
-        assert time.monotonic() < deadline, "no new shard was forked"
-        time.sleep(0.002)
-    (pid,) = new
+    (pid,) = wait_until(lambda: set(server.shard_pids()) - known, timeout, "a new shard",
+                        interval=0.002)
     return pid
 
 
