@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.integration.conftest import START_TIMEOUT, Server, kill_group, launch
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.integration.rawhttp import Conn, garbage, request_bytes
 
 REFUSALS = {400, 408, 413, 414, 431, 501, 505}
 
@@ -248,31 +248,9 @@ def test_endless_line_refused_as_soon_as_it_passes_the_limit(shared, prefix, fil
 # --- garbage -----------------------------------------------------------------------------
 
 
-def _garbage(rng: random.Random) -> bytes:
-    kind = rng.randrange(8)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(1, 65536))
-    if kind == 1:  # a TLS ClientHello's start
-        return bytes.fromhex("1603010200010001fc0303") + rng.randbytes(rng.randrange(500))
-    if kind == 2:  # a request head cut anywhere, then noise
-        raw = request_bytes("POST", "/body", body=b"b" * 200)
-        return raw[: rng.randrange(1, len(raw) - 200)] + rng.randbytes(rng.randrange(1, 200))
-    if kind == 3:  # printable noise with line breaks
-        alphabet = b"GETPOST/ :\r\n\t0123456789abcdefHTTP/1.1;=\"-"
-        return bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 4000)))
-    if kind == 4:  # a field line far past its limit
-        return b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * rng.randrange(8000, 40000)
-    if kind == 5:  # a chunked body with noise for sizes
-        return (b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + rng.randbytes(rng.randrange(1, 2000)))
-    if kind == 6:  # many fields
-        return b"GET / HTTP/1.1\r\n" + b"X-F: v\r\n" * rng.randrange(50, 400)
-    return b"\r\n" * rng.randrange(1, 3000) + rng.randbytes(100)
-
-
 def _flood_wave(port: int, rng: random.Random, size: int) -> Counter:
     """``size`` connections at once, each sending garbage then EOF; what came back."""
-    payloads = [_garbage(rng) for _ in range(size)]
+    payloads = [garbage(rng, "/body") for _ in range(size)]
     socks = []
     outcomes: Counter = Counter()
     try:
