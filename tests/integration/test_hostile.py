@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.integration.conftest import START_TIMEOUT, Server, kill_group, launch
+from tests.integration.loadgen import process_state
 from tests.integration.rawhttp import Conn, garbage, request_bytes
 
 REFUSALS = {400, 408, 413, 414, 431, 501, 505}
@@ -435,19 +436,26 @@ def test_body_limit_by_chunk_size_before_its_data(shared):
 # --- header injection in responses -------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["a%0D%0ASet-Cookie:%20evil=1", "a%0ASet-Cookie:%20evil=1",
-                                  "a%0DSet-Cookie:%20evil=1", "a%00b"])
-def test_response_header_injection_becomes_a_500(shared, text):
-    """An application that copies request input into a response header cannot
-    be made to split the response: the header is refused, the client gets a
-    plain 500, and the connection closes."""
-    with Conn.tcp(shared.port) as conn:
+INJECTIONS = ["a%0D%0ASet-Cookie:%20evil=1", "a%0ASet-Cookie:%20evil=1",
+              "a%0DSet-Cookie:%20evil=1", "a%00b"]
+
+
+def _assert_injection_refused(port: int, text: str) -> None:
+    with Conn.tcp(port) as conn:
         conn.send(request_bytes("GET", f"/inject?{text}"))
         response = conn.read_response()
         assert response.status == 500
         assert response.header("Set-Cookie") is None
         assert response.header("X-Echo") is None
         assert conn.wait_closed()
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_response_header_injection_becomes_a_500(shared, text):
+    """An application that copies request input into a response header cannot
+    be made to split the response: the header is refused, the client gets a
+    plain 500, and the connection closes."""
+    _assert_injection_refused(shared.port, text)
 
 
 # --- request smuggling -------------------------------------------------------------------
@@ -516,11 +524,8 @@ SMUGGLING = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "status"), SMUGGLING)
-def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, status):
-    """The attempt, then a request behind it in the same write: one refusal, then
-    the close, and the smuggled request is never answered."""
-    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as sock:
+def _assert_smuggling_refused(port: int, raw: bytes, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(raw + SMUGGLED)
         data, closed = read_to_eof(sock)
     assert closed, f"connection left open; got {data[:200]!r}"
@@ -531,15 +536,34 @@ def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, sta
     assert b"\r\nConnection: close\r\n" in data
 
 
-def test_shards_survive_the_battery(shared):
-    # Runs after the parametrized tests above (file order): the same shards serve.
-    assert len(shared.shard_pids()) == 2
-    assert timed_get(shared.port)[1] == 200
-    # The only tracebacks are the injection tests' refused headers (logged as
+@pytest.mark.parametrize(("raw", "status"), SMUGGLING)
+def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, status):
+    """The attempt, then a request behind it in the same write: one refusal, then
+    the close, and the smuggled request is never answered."""
+    _assert_smuggling_refused(shared.port, raw, status)
+
+
+@pytest.mark.timeout(60)
+def test_shards_survive_the_battery(gshard_proc):
+    """Every smuggling attempt, every header injection and a wave of garbage,
+    one after another against one server: the same shards serve after it all."""
+    server = gshard_proc("hostile_app:app", "--shards", "2", "--limit-request-body", "1000")
+    pids = sorted(server.shard_pids())
+    assert len(pids) == 2
+    for case in SMUGGLING:
+        _assert_smuggling_refused(server.port, *case.values)
+    for text in INJECTIONS:
+        _assert_injection_refused(server.port, text)
+    outcomes = _flood_wave(server.port, random.Random(20250608), 300)
+    assert not [o for o in outcomes if o.startswith("HTTP/1.1 2")], outcomes
+    assert sorted(server.shard_pids()) == pids
+    assert all(process_state(pid) not in (None, "Z") for pid in pids)
+    assert timed_get(server.port)[1] == 200
+    # The only tracebacks are the refused injected headers, one each (logged as
     # application errors, which they are).
-    tracebacks = shared.stderr.count(r"^Traceback")
-    assert tracebacks == shared.stderr.count(r"ValueError: response header .* forbidden"), (
-        shared.stderr.text)
+    log = server.stderr.text
+    assert server.stderr.count(r"^Traceback") == len(INJECTIONS), log
+    assert server.stderr.count(r"ValueError: response header .* forbidden") == len(INJECTIONS), log
 
 
 @pytest.mark.timeout(60)
