@@ -25,6 +25,7 @@ from typing import TypeVar
 import pytest
 
 from tests.conftest import FIXTURE_APPS
+from tests.integration.loadgen import APP, SERVER_ENV, deploy
 
 START_TIMEOUT = 20.0
 
@@ -184,6 +185,24 @@ def gshard_proc() -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         kill_group(server)
+
+
+@pytest.fixture
+def deployed_gshard(gshard_proc, tmp_path) -> Callable[..., Server]:
+    """Factory: deploys loadgen's application into ``tmp_path`` and starts gshard on it.
+
+    ``deployed_gshard("--shards", "2")`` -> a ready ``Server`` answering
+    "v1 PID"; the test deploys later versions into the same ``tmp_path``.
+    ``env`` adds to ``SERVER_ENV``; other keywords go to ``gshard_proc``.
+    """
+
+    def start(*args: str, version: str = "v1", env: dict[str, str] | None = None,
+              **kwargs) -> Server:
+        deploy(tmp_path, version)
+        return gshard_proc(APP, *args, cwd=tmp_path, env={**SERVER_ENV, **(env or {})},
+                           **kwargs)
+
+    return start
 
 
 TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"

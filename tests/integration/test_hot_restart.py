@@ -19,7 +19,6 @@ import pytest
 from tests.integration.conftest import wait_until
 from tests.integration.loadgen import (
     APP,
-    SERVER_ENV,
     Load,
     Result,
     deploy,
@@ -43,11 +42,9 @@ def _reload(pidfile) -> tuple[subprocess.CompletedProcess, float, float]:
     return result, started, time.monotonic()
 
 
-def _start(gshard_proc, tmp_path, version: str = "v1"):
-    deploy(tmp_path, version)
+def _start(deployed_gshard, tmp_path):
     pidfile = tmp_path / "g.pid"
-    server = gshard_proc(APP, "--shards", "2", "--pid", str(pidfile), "--graceful-timeout", "10",
-                         cwd=tmp_path, env=SERVER_ENV)
+    server = deployed_gshard("--shards", "2", "--pid", str(pidfile), "--graceful-timeout", "10")
     return server, pidfile
 
 
@@ -76,8 +73,8 @@ def _check_switch(results: list[Result], version: str, served_from: float,
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_four_reloads_under_load_lose_no_request(gshard_proc, tmp_path):
-    server, pidfile = _start(gshard_proc, tmp_path)
+def test_four_reloads_under_load_lose_no_request(deployed_gshard, tmp_path):
+    server, pidfile = _start(deployed_gshard, tmp_path)
     reloads = []
     with Load(server.port, fresh=24, keepalive=6, slow=4, max_seconds=60) as load:
         time.sleep(1.0)
@@ -119,8 +116,8 @@ def test_four_reloads_under_load_lose_no_request(gshard_proc, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_broken_deploy_keeps_the_serving_generation(gshard_proc, tmp_path):
-    server, pidfile = _start(gshard_proc, tmp_path)
+def test_broken_deploy_keeps_the_serving_generation(deployed_gshard, tmp_path):
+    server, pidfile = _start(deployed_gshard, tmp_path)
     message = "deploy 3 broke: SETTINGS_URL is not set"
     with Load(server.port, fresh=24, keepalive=6, slow=4, max_seconds=60) as load:
         time.sleep(1.0)
@@ -174,8 +171,8 @@ def _title(pid: int) -> str:
 
 
 @pytest.mark.timeout(30)
-def test_process_titles_name_role_slot_and_generation(gshard_proc, tmp_path):
-    server, pidfile = _start(gshard_proc, tmp_path)
+def test_process_titles_name_role_slot_and_generation(deployed_gshard, tmp_path):
+    server, pidfile = _start(deployed_gshard, tmp_path)
     assert _title(server.pid) == f"gshard: manager {APP}"
     titles = sorted(_title(pid) for pid in server.shard_pids())
     assert titles == [f"gshard: shard 0 gen 1 {APP}", f"gshard: shard 1 gen 1 {APP}"]

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.integration.conftest import wait_until
-from tests.integration.loadgen import APP, SERVER_ENV, Load, deploy
+from tests.integration.loadgen import Load
 
 pytestmark = pytest.mark.usefixtures("no_request_migration")
 
@@ -39,9 +39,8 @@ def _wait_listeners(port: int, count: int, timeout: float) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-def test_adding_and_removing_shards_under_load_loses_nothing(gshard_proc, tmp_path):
-    deploy(tmp_path, "v1")
-    server = gshard_proc(APP, "--shards", "2", cwd=tmp_path, env=SERVER_ENV)
+def test_adding_and_removing_shards_under_load_loses_nothing(deployed_gshard):
+    server = deployed_gshard("--shards", "2")
     port = server.port
     first = set(server.shard_pids())
     assert _listeners(port) == 2
@@ -102,10 +101,9 @@ def _new_child(server, known: set[int], timeout: float = 5.0) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
-def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(gshard_proc,
-                                                                          tmp_path):
-    deploy(tmp_path, "v1")
-    server = gshard_proc(APP, "--shards", "2", cwd=tmp_path, env=SERVER_ENV)
+def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(
+        deployed_gshard):
+    server = deployed_gshard("--shards", "2")
     first = set(server.shard_pids())
     with Load(server.port, fresh=8, keepalive=0, slow=0, max_seconds=30) as load:
         time.sleep(1.0)

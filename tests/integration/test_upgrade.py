@@ -14,14 +14,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Server, child_pids, wait_until
-from tests.integration.loadgen import APP, SERVER_ENV, Load, deploy, wait_state
-
-
-def _start(gshard_proc, tmp_path, shards: int = 2, env: dict[str, str] | None = None) -> Server:
-    deploy(tmp_path, "v1")
-    return gshard_proc(APP, "--shards", str(shards), "--pid", str(tmp_path / "g.pid"),
-                       cwd=tmp_path, env={**SERVER_ENV, **(env or {})})
+from tests.integration.conftest import child_pids, wait_until
+from tests.integration.loadgen import Load, deploy, wait_state
 
 
 def _load(port: int) -> Load:
@@ -29,9 +23,9 @@ def _load(port: int) -> Load:
 
 
 @pytest.mark.timeout(60)
-def test_upgrade_under_load_hands_over_without_a_failed_request(gshard_proc, tmp_path):
-    server = _start(gshard_proc, tmp_path)
+def test_upgrade_under_load_hands_over_without_a_failed_request(deployed_gshard, tmp_path):
     pidfile = tmp_path / "g.pid"
+    server = deployed_gshard("--shards", "2", "--pid", str(pidfile))
     old_manager = int(pidfile.read_text())
     with _load(server.port) as load:
         wait_until(lambda: len(load.served()) > 200, 10, "load to run")
@@ -57,9 +51,9 @@ def test_upgrade_under_load_hands_over_without_a_failed_request(gshard_proc, tmp
 
 
 @pytest.mark.timeout(60)
-def test_a_successor_that_cannot_boot_leaves_the_old_manager_serving(gshard_proc, tmp_path):
-    server = _start(gshard_proc, tmp_path)
+def test_a_successor_that_cannot_boot_leaves_the_old_manager_serving(deployed_gshard, tmp_path):
     pidfile = tmp_path / "g.pid"
+    server = deployed_gshard("--shards", "2", "--pid", str(pidfile))
     with _load(server.port) as load:
         wait_until(lambda: len(load.served()) > 100, 10, "load to run")
         deploy(tmp_path, "v-broken", broken="deploy is broken")
@@ -81,13 +75,14 @@ def test_a_successor_that_cannot_boot_leaves_the_old_manager_serving(gshard_proc
 
 
 @pytest.mark.timeout(60)
-def test_systemd_is_told_the_new_main_pid(gshard_proc, tmp_path):
+def test_systemd_is_told_the_new_main_pid(deployed_gshard, tmp_path):
     notify_path = str(tmp_path / "notify.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(notify_path)
     receiver.settimeout(10)
     try:
-        server = _start(gshard_proc, tmp_path, shards=1, env={"NOTIFY_SOCKET": notify_path})
+        server = deployed_gshard("--shards", "1", "--pid", str(tmp_path / "g.pid"),
+                                 env={"NOTIFY_SOCKET": notify_path})
         assert b"READY=1" in receiver.recv(4096)
         server.signal(signal.SIGUSR2)
         messages = []
