@@ -145,6 +145,7 @@ class Load:
     slow_spread: float = 1.5
     max_seconds: float = 60.0  # hard deadline of every loop
     max_requests: int = 200_000  # per thread
+    request_timeout: float = REQUEST_TIMEOUT
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -165,7 +166,7 @@ class Load:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=REQUEST_TIMEOUT + 5)
+            thread.join(timeout=self.request_timeout + 5)
         assert not any(t.is_alive() for t in self._threads), "a load thread did not stop"
 
     def __enter__(self) -> Load:
@@ -184,7 +185,7 @@ class Load:
         if self._stop.wait(delay):
             return
         while self._running(deadline, done):
-            self.results.append(fresh_request(self.port, path, kind))
+            self.results.append(fresh_request(self.port, path, kind, self.request_timeout))
             done += 1
 
     def _keepalive_loop(self, kind: str, deadline: float, delay: float) -> None:
@@ -200,11 +201,11 @@ class Load:
                 try:
                     if sock is None:
                         sock = socket.create_connection(("127.0.0.1", self.port),
-                                                        timeout=REQUEST_TIMEOUT)
+                                                        timeout=self.request_timeout)
                         reader, served = _Reader(sock), 0
-                    sock.settimeout(REQUEST_TIMEOUT)
+                    sock.settimeout(self.request_timeout)
                     sock.sendall(request)
-                    status, headers, body = reader.response(started + REQUEST_TIMEOUT)
+                    status, headers, body = reader.response(started + self.request_timeout)
                     _check(result, status, body)
                     served += 1
                     if headers.get("connection", "").lower() == "close":
@@ -229,6 +230,11 @@ class Load:
 
     def failures(self) -> list[Result]:
         return [r for r in self.snapshot() if not r.ok]
+
+    def assert_no_failure(self, summary: str | None = None) -> None:
+        """Fail the test if any request failed, saying ``summary`` (or the load's) and why."""
+        failures = self.failures()
+        assert not failures, f"{summary or self.summary()}; first failures: {failures[:5]}"
 
     def served(self, since: float = 0.0) -> list[Result]:
         """The complete 200s of requests started at ``since`` (time.monotonic()) or later."""

@@ -89,8 +89,7 @@ def test_four_reloads_under_load_lose_no_request(deployed_gshard, tmp_path):
     summary = f"{load.summary(results)}; reload durations {durations}"
     print(summary)
 
-    failed = [r for r in results if not r.ok]
-    assert not failed, f"{summary}; first failures: {failed[:5]}"
+    load.assert_no_failure(summary)
     for kind in ("fresh", "keepalive", "slow"):
         last = max(r.started for r in results if r.kind == kind)
         assert last > reloads[-1][3] + SWITCH_SECONDS, f"the {kind} clients stopped early"
@@ -148,8 +147,7 @@ def test_broken_deploy_keeps_the_serving_generation(deployed_gshard, tmp_path):
                f"broken {failed_end - failed_start:.2f}s, v3 {ok3_end - ok3_start:.2f}s")
     print(summary)
 
-    failures = [r for r in results if not r.ok]
-    assert not failures, f"{summary}; first failures: {failures[:5]}"
+    load.assert_no_failure(summary)
     # v2 answered everything from shortly after its reload until v3's reload began,
     # the broken deploy included.
     served = _check_switch(results, "v2", ok2_end + SWITCH_SECONDS, ok3_start)

@@ -79,8 +79,7 @@ def test_adding_and_removing_shards_under_load_loses_nothing(deployed_gshard):
     summary = (f"{load.summary(results)}; leaving shards exited and listeners closed "
                f"{shrunk - removed:.2f}s after the removal")
     print(summary)
-    failures = [r for r in results if not r.ok]
-    assert not failures, f"{summary}; first failures: {failures[:5]}"
+    load.assert_no_failure(summary)
     # /slow requests the leaving shards had in flight were finished, not cut.
     finished = [r for r in results if r.kind == "slow" and r.pid in added.values()
                 and r.started < removed < r.ended]
@@ -124,7 +123,7 @@ def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(
         time.sleep(0.5)
     results = load.snapshot()
     summary = load.summary(results)
-    assert not [r for r in results if not r.ok], summary
+    load.assert_no_failure(summary)
     during = [r for r in results if held <= r.started < held + 1.5]
     waited = [r for r in during if r.ended - r.started > 1.0]
     assert len(during) >= 20, summary

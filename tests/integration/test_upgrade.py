@@ -37,8 +37,7 @@ def test_upgrade_under_load_hands_over_without_a_failed_request(deployed_gshard,
         new_manager = int(pidfile.read_text())
         wait_until(lambda: load.served(handed_over + 1.0), 10, "requests after the handover")
         time.sleep(1.5)
-    failures = load.failures()
-    assert not failures, f"{load.summary()}; first failures: {failures[:5]}"
+    load.assert_no_failure()
     assert new_manager != old_manager
     after = load.served(handed_over + 1.0)
     assert {r.version for r in after} == {"v2"}, load.summary()
@@ -62,8 +61,7 @@ def test_a_successor_that_cannot_boot_leaves_the_old_manager_serving(deployed_gs
                                r"status 4; this manager keeps serving", 20)
         failed_at = time.monotonic()
         wait_until(lambda: load.served(failed_at), 10, "requests after the failure")
-    failures = load.failures()
-    assert not failures, f"{load.summary()}; first failures: {failures[:5]}"
+    load.assert_no_failure()
     assert int(pidfile.read_text()) == server.pid
     assert {r.version for r in load.served()} == {"v1"}, load.summary()
     assert server.stderr.count(r"^RuntimeError: deploy is broken$") == 1  # the traceback, once
