@@ -107,6 +107,13 @@ class Server:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
+    def wait_ready(self) -> Server:
+        """Wait for the "Listening at" line (which gives the port) and the "Ready" line."""
+        match = self.stderr.wait_for(r"Listening at: https?://[^ ]*:(\d+)", START_TIMEOUT)
+        self.port = int(match.group(1))
+        self.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        return self
+
     def shard_pids(self) -> list[int]:
         """PIDs of the manager's live children (its shards)."""
         return child_pids(self.pid)
@@ -176,11 +183,7 @@ def gshard_proc() -> Iterator[Callable[..., Server]]:
             args = ("--bind", "127.0.0.1:0", *args)
         server = launch(app, *args, **kwargs)
         servers.append(server)
-        if ready:
-            match = server.stderr.wait_for(r"Listening at: https?://[^ ]*:(\d+)", START_TIMEOUT)
-            server.port = int(match.group(1))
-            server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
-        return server
+        return server.wait_ready() if ready else server
 
     yield start
     for server in servers:

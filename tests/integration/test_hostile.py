@@ -95,10 +95,7 @@ def shared() -> Iterator[Server]:
     server = launch("hostile_app:app", "--bind", "127.0.0.1:0", "--shards", "2",
                     "--limit-request-body", "1000")
     try:
-        match = server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)", START_TIMEOUT)
-        server.port = int(match.group(1))
-        server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
-        yield server
+        yield server.wait_ready()
     finally:
         kill_group(server)
 

@@ -19,7 +19,7 @@ import requests
 
 import gshard
 from tests.conftest import FIXTURE_APPS
-from tests.integration.conftest import START_TIMEOUT, Output, Server, kill_group, wait_until
+from tests.integration.conftest import Output, Server, kill_group, wait_until
 from tests.integration.rawhttp import Closed, Conn, request_bytes
 
 # --- helpers -------------------------------------------------------------------
@@ -381,9 +381,8 @@ def test_manager_works_with_descriptors_numbered_past_1023(tmp_path):
     server = Server(proc, Output(), Output())
     threading.Thread(target=server.stderr.pump, args=(proc.stderr,), daemon=True).start()
     try:
-        port = int(server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)",
-                                          START_TIMEOUT).group(1))
-        server.stderr.wait_for(r"Ready: 2 shards serving", START_TIMEOUT)
+        port = server.wait_ready().port
+        assert server.stderr.count(r"Ready: 2 shards serving") == 1
         sockets = [fd for fd in os.listdir(f"/proc/{proc.pid}/fd")
                    if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:")]
         assert sockets and min(int(fd) for fd in sockets) >= 1024
