@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,15 @@ def child_pids(pid: int) -> list[int]:
     """PIDs of the live children of ``pid`` (a manager's are its shards)."""
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(p) for p in handle.read().split()]
+
+
+def listening_sockets(port: int) -> list[str]:
+    """``ss``'s line for each socket listening on TCP ``port`` (each SO_REUSEPORT listener)."""
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) is not installed; CI installs it")
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
 
 
 def wait_until(condition: Callable[[], T], timeout: float, what: str,

@@ -297,13 +297,26 @@ def deploy(directory: os.PathLike | str, version: str, broken: str | None = None
 # __pycache__. Deploys seconds apart are safe anyway; this rules it out.
 SERVER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
-def process_state(pid: int) -> str | None:
-    """The state letter in /proc/PID/stat (R, S, T, Z...); None once the process is gone."""
+def _stat_after_name(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces
+    and parentheses), from the state on; None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
+            return handle.read().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter (R, S, T, Z...); None once the process is gone."""
+    fields = _stat_after_name(pid)
+    return fields[0] if fields else None
+
+
+def process_start_time(pid: int) -> str | None:
+    """When the process started (to tell it from a later one with its PID); None once gone."""
+    fields = _stat_after_name(pid)
+    return fields[19] if fields else None
 
 
 def wait_state(pid: int, dead: bool = False, stopped: bool = False,

@@ -8,33 +8,15 @@ listener only once that shard has exited.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 
 import pytest
 
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import listening_sockets, wait_until
 from tests.integration.loadgen import Load
 
 pytestmark = pytest.mark.usefixtures("no_request_migration")
-
-
-def _listeners(port: int) -> int:
-    if shutil.which("ss") is None:
-        pytest.skip("`ss` (iproute2) is not installed; CI installs it")
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         timeout=10, check=True).stdout
-    return len([line for line in out.splitlines() if line.strip()])
-
-
-def _wait_listeners(port: int, count: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while (found := _listeners(port)) != count:
-        assert time.monotonic() < deadline, f"{found} listeners, not {count}, after {timeout}s"
-        time.sleep(0.05)
-    return time.monotonic()
 
 
 @pytest.mark.slow
@@ -43,7 +25,7 @@ def test_adding_and_removing_shards_under_load_loses_nothing(deployed_gshard):
     server = deployed_gshard("--shards", "2")
     port = server.port
     first = set(server.shard_pids())
-    assert _listeners(port) == 2
+    assert len(listening_sockets(port)) == 2
     with Load(port, fresh=24, keepalive=2, slow=12, max_seconds=40) as load:
         time.sleep(1.0)
         mark = len(server.stderr.lines)
@@ -57,7 +39,7 @@ def test_adding_and_removing_shards_under_load_loses_nothing(deployed_gshard):
                                            start=mark)
             added[slot] = int(match.group(1))
         grown = time.monotonic()
-        assert _listeners(port) == 4
+        assert len(listening_sockets(port)) == 4
         assert set(server.shard_pids()) == first | set(added.values())
         time.sleep(2.0)
 
@@ -68,11 +50,13 @@ def test_adding_and_removing_shards_under_load_loses_nothing(deployed_gshard):
         server.stderr.wait_for(r"Removing shard 2$", timeout=5, start=mark)
         removed = time.monotonic()
         # The leaving shards still take what was queued: their listeners stay open.
-        assert _listeners(port) == 4
+        assert len(listening_sockets(port)) == 4
         for slot in (2, 3):
             server.stderr.wait_for(rf"Shard {slot} \(pid {added[slot]}\) exited with status 0 "
                                    r"after draining", timeout=15, start=mark)
-        shrunk = _wait_listeners(port, 2, timeout=5)
+        wait_until(lambda: len(listening_sockets(port)) == 2, 5,
+                   "the leaving shards' listeners to close")
+        shrunk = time.monotonic()
         assert set(server.shard_pids()) == first
         time.sleep(1.5)
     results = load.snapshot()
