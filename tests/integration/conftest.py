@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,18 @@ def listening_sockets(port: int) -> list[str]:
     out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
                          timeout=10, check=True).stdout
     return [line for line in out.splitlines() if line.strip()]
+
+
+def need_descriptors(count: int) -> None:
+    """Let this test process hold ``count`` descriptors (raising its soft limit
+    up to the hard one), or skip the test saying why it cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        target = count if hard == resource.RLIM_INFINITY else min(count, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        pytest.skip(f"the open files hard limit {soft} < {count}")
 
 
 def wait_until(condition: Callable[[], T], timeout: float, what: str,

@@ -25,22 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.conftest import START_TIMEOUT, Server, kill_group, launch
+from tests.integration.conftest import (
+    START_TIMEOUT,
+    Server,
+    kill_group,
+    launch,
+    need_descriptors,
+)
 from tests.integration.loadgen import process_state
 from tests.integration.rawhttp import Conn, garbage, request_bytes
 
 REFUSALS = {400, 408, 413, 414, 431, 501, 505}
-
-
-def raise_nofile(needed: int) -> None:
-    """Let this process hold ``needed`` descriptors, within the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {soft} < {needed}")
 
 
 def ready(socks: list[socket.socket], timeout: float) -> list[int]:
@@ -116,7 +111,7 @@ def test_slowloris_does_not_delay_others_and_is_cut_at_header_timeout(gshard_pro
     half the slots. Holding more than shards x worker-connections would make
     new clients wait in the accept queue until --header-timeout frees slots.
     """
-    raise_nofile(SLOWLORIS + 256)
+    need_descriptors(SLOWLORIS + 256)
     server = gshard_proc("hostile_app:app", "--shards", "2", "--header-timeout", "2")
     assert timed_get(server.port)[1] == 200
     partials = [b"G", b"GET / HT", b"GET / HTTP/1.1\r\nHost: a\r\nX-Drip: "]
@@ -281,7 +276,7 @@ def test_flood_of_garbage_leaves_every_shard_alive_with_flat_rss(gshard_proc):
     what each connection buffers (a 64 KB receive, up to the head limit) would
     pass 180 MiB over 3,000 connections.
     """
-    raise_nofile(1024)
+    need_descriptors(1024)
     server = gshard_proc("hostile_app:app", "--shards", "2")
     pids = sorted(server.shard_pids())
     rng = random.Random(20250607)

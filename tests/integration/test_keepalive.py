@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import resource
 import time
 
 import pytest
 
+from tests.integration.conftest import need_descriptors
 from tests.integration.rawhttp import Conn, request_bytes
 
 
@@ -97,9 +97,7 @@ def test_idle_connections_past_descriptor_1023_are_closed_too(gshard_proc):
     """The reaper must close idle connections whatever their descriptor number
     (select(2) refuses numbers past 1023)."""
     clients = 1100
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < clients + 300:
-        pytest.skip(f"RLIMIT_NOFILE {soft} < {clients + 300}")
+    need_descriptors(clients + 300)
     server = gshard_proc("hello:app", "--shards", "1", "--keep-alive", "1",
                          "--worker-connections", str(clients + 100))
     conns = [Conn.tcp(server.port, timeout=10) for _ in range(clients)]
