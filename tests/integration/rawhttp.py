@@ -184,6 +184,38 @@ class Conn:
         return True
 
 
+def fetch(port: int, path: str = "/", timeout: float = DEFAULT_TIMEOUT) -> Response:
+    """One GET on a connection of its own (``Connection: close``), so each
+    lands on whichever shard the kernel picks for a new client port."""
+    with Conn.tcp(port, timeout=timeout) as conn:
+        conn.send(request_bytes("GET", path, headers=(("Connection", "close"),)))
+        return conn.read_response()
+
+
+def read_to_eof(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes; (data, closed within ``timeout``).
+
+    A reset counts as the close: a server may reset a connection it closes
+    with bytes of ours unread.
+    """
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return data, False
+        sock.settimeout(remaining)
+        try:
+            piece = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        except TimeoutError:
+            return data, False
+        if not piece:
+            return data, True
+        data += piece
+
+
 def request_bytes(method: str, path: str, version: str = "HTTP/1.1",
                   headers: tuple[tuple[str, str], ...] = (), body: bytes = b"",
                   host: bool = True) -> bytes:

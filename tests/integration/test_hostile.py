@@ -33,7 +33,7 @@ from tests.integration.conftest import (
     need_descriptors,
 )
 from tests.integration.loadgen import process_state
-from tests.integration.rawhttp import Conn, garbage, request_bytes
+from tests.integration.rawhttp import Conn, fetch, garbage, read_to_eof, request_bytes
 
 REFUSALS = {400, 408, 413, 414, 431, 501, 505}
 
@@ -58,30 +58,8 @@ def rss_kib(pid: int) -> int:
 def timed_get(port: int, path: str = "/") -> tuple[float, int]:
     """Seconds from connect to the whole response of a fresh GET, and its status."""
     started = time.perf_counter()
-    with Conn.tcp(port, timeout=5) as conn:
-        conn.send(request_bytes("GET", path, headers=(("Connection", "close"),)))
-        response = conn.read_response()
-    return time.perf_counter() - started, response.status
-
-
-def read_to_eof(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Everything the server sends until it closes; (data, closed within ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, False
-        sock.settimeout(remaining)
-        try:
-            piece = sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
-            return data, True
-        except TimeoutError:
-            return data, False
-        if not piece:
-            return data, True
-        data += piece
+    status = fetch(port, path).status
+    return time.perf_counter() - started, status
 
 
 @pytest.fixture(scope="module")

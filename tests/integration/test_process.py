@@ -27,7 +27,7 @@ from tests.integration.conftest import (
     wait_until,
 )
 from tests.integration.loadgen import process_start_time
-from tests.integration.rawhttp import Closed, Conn, request_bytes
+from tests.integration.rawhttp import Closed, Conn, fetch, request_bytes
 
 # --- helpers -------------------------------------------------------------------
 
@@ -77,11 +77,9 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _pid_of_answer(port: int) -> int:
-    with Conn.tcp(port) as conn:
-        conn.send(request_bytes("GET", "/", headers=(("Connection", "close"),)))
-        response = conn.read_response()
-        assert response.status == 200
-        return int(response.body)
+    response = fetch(port)
+    assert response.status == 200
+    return int(response.body)
 
 
 # --- listeners -------------------------------------------------------------------
