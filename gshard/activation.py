@@ -81,8 +81,8 @@ def listeners(
 ) -> list[ListenerSet]:
     """The passed sockets as listener sets, each with siblings if it has SO_REUSEPORT.
 
-    Logs which sockets each shard accepts on. Raises OSError for a descriptor
-    that is not a listening stream socket.
+    Logs which sockets each shard accepts on. Raises OSError or ValueError for
+    a descriptor that is not a listening stream socket.
     """
     opened: list[ListenerSet] = []
     try:

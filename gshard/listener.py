@@ -136,15 +136,15 @@ def systemd_listener(
 ) -> ListenerSet:
     """A socket systemd bound and passed (with the siblings gshard added, if any).
 
-    Raises OSError when it is not one gshard can serve on: a .socket unit for
-    gshard needs ``ListenStream=`` and ``Accept=no``.
+    Raises ValueError when it is not one gshard can serve on: a .socket unit
+    for gshard needs ``ListenStream=`` and ``Accept=no``.
     """
     first = sockets[0]
     if (first.type != socket.SOCK_STREAM
             or first.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
             or not first.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
-        raise OSError(errno.EINVAL, f"socket {name!r} passed by systemd is not a listening "
-                      "TCP or unix stream socket (ListenStream= and Accept=no)")
+        raise ValueError(f"socket {name!r} passed by systemd is not a listening TCP or unix "
+                         "stream socket (ListenStream= and Accept=no)")
     sockname = first.getsockname()
     if first.family == socket.AF_UNIX:
         if isinstance(sockname, bytes):  # the abstract namespace, shown as systemd writes it
