@@ -112,6 +112,31 @@ def _reuseport_socket() -> socket.socket:
     return sock
 
 
+def _reuseport_socket_of_nobody() -> socket.socket:
+    """A SO_REUSEPORT listening socket created by another user (nobody).
+
+    The kernel lets a socket join a SO_REUSEPORT group only if it belongs to
+    the user of the group's sockets: what a .socket unit (made by root) and a
+    service with ``User=`` run into. gshard here runs as root and the socket
+    is nobody's, which the same rule refuses.
+    """
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                sock = _reuseport_socket()
+                socket.send_fds(theirs, [b"fd"], [sock.fileno()])
+            finally:
+                os._exit(0)
+        _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+        os.waitpid(pid, 0)
+    return socket.socket(fileno=fds[0])
+
+
 def _activate_on_a_free_port(activate, *args: str) -> tuple[Server, int]:
     """Start systemd-socket-activate listening on 127.0.0.1:PORT, a port just free.
 
@@ -221,6 +246,27 @@ def test_a_reuseport_socket_gets_one_sibling_per_shard(activate):
     queues = _queues_by_shard(server, port)
     assert len(set.union(*queues.values())) == 4, queues
     assert _pids_answering(port, set(queues)) == set(queues)
+    assert server.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a socket as nobody")
+def test_siblings_of_another_users_socket_fall_back_to_sharing_it(activate):
+    passed = _reuseport_socket_of_nobody()
+    port = passed.getsockname()[1]
+    server = activate("env_app:app", "--shards", "2", passed=passed)
+    passed.close()
+    server.stderr.wait_for(r"Received 1 descriptors", START_TIMEOUT)
+    first = _first_request(port)
+    _wait_serving(server, 2)
+    assert first.result(timeout=15).ok
+    server.stderr.wait_for(
+        r"has SO_REUSEPORT, but gshard cannot add sockets to its group: cannot bind "
+        rf"127.0.0.1:{port}: Address already in use \(a SO_REUSEPORT group takes only "
+        r"sockets of the same user\); the 2 shards share its one accept queue", 1)
+    listening = _listening_inodes(port)
+    assert len(listening) == 1
+    queues = _queues_by_shard(server, port)
+    assert len(queues) == 2 and all(inodes == listening for inodes in queues.values()), queues
     assert server.stop() == 0
 
 
