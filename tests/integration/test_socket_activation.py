@@ -16,6 +16,7 @@ descriptors each shard holds (``/proc/PID/fd``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -247,6 +248,54 @@ def test_a_reuseport_socket_gets_one_sibling_per_shard(activate):
     assert len(set.union(*queues.values())) == 4, queues
     assert _pids_answering(port, set(queues)) == set(queues)
     assert server.stop() == 0
+
+
+# Run in a network namespace of its own (only its loopback), where listening
+# on the wildcard address reaches nothing outside: a dual-stack [::] socket
+# as systemd's ListenStream=PORT makes it, given siblings by gshard, and 100
+# connections over each family. Prints how many each socket accepted.
+_DUAL_STACK_SIBLINGS = """
+import json, socket, subprocess
+from gshard.listener import add_siblings, systemd_listener
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+passed = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+passed.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+passed.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+passed.bind(("::", 0))
+passed.listen(256)
+listener_set = systemd_listener([passed], "web")
+add_siblings(listener_set, 2, 256)
+port = listener_set.port
+accepted = {}
+for host in ("127.0.0.1", "::1"):
+    clients = [socket.create_connection((host, port), timeout=5) for _ in range(100)]
+    for index, sock in enumerate(listener_set.sockets):
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.accept()[0].close()
+            except BlockingIOError:
+                break
+            accepted[f"{host} {index}"] = accepted.get(f"{host} {index}", 0) + 1
+    for client in clients:
+        client.close()
+print(json.dumps(accepted))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None
+                    or shutil.which("ip") is None,
+                    reason="needs root, unshare and ip for a private network namespace")
+def test_siblings_of_a_dual_stack_socket_join_its_group():
+    """A sibling must copy IPV6_V6ONLY: otherwise it forms a group of its own, takes
+    no connection, and the shards would share one queue while the log says not."""
+    result = subprocess.run(["unshare", "-n", sys.executable, "-c", _DUAL_STACK_SIBLINGS],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    accepted = json.loads(result.stdout)
+    for key in ("127.0.0.1 0", "127.0.0.1 1", "::1 0", "::1 1"):
+        assert accepted.get(key, 0) > 0, accepted  # both sockets, both families
+    assert sum(accepted.values()) == 200, accepted
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a socket as nobody")
