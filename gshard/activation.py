@@ -104,7 +104,11 @@ def _listener(passed: PassedSocket, slots: int, backlog: int) -> ListenerSet:
     except OSError as exc:
         raise OSError(exc.errno, f"descriptor {passed.fd} ({passed.name!r}) passed by "
                       f"systemd is not a socket: {exc.strerror}") from None
-    listener_set = systemd_listener([sock], passed.name)
+    try:
+        listener_set = systemd_listener([sock], passed.name)
+    except ValueError:
+        sock.close()
+        raise
     where = f"Socket activation: {passed.name!r} at {listener_set.url}"
     if listener_set.address.is_unix:
         log.error_log.info("%s: the %d shards share its one accept queue (a unix socket "
