@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from gshard import __version__, build, log, privileges, upgrade
+from gshard import __version__, activation, build, log, privileges, upgrade
 from gshard.config import Config, config_names, settings
 from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
-from gshard.listener import open_listeners
+from gshard.listener import ListenerSet, open_listeners
 from gshard.manager import Manager
 
 
@@ -175,16 +175,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(config.loglevel, config.errorlog, config.accesslog)
     inherited = upgrade.inheritance(os.environ)
     try:
-        if inherited is not None:
-            listeners = inherited.adopt(config.bind)
-        else:
-            listeners = open_listeners(config.bind, config.shards, config.backlog)
-            for listener_set in listeners:
-                listener_set.chown(identity.uid, identity.gid)
+        listeners = _listeners(config, identity, inherited)
     except (OSError, ValueError) as exc:
         log.error_log.error("Cannot listen: %s", exc)
         return 1
     return Manager(config, listeners, argv, inherited).run()
+
+
+def _listeners(
+    config: Config, identity: privileges.Identity, inherited: upgrade.Inheritance | None
+) -> list[ListenerSet]:
+    """The sockets to serve on: a predecessor's (SIGUSR2), systemd's, or bound for --bind.
+
+    systemd's ``LISTEN_*`` variables are removed from the environment either
+    way, so no shard or successor mistakes them for its own.
+    """
+    passed = activation.take(os.environ, os.getpid())
+    if passed.ignored:
+        log.error_log.warning("Socket activation ignored: %s", passed.ignored)
+    if inherited is not None:
+        return inherited.adopt(config.bind)
+    if passed.sockets:
+        return activation.listeners(passed, config.bind, config.shards, config.backlog)
+    listeners = open_listeners(config.bind, config.shards, config.backlog)
+    for listener_set in listeners:
+        listener_set.chown(identity.uid, identity.gid)
+    return listeners
 
 
 def _raise_open_files_limit() -> None:
