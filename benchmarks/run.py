@@ -305,8 +305,10 @@ def measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
     try:
         return _measure(sc, program, args, tag)
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        return report.Run(wrk=None, failure=f"{first} (log: results/raw/{tag}.log)")
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [
+            repr(error)]
+        said = lines[0] + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+        return report.Run(wrk=None, failure=f"{said} (log: {args.raw_dir / tag}.log)")
 
 
 def _measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
@@ -403,11 +405,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle-connections", type=int, default=10_000,
                         help="idle keep-alive connections held in idle_10k (default: "
                              "%(default)s)")
-    parser.add_argument("--scenarios", type=_names, metavar="A,B",
+    parser.add_argument("--scenarios", type=_comma_list, metavar="A,B",
                         help="run only these scenarios (comma-separated): "
                         + ", ".join([sc.name for sc in SCENARIOS] + ["startup"])
                         + "; aliases: " + ", ".join(f"{a}={n}" for a, n in ALIASES.items()))
-    parser.add_argument("--servers", type=_names, metavar="A,B",
+    parser.add_argument("--servers", type=_comma_list, metavar="A,B",
                         help="run only these servers (comma-separated): "
                         + ", ".join(p.name for p in SERVERS))
     parser.add_argument("--shards", type=_counts, default=None, metavar="N,M",
@@ -447,15 +449,17 @@ def parse_args() -> argparse.Namespace:
         args.results_dir / "raw")
     if args.runs < 1 or args.duration <= 0:
         parser.error("--runs must be >= 1 and --duration > 0")
+    if not (args.duration.is_integer() and args.warmup.is_integer()):
+        parser.error("wrk takes whole seconds: --duration/--seconds and --warmup must be too")
     return args
 
 
-def _names(text: str) -> list[str]:
+def _comma_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _counts(text: str) -> list[int]:
-    counts = sorted({int(n) for n in _names(text)})
+    counts = sorted({int(n) for n in _comma_list(text)})
     if not counts or counts[0] < 1:
         raise argparse.ArgumentTypeError("process counts are integers >= 1")
     return counts
@@ -537,9 +541,11 @@ def main() -> int:
         f"one port (N = {main_count}, 4 for fairness), same app. gshard and gunicorn: same "
         "`--worker-connections`, `--backlog` and `--keep-alive`, `--graceful-timeout 5`; "
         "granian and bjoern: the same backlog, their defaults otherwise (granian runs WSGI "
-        "apps in a pool of blocking threads per worker; bjoern runs one request at a time "
-        "per process, so a sleeping route blocks it). Access logs off everywhere; all bound "
-        "to 127.0.0.1.",
+        "apps in a pool of blocking threads per worker, beside its Rust I/O threads, so "
+        "when other processes compete for the CPUs its many threads get a larger share "
+        "of them than N single-threaded processes do; bjoern runs one request at a time "
+        "per process, so a sleeping route blocks it). Access logs off everywhere; all "
+        "bound to 127.0.0.1.",
         f"RLIMIT_NOFILE raised to {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} for the "
         "benchmark, the servers and the idle-connection helper.",
         "Memory: VmRSS of each shard/worker from /proc; KiB per connection = (sum of RSS "
@@ -560,11 +566,13 @@ def main() -> int:
     text = report.markdown(scenarios, results, machine, method, extra_targets,
                            tuple(startup.section(boot)) if boot else (), skipped, scaling)
     (args.results_dir / "RESULTS.md").write_text(text)
-    report.chart(scenarios, results, args.results_dir / "chart.png")
+    if results:  # a startup-only run has no wrk scenario to draw
+        report.chart(scenarios, results, args.results_dir / "chart.png")
     print("\n" + text)
     for target in [*report.targets(results), *extra_targets]:
         print(f"{'PASS' if target.passed else 'FAIL'}  {target.name}: {target.measured}")
-    print(f"\nwrote {args.results_dir / 'RESULTS.md'} and {args.results_dir / 'chart.png'}")
+    print(f"\nwrote {args.results_dir / 'RESULTS.md'}"
+          + (f" and {args.results_dir / 'chart.png'}" if results else ""))
     return 0
 
 
