@@ -1,5 +1,6 @@
 """gshard: a sharded gevent WSGI server with lossless hot restarts."""
 
+import glob
 import os
 import sys
 
@@ -8,27 +9,36 @@ SERVER_SOFTWARE = f"gshard/{__version__}"
 
 # Modules setup.py may compile with Cython; the same files run as Python otherwise.
 COMPILABLE = ("protocol", "response", "exchange", "wsgi", "connection", "context")
+_HERE = os.path.dirname(__file__)
 
 
-class _SourceFirst:
-    """A finder that imports gshard's modules from their ``.py`` files.
+class _SourceWhereNewer:
+    """Imports a compilable module from its ``.py`` file when told to or when it is newer.
 
-    Installed with ``GSHARD_PURE_PYTHON=1``, so one installation can run
-    either build: CI runs the test suite against both.
+    ``GSHARD_PURE_PYTHON=1`` runs one installation as pure Python (CI runs
+    the test suite against both builds). Without it, a module edited after
+    it was compiled runs from its source too, so an edit in a checkout is
+    never silently shadowed by a stale extension module.
     """
 
-    @staticmethod
-    def find_spec(name: str, path: object = None, target: object = None) -> object:
+    pure = bool(os.environ.get("GSHARD_PURE_PYTHON"))
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
+        package, _, module = name.partition(".")
+        if package != "gshard" or module not in COMPILABLE:
+            return None
+        source = os.path.join(_HERE, module + ".py")
+        if not cls.pure:
+            compiled = glob.glob(os.path.join(_HERE, module + ".*.so"))
+            if not compiled or os.path.getmtime(compiled[0]) >= os.path.getmtime(source):
+                return None  # the regular finders take the compiled module
         from importlib.util import spec_from_file_location
 
-        if not name.startswith("gshard."):
-            return None
-        source = os.path.join(os.path.dirname(__file__), *name.split(".")[1:]) + ".py"
-        return spec_from_file_location(name, source) if os.path.exists(source) else None
+        return spec_from_file_location(name, source)
 
 
-if os.environ.get("GSHARD_PURE_PYTHON"):
-    sys.meta_path.insert(0, _SourceFirst)
+sys.meta_path.insert(0, _SourceWhereNewer)
 
 
 def build() -> str:

@@ -37,7 +37,7 @@ class _Version(argparse.Action):
     """``--version``, saying whether the compiled modules run (imported only when asked)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
-        print(f"gshard {__version__} ({build()}, Python {platform.python_version()})")
+        print(f"gshard {__version__} ({build()}; Python {platform.python_version()})")
         parser.exit()
 
 

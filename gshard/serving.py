@@ -139,6 +139,7 @@ class ShardServer:
                 proxy=proxy,
                 forwarded=forwarded,
                 finished=finished,
+                loop_time=gevent.get_hub().loop.now,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())
