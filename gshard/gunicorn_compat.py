@@ -339,3 +339,40 @@ def gunicorn_only(name: str) -> GunicornOnly | None:
 
 
 _BY_NAME = {entry.name: entry for entry in GUNICORN_ONLY}
+
+
+# --- the README's "Moving from gunicorn" table ----------------------------------------
+
+_VERDICTS = {"same": "same", "different": "different", "ignored": "ignored (one warning)",
+             "refused": "refused"}
+
+
+def migration_table(fields: Any) -> str:
+    """A Markdown row per gunicorn setting, from gshard's settings table and ``GUNICORN_ONLY``.
+
+    ``fields`` are ``Config``'s; a field's gunicorn name is its first alias if
+    it has one (``workers`` for ``shards``). The README holds this table and a
+    unit test keeps the two equal (``python -m gshard.gunicorn_compat`` prints it).
+    """
+    rows = []
+    for spec in fields:
+        compat = spec.metadata["compat"]
+        if compat.kind == "gshard":
+            continue
+        name = (spec.metadata["aliases"] or (spec.name,))[0]
+        rows.append((name, spec.metadata["flags"], compat))
+    rows += [(entry.name, entry.flags, entry.compat) for entry in GUNICORN_ONLY]
+    lines = ["| gunicorn setting | flags | in gshard | how, or why |", "| --- | --- | --- | --- |"]
+    for name, flags, compat in sorted(rows, key=lambda row: row[0]):
+        shown = ", ".join(f"`{flag}`" for flag in flags)
+        note = compat.note.replace("|", "\\|")
+        if name in HOOK_ARITY:
+            note = "a server hook (config files only), checked as gunicorn checks it"
+        lines.append(f"| `{name}` | {shown} | {_VERDICTS[compat.kind]} | {note} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from gshard.config import settings
+
+    print(migration_table(settings()))
