@@ -714,7 +714,7 @@ def settings() -> Iterable[dataclasses.Field]:
 def flag_name(spec: dataclasses.Field) -> str:
     """How to name a setting in a message: its long flag, else its name."""
     flags = spec.metadata["flags"]
-    return next((f for f in flags if f.startswith("--")), spec.name.upper())
+    return next((f for f in flags if f.startswith("--")), spec.name)
 
 
 def config_names() -> dict[str, str]:
