@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from gshard import __version__, app_check, log, privileges, process_env, upgrade
+from gshard import __version__, app_check, daemon, log, privileges, process_env, upgrade
 from gshard.config import Config, config_names, settings
 from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
@@ -238,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.error_log.error("Cannot listen: %s", exc)
         return 1
+    if config.daemon and inherited is None:  # a USR2 successor stays where it was started
+        daemon.daemonize(config.enable_stdio_inheritance)
     return Manager(config, listeners, argv, inherited).run()
 
 

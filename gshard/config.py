@@ -494,6 +494,15 @@ class Config:
         DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
+    daemon: bool = setting(
+        False, _bool, "Detach from the terminal once the listeners are bound (use a "
+        "supervisor's Type=notify instead where there is one).",
+        flags=("-D", "--daemon"), switch=True,
+    )
+    enable_stdio_inheritance: bool = setting(
+        False, _bool, "With --daemon, keep stdin, stdout and stderr instead of /dev/null.",
+        flags=("-R", "--enable-stdio-inheritance"), switch=True,
+    )
     capture_output: bool = setting(
         False, _bool, "Send the application's stdout and stderr to --error-logfile.",
         flags=("--capture-output",), switch=True,

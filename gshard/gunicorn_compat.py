@@ -209,11 +209,6 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
           ignored("shards report liveness over a pipe; there is no heartbeat file")),
     _only("tmp_upload_dir", (), "value", None,
           ignored("request bodies are streamed to the application, never stored")),
-    _only("daemon", ("-D", "--daemon"), "switch", False,
-          refused("run gshard under a supervisor (systemd Type=notify, see the README) "
-                  "instead of daemonizing")),
-    _only("enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), "switch", False,
-          ignored("only matters with --daemon, which gshard does not do")),
     _only("logger_class", ("--logger-class",), "value", "gunicorn.glogging.Logger",
           Compat("refused", "gshard logs through its own loggers (shared by gunicorn.error "
                  "and gunicorn.access); configure them with --log-config or logconfig_dict",

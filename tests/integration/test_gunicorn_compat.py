@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -155,3 +157,38 @@ def test_refused_setting_stops_the_start_with_one_line(deployment):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr == "gshard: error: --preload: not supported yet\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_daemon_detaches_and_serves(deployment):
+    error_log, pidfile = deployment / "error.log", deployment / "gshard.pid"
+    starter = subprocess.run(
+        [sys.executable, "-m", "gshard", "deployed:app", "-D", "--pid", str(pidfile),
+         "--error-logfile", str(error_log), "-w", "1"],
+        cwd=deployment, capture_output=True, text=True, timeout=30)
+    assert starter.returncode == 0, starter.stderr
+    pid = int(wait_in_file(pidfile, r"(\d+)\n").group(1))
+    try:
+        # A session of its own, which it does not lead: it can never get a terminal.
+        assert os.getsid(pid) not in (os.getsid(0), pid)
+        port = int(wait_in_file(error_log, r"Listening at: http://[^ ]*:(\d+)").group(1))
+        wait_in_file(error_log, r"Ready: 1 shards serving")
+        assert requests.get(f"http://127.0.0.1:{port}", timeout=5).text == "hello staging"
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            with open(f"/proc/{pid}/task/{pid}/children") as children:
+                for child in children.read().split():
+                    os.kill(int(child), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)

@@ -81,6 +81,8 @@ SAMPLES = {
     "reload_engine": ("poll", "poll", {}),
     "reload_extra_files": ("templates/*.html", ("templates/*.html",), {}),
     "check_config": (None, True, {}),
+    "daemon": (None, True, {}),
+    "enable_stdio_inheritance": (None, True, {}),
     "print_config": (None, True, {}),
 }
 
@@ -376,7 +378,6 @@ def nothing_starts(monkeypatch):
         ["app:x", "--statsd-host", "localhost:8125"],
         ["app:x", "--strip-header-spaces"],
         ["app:x", "--header-map", "dangerous"],
-        ["app:x", "-D"],
         ["app:x", "--log-syslog"],
         ["app:x", "--logger-class", "myapp.MyLogger"],
         ["app:x", "--timeout", "nan"],
