@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gshard import gunicorn_compat as compat
+from gshard import syslog_handler
 from gshard.errors import ConfigError
 from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored, refused
 from gshard.log import DEFAULT_ACCESS_FORMAT
@@ -164,6 +165,11 @@ def _mapping(value: Any) -> dict:
     if not isinstance(value, Mapping):
         raise ValueError("must be a dict")
     return dict(value)
+
+
+def _syslog_address(value: Any) -> str:
+    syslog_handler.parse_address(_text(value))
+    return value
 
 
 def _script_name(value: Any) -> str:
@@ -502,6 +508,27 @@ class Config:
     enable_stdio_inheritance: bool = setting(
         False, _bool, "With --daemon, keep stdin, stdout and stderr instead of /dev/null.",
         flags=("-R", "--enable-stdio-inheritance"), switch=True,
+    )
+    syslog: bool = setting(
+        False, _bool, "Also send the error log (and the access log) to syslog.",
+        flags=("--log-syslog",), switch=True,
+    )
+    syslog_addr: str = setting(
+        "udp://localhost:514", _syslog_address,
+        "Where syslog is: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream].",
+        flags=("--log-syslog-to",), metavar="ADDRESS",
+    )
+    syslog_prefix: str | None = setting(
+        None, _optional_text, "The syslog tag's middle: gunicorn.PREFIX.error (default: "
+        "--name, else the APP).", flags=("--log-syslog-prefix",), metavar="PREFIX",
+    )
+    syslog_facility: str = setting(
+        "user", _choice(*syslog_handler.FACILITIES), "The syslog facility.",
+        flags=("--log-syslog-facility",), metavar="FACILITY",
+    )
+    disable_redirect_access_to_syslog: bool = setting(
+        False, _bool, "Keep the access log out of syslog.",
+        flags=("--disable-redirect-access-to-syslog",), switch=True,
     )
     capture_output: bool = setting(
         False, _bool, "Send the application's stdout and stderr to --error-logfile.",

@@ -67,8 +67,6 @@ def refused(why: str) -> Compat:
 NOT_YET = "not supported yet"
 METRICS = ("metrics come with `gshard status` and a Prometheus endpoint, not statsd "
            "(not supported yet)")
-SYSLOG = ("not supported yet: log to stderr and let journald collect it, or give "
-          "logconfig_dict a logging.handlers.SysLogHandler")
 
 
 # --- worker classes -------------------------------------------------------------
@@ -213,15 +211,6 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
           Compat("refused", "gshard logs through its own loggers (shared by gunicorn.error "
                  "and gunicorn.access); configure them with --log-config or logconfig_dict",
                  judge=lambda value: _judge_logger_class(value))),
-    _only("syslog", ("--log-syslog",), "switch", False, refused(SYSLOG)),
-    _only("syslog_addr", ("--log-syslog-to",), "value", "udp://localhost:514",
-          ignored("only matters with --log-syslog")),
-    _only("syslog_prefix", ("--log-syslog-prefix",), "value", None,
-          ignored("only matters with --log-syslog")),
-    _only("syslog_facility", ("--log-syslog-facility",), "value", "user",
-          ignored("only matters with --log-syslog")),
-    _only("disable_redirect_access_to_syslog", ("--disable-redirect-access-to-syslog",),
-          "switch", False, ignored("only matters with --log-syslog")),
     _only("statsd_host", ("--statsd-host",), "value", None, refused(METRICS)),
     _only("dogstatsd_tags", ("--dogstatsd-tags",), "value", "", refused(METRICS)),
     _only("statsd_prefix", ("--statsd-prefix",), "value", "", refused(METRICS)),

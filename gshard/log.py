@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gshard import syslog_handler
+
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -66,6 +68,10 @@ def configure_for(config: Any) -> None:
     configure(config.loglevel, config.errorlog, config.accesslog)
     if config.capture_output and config.errorlog != "-":
         _capture_output(config.errorlog)
+    if config.syslog:
+        error_log.addHandler(syslog_handler.handler(config, "error"))
+        if not config.disable_redirect_access_to_syslog:
+            access_log.addHandler(syslog_handler.handler(config, "access"))
     if config.logconfig_dict:
         logging.config.dictConfig(config.logconfig_dict)
     if config.logconfig_json:
@@ -76,7 +82,7 @@ def configure_for(config: Any) -> None:
     for ours, theirs in GUNICORN_LOGGERS:
         # dictConfig disables loggers it does not name unless told otherwise;
         # gshard's own keep working, with the level given to gunicorn's.
-        ours.disabled = ours is access_log and config.accesslog is None and not theirs.handlers
+        ours.disabled = not theirs.handlers
         ours.handlers = theirs.handlers
         if theirs.level != logging.NOTSET:
             ours.setLevel(theirs.level)

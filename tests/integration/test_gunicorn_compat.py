@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -192,3 +193,24 @@ def test_daemon_detaches_and_serves(deployment):
                 for child in children.read().split():
                     os.kill(int(child), signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
+
+
+def test_syslog_receives_the_error_and_access_logs(deployment, started):
+    path = str(deployment / "syslog.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.settimeout(10)
+    try:
+        server = started("deployed:app", "--log-syslog", "--log-syslog-to",
+                         f"unix://{path}#dgram", "--log-syslog-prefix", "shop",
+                         "--log-syslog-facility", "local3", "-w", "1", cwd=deployment)
+        requests.get(server.url, timeout=5)
+        seen = []
+        while not any("gunicorn.shop.access:" in line for line in seen):
+            seen.append(receiver.recv(4096).decode())
+        # <PRI> = facility local3 (19) * 8 + severity; info is 6.
+        assert any(line.startswith("<158>gunicorn.shop.error: [") and "Listening at" in line
+                   for line in seen), seen
+        assert any('"GET / HTTP/1.1" 200' in line for line in seen), seen
+    finally:
+        receiver.close()

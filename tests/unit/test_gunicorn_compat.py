@@ -143,7 +143,6 @@ def test_gevent_worker_class_is_silent():
         (["--header-map", "dangerous"], "weaken a protection described in SECURITY.md"),
         (["--permit-obsolete-folding"], "SECURITY.md"),
         (["--forwarder-headers", "REMOTE_USER"], "SECURITY.md"),
-        (["--log-syslog"], "journald"),
         (["--logger-class", "myapp.JsonLogger"], "logconfig_dict"),
         (["--paste", "app.ini"], "PasteDeploy"),
         (["--http-protocols", "h2"], "HTTP/1.1 only"),
