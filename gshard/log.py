@@ -88,8 +88,14 @@ def configure_for(config: Any) -> None:
             ours.setLevel(theirs.level)
 
 
+# The error log file stdout and stderr point at (--capture-output), to reopen with it.
+_captured_path: str | None = None
+
+
 def _capture_output(path: str) -> None:
     """Point this process's stdout and stderr (and its children's) at the error log file."""
+    global _captured_path
+    _captured_path = path
     sys.stdout.flush()
     sys.stderr.flush()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -109,6 +115,8 @@ def reopen_files() -> None:
                     handler.stream = handler._open()
                 finally:
                     handler.release()
+    if _captured_path is not None:
+        _capture_output(_captured_path)
 
 
 @dataclass

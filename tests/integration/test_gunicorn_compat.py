@@ -148,6 +148,14 @@ def test_capture_output_sends_prints_to_the_error_log(deployment):
         wait_in_file(error_log, r"Ready: 1 shards serving")
         assert requests.get(f"http://127.0.0.1:{port}", timeout=5).text == "hello staging"
         wait_in_file(error_log, r"(?m)^printed by the application$")
+        # Rotated: after USR1 the prints follow the error log into the new file.
+        error_log.rename(deployment / "error.log.1")
+        server.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not (error_log.exists() and "printed by" in error_log.read_text()):
+            assert time.monotonic() < deadline, "prints never reached the reopened file"
+            requests.get(f"http://127.0.0.1:{port}", timeout=5)
+            time.sleep(0.05)
     finally:
         kill_group(server)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import textwrap
 import pytest
 from gunicorn.config import KNOWN_SETTINGS
 
-from gshard import cli, log
+from gshard import cli, log, syslog_handler
 from gshard.config import Config, config_names, settings
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY, migration_table
@@ -83,6 +84,36 @@ def test_gunicorn_only_entries_match_gunicorn(entry):
     assert config.compat_warnings() == []
     assert entry.compat.kind in ("ignored", "refused", "different")
     assert entry.compat.note
+
+
+def test_gshards_own_settings_are_exactly_those_gunicorn_lacks():
+    theirs = {s.name for s in KNOWN_SETTINGS}
+    for spec in settings():
+        name = (spec.metadata["aliases"] or (spec.name,))[0]  # the README's gunicorn name
+        own = spec.metadata["compat"].kind == "gshard"
+        assert (name not in theirs) == own, spec.name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("udp://localhost:514", (socket.SOCK_DGRAM, ("localhost", 514))),
+        ("tcp://LOGS.example:6514", (socket.SOCK_STREAM, ("logs.example", 6514))),
+        ("udp://[::1]:5140", (socket.SOCK_DGRAM, ("::1", 5140))),
+        ("udp://", (socket.SOCK_DGRAM, ("localhost", 514))),
+        ("unix:///dev/log", (None, "/dev/log")),
+        ("unix:///run/log.sock#dgram", (socket.SOCK_DGRAM, "/run/log.sock")),
+    ],
+)
+def test_syslog_addresses_read_as_gunicorn_reads_them(text, expected):
+    assert syslog_handler.parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["localhost:514", "udp://host:port", "unix://", "unix:///x#raw",
+                                  "http://host"])
+def test_bad_syslog_addresses_refused(text):
+    with pytest.raises(ConfigError, match="--log-syslog-to"):
+        parse("app:x", "--log-syslog-to", text)
 
 
 def test_every_verdict_says_why():
