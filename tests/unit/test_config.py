@@ -13,11 +13,14 @@ from gshard.errors import EXIT_USAGE, ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _no_port_env(monkeypatch):
-    # parse_config reads $PORT (as gunicorn does on PaaS) and
-    # $FORWARDED_ALLOW_IPS (as gunicorn does); keep them out of the way.
-    monkeypatch.delenv("PORT", raising=False)
-    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+def _no_port_env(monkeypatch, tmp_path):
+    # parse_config reads variables (as gunicorn does: $PORT on PaaS,
+    # $WEB_CONCURRENCY, ...) and ./gunicorn.conf.py; keep them out of the way.
+    for name in ("PORT", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "SCRIPT_NAME", "SENDFILE",
+                 "GUNICORN_CMD_ARGS", "GSHARD_CMD_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "start").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
 
 
 def parse(*argv: str) -> Config:
