@@ -89,7 +89,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     """
     try:
         if path.startswith("python:"):
-            sys.path.insert(0, os.getcwd())
+            sys.path.insert(0, os.getcwd())  # as gunicorn's chdir puts it there
             namespace = vars(importlib.import_module(path[len("python:"):]))
         else:
             namespace = runpy.run_path(path)
@@ -119,8 +119,13 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     """
     environ = os.environ if environ is None else environ
     parser = build_parser()
-    layers = [vars(parser.parse_args(shlex.split(environ[name])))
-              for name in ARGS_VARIABLES if environ.get(name)]
+    layers = []
+    for name in ARGS_VARIABLES:
+        if environ.get(name):
+            try:
+                layers.append(vars(parser.parse_args(shlex.split(environ[name]))))
+            except (ConfigError, ValueError) as exc:  # ValueError: shlex, unbalanced quotes
+                raise ConfigError(f"${name}: {exc}") from None
     layers.append(vars(parser.parse_args(argv)))
     config_path = next((layer["config"] for layer in reversed(layers) if "config" in layer),
                        None) or next(
@@ -222,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _raise_open_files_limit()
     try:
         log.configure_for(config)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        print(f"gshard: error: logging config: {exc}", file=sys.stderr)
+    except Exception as exc:  # a logging config can fail in any way its handlers can
+        print(f"gshard: error: logging config: {exc!r}", file=sys.stderr)
         return EXIT_USAGE
     for warning in config.compat_warnings():
         log.error_log.warning(warning)

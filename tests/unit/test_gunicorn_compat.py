@@ -244,8 +244,18 @@ def test_precedence_file_then_gunicorn_args_then_gshard_args_then_command_line(_
 def test_args_variables_are_split_like_a_shell():
     config = parse("app:x", env={"GUNICORN_CMD_ARGS": "-e 'GREETING=hello world' -w 3"})
     assert (config.raw_env, config.shards) == (("GREETING=hello world",), 3)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^\$GSHARD_CMD_ARGS: unrecognized arguments"):
         parse("app:x", env={"GSHARD_CMD_ARGS": "--no-such-flag"})
+    with pytest.raises(ConfigError, match=r"^\$GUNICORN_CMD_ARGS: No closing quotation"):
+        parse("app:x", env={"GUNICORN_CMD_ARGS": "-e 'A=b"})
+
+
+def test_a_broken_logging_config_is_one_line(capsys, monkeypatch, _clean_start, restore_logging):
+    (_clean_start / "gshard.conf.py").write_text("logconfig_dict = {'version': 99}\n")
+    monkeypatch.setattr(cli, "open_listeners", None)  # never reached
+    assert cli.main(["app:x"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("gshard: error: logging config: ") and err.count("\n") == 1
 
 
 def test_script_name_from_the_environment_or_raw_env():
