@@ -216,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         identity = privileges.resolve(config.user, config.group)
     except ConfigError as exc:
         print(f"gshard: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        # --check-config answers 0 or 1, as gunicorn's; a run refuses with 2.
+        return 1 if "--check-config" in argv else EXIT_USAGE
     process_env.apply(config)
     if config.check_config:
         for warning in config.compat_warnings():

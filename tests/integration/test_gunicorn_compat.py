@@ -110,6 +110,11 @@ def test_check_config_imports_the_app_in_a_child(deployment):
         cwd=FIXTURE_APPS, capture_output=True, text=True, timeout=30)
     assert broken.returncode == 1
     assert "the application failed to load" in broken.stderr
+    bad_config = subprocess.run(
+        [sys.executable, "-m", "gshard", "--check-config", "hello:app", "--threads", "x",
+         "--workers", "0"], cwd=FIXTURE_APPS, capture_output=True, text=True, timeout=30)
+    assert bad_config.returncode == 1
+    assert bad_config.stderr.startswith("gshard: error: --shards: must be between 1 and")
 
 
 def test_print_config_shows_the_effective_settings(deployment):
