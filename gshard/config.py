@@ -629,8 +629,11 @@ class Config:
     def from_values(cls, values: Mapping[str, Any]) -> Config:
         """Convert and check raw values (strings from the CLI or Python from a file).
 
-        Unknown names are refused, each value is converted by its setting, and
-        a failure names the setting and the rule it broke.
+        Each value is converted by its setting, and a failure names the setting
+        and the rule it broke; so does a value gunicorn accepts and gshard
+        refuses. gunicorn's settings that gshard has no field for are judged
+        the same way and kept in ``gunicorn_only`` (to warn about); any other
+        name is refused.
         """
         known = {f.name: f for f in dataclasses.fields(cls)}
         converted: dict[str, Any] = {}
@@ -669,7 +672,8 @@ class Config:
             raise ConfigError("--bind: the same address is given twice")
 
     def compat_warnings(self) -> list[str]:
-        """One line for each gunicorn setting given that gshard accepts but does differently."""
+        """One line for each setting given that gshard accepts but that means nothing or
+        something else here (``--threads``, ``-k sync``): logged once at start."""
         lines = []
         for spec in settings():
             value = getattr(self, spec.name)
