@@ -171,6 +171,38 @@ def _widen_post_request(function: Callable, count: int) -> Callable:
 # --- gunicorn settings that have no gshard field ----------------------------------------
 
 
+GREENLETS = ("greenlets do that job: each shard serves up to --worker-connections "
+             "requests at once")
+ASGI = "an ASGI setting; gshard serves WSGI"
+HTTP2 = "gshard serves HTTP/1.1 only"
+DIRTY = "gshard has no dirty arbiters"
+
+def _judge_logger_class(value: Any) -> str | None:
+    if str(value) in ("gunicorn.glogging.Logger", "simple"):
+        return None
+    raise ValueError("gshard logs through its own loggers, which the gunicorn.error and "
+                     "gunicorn.access loggers share; configure them with --log-config or "
+                     "logconfig_dict instead of a Logger class")
+
+
+def _judge_http_protocols(value: Any) -> str | None:
+    protocols = [p.strip().lower() for p in str(value).split(",") if p.strip()]
+    if protocols in (["h1"], []):
+        return None
+    if "h1" in protocols:
+        return f"http_protocols {value!r}: {HTTP2}; only h1 is offered"
+    raise ValueError(HTTP2)
+
+
+def _judge_forwarder_headers(value: Any) -> str | None:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(n).strip().upper() for n in names if str(n).strip()}
+    if names <= {"SCRIPT_NAME", "PATH_INFO"}:
+        return None
+    raise ValueError("header names with '_' are dropped from every peer "
+                     f"({SECURITY}); a proxy cannot set {', '.join(sorted(names))}")
+
+
 @dataclass(frozen=True)
 class GunicornOnly:
     """A gunicorn setting gshard has nothing to configure with: recognised, then judged.
@@ -188,12 +220,6 @@ class GunicornOnly:
     compat: Compat
 
 
-GREENLETS = ("greenlets do that job: each shard serves up to --worker-connections "
-             "requests at once")
-ASGI = "an ASGI setting; gshard serves WSGI"
-HTTP2 = "gshard serves HTTP/1.1 only"
-DIRTY = "gshard has no dirty arbiters"
-
 GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
     GunicornOnly("threads", ("--threads",), "value", 1, ignored(GREENLETS)),
     GunicornOnly("spew", ("--spew",), "switch", False,
@@ -205,7 +231,7 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
     GunicornOnly("logger_class", ("--logger-class",), "value", "gunicorn.glogging.Logger",
           Compat("refused", "gshard logs through its own loggers (shared by gunicorn.error "
                  "and gunicorn.access); configure them with --log-config or logconfig_dict",
-                 judge=lambda value: _judge_logger_class(value))),
+                 judge=_judge_logger_class)),
     GunicornOnly("statsd_host", ("--statsd-host",), "value", None, refused(METRICS)),
     GunicornOnly("dogstatsd_tags", ("--dogstatsd-tags",), "value", "", refused(METRICS)),
     GunicornOnly("statsd_prefix", ("--statsd-prefix",), "value", "", refused(METRICS)),
@@ -232,7 +258,7 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
           ignored("the TLS handshake always runs in the connection's greenlet, within "
                   "--header-timeout")),
     GunicornOnly("http_protocols", ("--http-protocols",), "value", "h1",
-          Compat("refused", HTTP2, judge=lambda value: _judge_http_protocols(value))),
+          Compat("refused", HTTP2, judge=_judge_http_protocols)),
     GunicornOnly("http2_cleartext", ("--http2-cleartext",), "value", "off", refused(HTTP2)),
     GunicornOnly("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), "value",
           100, ignored(HTTP2)),
@@ -258,7 +284,7 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
           Compat("different", "header names with '_' are dropped from every peer, trusted "
                  "proxies included, so a proxy cannot set SCRIPT_NAME or PATH_INFO through "
                  "headers; set the mount point with SCRIPT_NAME in the environment",
-                 judge=lambda value: _judge_forwarder_headers(value))),
+                 judge=_judge_forwarder_headers)),
     GunicornOnly("header_map", ("--header-map",), "value", "drop",
           Compat("different", "'drop' as in gunicorn; 'refuse' drops too (with a warning); "
                  f"'dangerous' is refused: {SECURITY}", judge=judge_header_map)),
@@ -285,32 +311,6 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
     GunicornOnly("dirty_worker_init", (), "value", None, ignored(DIRTY)),
     GunicornOnly("dirty_worker_exit", (), "value", None, ignored(DIRTY)),
 )
-
-
-def _judge_logger_class(value: Any) -> str | None:
-    if str(value) in ("gunicorn.glogging.Logger", "simple"):
-        return None
-    raise ValueError("gshard logs through its own loggers, which the gunicorn.error and "
-                     "gunicorn.access loggers share; configure them with --log-config or "
-                     "logconfig_dict instead of a Logger class")
-
-
-def _judge_http_protocols(value: Any) -> str | None:
-    protocols = [p.strip().lower() for p in str(value).split(",") if p.strip()]
-    if protocols in (["h1"], []):
-        return None
-    if "h1" in protocols:
-        return f"http_protocols {value!r}: {HTTP2}; only h1 is offered"
-    raise ValueError(HTTP2)
-
-
-def _judge_forwarder_headers(value: Any) -> str | None:
-    names = value.split(",") if isinstance(value, str) else list(value)
-    names = {str(n).strip().upper() for n in names if str(n).strip()}
-    if names <= {"SCRIPT_NAME", "PATH_INFO"}:
-        return None
-    raise ValueError("header names with '_' are dropped from every peer "
-                     f"({SECURITY}); a proxy cannot set {', '.join(sorted(names))}")
 
 
 def gunicorn_only(name: str) -> GunicornOnly | None:
