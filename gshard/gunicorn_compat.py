@@ -170,12 +170,12 @@ def _widen_post_request(function: Callable, count: int) -> Callable:
 
 # --- gunicorn settings that have no gshard field ----------------------------------------
 
-
 GREENLETS = ("greenlets do that job: each shard serves up to --worker-connections "
              "requests at once")
 ASGI = "an ASGI setting; gshard serves WSGI"
 HTTP2 = "gshard serves HTTP/1.1 only"
 DIRTY = "gshard has no dirty arbiters"
+
 
 def _judge_logger_class(value: Any) -> str | None:
     if str(value) in ("gunicorn.glogging.Logger", "simple"):
