@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
+import pwd
 import socket
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import textwrap
 import pytest
 from gunicorn.config import KNOWN_SETTINGS
 
-from gshard import cli, log, syslog_handler
+from gshard import cli, log, privileges, syslog_handler
 from gshard.config import Config, config_names, settings
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY, migration_table
@@ -371,3 +373,10 @@ def test_module_help_lists_gunicorn_settings():
     out = subprocess.run([sys.executable, "-m", "gshard", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--threads" in out and "ignored: greenlets do that job" in out
+
+
+def test_initgroups_decides_whether_shards_get_the_users_groups():
+    me = pwd.getpwuid(os.getuid()).pw_name
+    # With a name, privileges.drop calls os.initgroups; without, setgroups([gid]).
+    assert privileges.resolve(me, None, initgroups=True).name == me
+    assert privileges.resolve(me, None).name is None
