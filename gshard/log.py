@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+import logging.config
 import os
 import sys
 import time
@@ -21,12 +23,19 @@ if TYPE_CHECKING:
     from gshard.config import Config
     from gshard.exchange import Exchange
 
+from gshard import syslog_handler
+
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 error_log = logging.getLogger("gshard.error")
 access_log = logging.getLogger("gshard.access")
+# gunicorn's loggers, which applications borrow handlers from
+# (app.logger.handlers = logging.getLogger("gunicorn.error").handlers) and
+# logging configs name: they share gshard's handler lists, both ways.
+GUNICORN_LOGGERS = ((error_log, logging.getLogger("gunicorn.error")),
+                    (access_log, logging.getLogger("gunicorn.access")))
 
 
 def configure(level: str, error_logfile: str, access_logfile: str | None) -> None:
@@ -47,6 +56,56 @@ def configure(level: str, error_logfile: str, access_logfile: str | None) -> Non
         logger.addHandler(handler)
     error_log.setLevel(level.upper())
     access_log.setLevel(logging.INFO)
+    for ours, theirs in GUNICORN_LOGGERS:
+        theirs.handlers = ours.handlers
+        theirs.setLevel(ours.level)
+        theirs.propagate = False
+
+
+def configure_for(config: Any) -> None:
+    """``configure`` from a ``Config``, then its capture_output and logging configs.
+
+    As in gunicorn, a user's logging config is applied over gshard's setup, so
+    it may replace the handlers of ``gunicorn.error``/``gunicorn.access``
+    (which gshard's loggers then use too: the lists are shared).
+    """
+    configure(config.loglevel, config.errorlog, config.accesslog)
+    if config.capture_output and config.errorlog != "-":
+        _capture_output(config.errorlog)
+    if config.syslog:
+        error_log.addHandler(syslog_handler.handler(config, "error"))
+        if not config.disable_redirect_access_to_syslog:
+            access_log.addHandler(syslog_handler.handler(config, "access"))
+    if config.logconfig_dict:
+        logging.config.dictConfig(config.logconfig_dict)
+    if config.logconfig_json:
+        with open(config.logconfig_json, encoding="utf-8") as file:
+            logging.config.dictConfig(json.load(file))
+    if config.logconfig:
+        logging.config.fileConfig(config.logconfig, disable_existing_loggers=False)
+    for ours, theirs in GUNICORN_LOGGERS:
+        # dictConfig disables loggers it does not name unless told otherwise;
+        # gshard's own keep working, with the level given to gunicorn's.
+        ours.disabled = not theirs.handlers
+        ours.handlers = theirs.handlers
+        if theirs.level != logging.NOTSET:
+            ours.setLevel(theirs.level)
+
+
+# The error log file stdout and stderr point at (--capture-output), to reopen with it.
+_captured_path: str | None = None
+
+
+def _capture_output(path: str) -> None:
+    """Point this process's stdout and stderr (and its children's) at the error log file."""
+    global _captured_path
+    _captured_path = path
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def reopen_files() -> None:
@@ -60,6 +119,8 @@ def reopen_files() -> None:
                     handler.stream = handler._open()
                 finally:
                     handler.release()
+    if _captured_path is not None:
+        _capture_output(_captured_path)
 
 
 @dataclass
