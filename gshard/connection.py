@@ -238,7 +238,7 @@ class Connection:
 
     @property
     def sends_files(self) -> bool:
-        return self.raw is not None
+        return self.raw is not None and self.ctx.sendfile
 
     def send(self, data: bytes) -> None:
         """Send to the client; a failure is the client's, never the application's.

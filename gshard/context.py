@@ -45,6 +45,8 @@ class ServeContext:
     tls: Any = None
     proxy: ProxyProtocol | None = None
     forwarded: Forwarded | None = None
+    # gunicorn's --no-sendfile: files are read and written instead.
+    sendfile: bool = True
     # Called with each finished exchange, in order: the access log, and
     # whatever else reads finished requests. Empty, it costs nothing per request.
     finished: tuple[Callable[[Exchange], None], ...] = ()

@@ -272,3 +272,20 @@ def test_a_malformed_head_gets_400_and_a_close(serve, caplog):
     with pytest.raises((Closed, TimeoutError)):
         served.client.read_response(timeout=0.5)
     assert "Bad request from 10.0.0.7" in caplog.text
+
+
+def test_no_sendfile_reads_the_file_instead(serve):
+    with tempfile.TemporaryFile() as handle:
+        handle.write(b"abc" * 1000)
+        handle.seek(0)
+
+        def send_file(environ, start_response):
+            start_response("200 OK", [])
+            return environ["wsgi.file_wrapper"](os.fdopen(os.dup(handle.fileno()), "rb"))
+
+        served = serve(send_file)
+        served.ctx.sendfile = False
+        served.client.send(request_bytes("GET", "/file"))
+        response = served.client.read_response()
+    # Iterated, not sent by the kernel: no length known before the head.
+    assert response.chunked and response.body == b"abc" * 1000
