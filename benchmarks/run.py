@@ -47,6 +47,8 @@ SERVERS = (
     servers.Program("gunicorn", "gunicorn"),
     servers.Program("granian", "granian"),
     servers.Program("bjoern", "bjoern"),
+    # Variants, measured when named in --servers: the same install as pure Python.
+    servers.Program("gshard-pure", "gshard", env=(("GSHARD_PURE_PYTHON", "1"),), variant=True),
 )
 # Short names accepted by --scenarios.
 ALIASES = {"plain": "hello", "flask": "flask_hello", "json": "flask_json"}
@@ -248,7 +250,7 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
     return str(dest), f"commit {commit[:12]} (exported with git archive)"
 
 
-def machine_info(wrk_version: str, gshard_from: str) -> dict[str, str]:
+def machine_info(wrk_version: str, gshard_from: str, gshard_path: str | None) -> dict[str, str]:
     uname = platform.uname()
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -262,6 +264,10 @@ def machine_info(wrk_version: str, gshard_from: str) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             info[name] = "not installed"
     info["gshard source"] = gshard_from
+    env = {**os.environ, **({"PYTHONPATH": gshard_path} if gshard_path else {})}
+    version = subprocess.run([sys.executable, "-m", "gshard", "--version"], capture_output=True,
+                             text=True, env=env, cwd=HERE / "apps")
+    info["gshard build"] = version.stdout.strip() or version.stderr.strip()[-200:]
     info["wrk"] = wrk_version
     info["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
@@ -478,11 +484,14 @@ def main() -> int:
     scenarios = [sc for sc in SCENARIOS if not args.scenarios or sc.name in args.scenarios]
     scenarios = [dataclasses.replace(sc, idle=idle, title=sc.title.replace("10,000", f"{idle:,}"))
                  if sc.idle else sc for sc in scenarios]
-    programs = [p for p in SERVERS if not args.servers or p.name in args.servers]
+    if args.servers:
+        programs = [p for p in SERVERS if p.name in args.servers]
+    else:
+        programs = [p for p in SERVERS if not p.variant]
     skipped = ensure_peers(programs, install=not args.no_install)
     programs = [p for p in programs if p.name not in skipped]
     args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
-    machine = machine_info(wrk_version, gshard_from)
+    machine = machine_info(wrk_version, gshard_from, args.gshard_path)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     quiet_budget = [args.quiet_wait]

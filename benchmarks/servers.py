@@ -49,6 +49,8 @@ class Program:
     name: str
     kind: str  # "gshard", "gunicorn", "granian" or "bjoern"
     flags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables
+    variant: bool = False  # measured only when named in --servers
 
     def __post_init__(self) -> None:
         if self.kind not in _BOOTED:
@@ -210,9 +212,9 @@ class Server:
 
     def start(self) -> None:
         """Start, learn the port from the log, and wait until every process serves."""
-        env = None
+        env = {**os.environ, **dict(self.spec.program.env)}
         if self.spec.kind == "gshard" and self.spec.gshard_path:
-            env = {**os.environ, "PYTHONPATH": self.spec.gshard_path}
+            env["PYTHONPATH"] = self.spec.gshard_path
         # cwd: with ``python -m`` the current directory comes first on sys.path, and the
         # repository root would shadow a gshard given through PYTHONPATH.
         self.port = free_port() if self.spec.picks_port else 0
