@@ -34,6 +34,8 @@ DISCARD_LIMIT = 256 * 1024
 # this many bytes a second (Apache's RequestReadTimeout uses 500).
 MIN_BODY_RATE = 512
 
+# Module globals for members tested per request (an Enum attribute lookup costs ~60 ns).
+_COMPLETE, _NEED_DATA, _BODY = Outcome.COMPLETE, Need.DATA, State.BODY
 _CLIENT_GONE = (ClientDisconnected, BrokenPipeError, ConnectionResetError,
                 ConnectionAbortedError, TimeoutError)
 
@@ -111,13 +113,13 @@ class Connection:
             lifecycle.handled += 1
             for finished in ctx.finished:
                 finished(exchange)
-            if exchange.outcome is not Outcome.COMPLETE:
+            if exchange.outcome is not _COMPLETE:
                 return False
             if lifecycle.draining:
                 proto.abandon()
-            if proto.keep_alive and proto.state is State.BODY:
+            if proto.keep_alive and proto.state is _BODY:
                 self._discard_body(exchange)
-            unread = proto.state is State.BODY or proto.buffered > 0
+            unread = proto.state is _BODY or proto.buffered > 0
             if not proto.start_next_cycle():
                 return unread
             deadline = None
@@ -134,7 +136,7 @@ class Connection:
         proto = self.proto
         while True:
             event = proto.next_event()
-            if event is not Need.DATA:
+            if event is not _NEED_DATA:
                 return None if event is CONNECTION_CLOSED else event  # type: ignore[return-value]
             if deadline is None and proto.buffered == 0:
                 if not self._wait_idle():
@@ -195,7 +197,7 @@ class Connection:
             if type(event) is Data:
                 exchange.body_bytes += len(event.data)
                 return event.data
-            if event is not Need.DATA:
+            if event is not _NEED_DATA:
                 return b""
             self.sock.settimeout(self._body_wait(exchange))
             try:

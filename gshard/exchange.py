@@ -65,6 +65,12 @@ class Outcome(enum.Enum):
     CLIENT_GONE = "client gone"  # the client left; nothing more can be sent
 
 
+# Module globals for the members used per request (an Enum attribute lookup
+# costs ~60 ns).
+_COMPLETE, _ABORTED, _CLIENT_GONE = Outcome.COMPLETE, Outcome.ABORTED, Outcome.CLIENT_GONE
+_HEAD, _BODY = Phase.HEAD, Phase.BODY
+
+
 class Exchange:
     """A request being answered; afterwards, the record of how it went."""
 
@@ -93,7 +99,7 @@ class Exchange:
         # connection's pacing rule reads them.
         self.body_bytes = 0
         self.body_since: float | None = None
-        self.outcome = Outcome.COMPLETE
+        self.outcome = _COMPLETE
         self.writer = ResponseWriter(proto)
         self.start = ResponseStart(self._write)
         wsgi_input = EMPTY_INPUT if proto.state is State.DONE else InputStream(self._pull_body)
@@ -132,7 +138,7 @@ class Exchange:
                 error_log.exception("Error handling request %s %s", request.method, request.target)
                 self._fail(500)
         except ClientDisconnected:
-            self.outcome = Outcome.CLIENT_GONE
+            self.outcome = _CLIENT_GONE
         finally:
             if hasattr(result, "close"):
                 try:
@@ -169,7 +175,7 @@ class Exchange:
         if start.status is None:
             raise AssertionError("application returned without calling start_response")
         writer = self.writer
-        tail = self._head(body_length=0) if writer.phase is Phase.HEAD else b""
+        tail = self._head(body_length=0) if writer.phase is _HEAD else b""
         tail += writer.end()
         if tail:
             self._transport.send(tail)
@@ -182,7 +188,7 @@ class Exchange:
                 raise TypeError(f"response body items must be bytes, not {type(part).__name__}")
             total += len(part)
         writer = self.writer
-        if writer.phase is Phase.HEAD:
+        if writer.phase is _HEAD:
             head = self._head(body_length=total)
             if total <= JOIN_LIMIT:
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -220,7 +226,7 @@ class Exchange:
             data = bytes(data)
         writer = self.writer
         # The head first: it decides how the body is framed.
-        framed = writer.data(data) if writer.phase is Phase.BODY else \
+        framed = writer.data(data) if writer.phase is _BODY else \
             self._head() + writer.data(data)
         if framed:
             self._transport.send(framed)
@@ -251,9 +257,9 @@ class Exchange:
     def _fail(self, code: int | None) -> None:
         """Answer with ``code`` in place of the response, or abort it if it began."""
         self._proto.abandon()
-        if self.writer.phase is not Phase.HEAD:
-            self.outcome = Outcome.ABORTED
+        if self.writer.phase is not _HEAD:
+            self.outcome = _ABORTED
         elif code is None:
-            self.outcome = Outcome.CLIENT_GONE  # nobody is left to answer
+            self.outcome = _CLIENT_GONE  # nobody is left to answer
         else:
             self._transport.send(self.writer.refusal(code))

@@ -103,7 +103,9 @@ def make_environ(
             continue
         if name == "CONTENT-LENGTH":
             continue
-        key = "HTTP_" + name.replace("-", "_")
+        key = _environ_keys.get(name)
+        if key is None:
+            key = _environ_key(name)
         if key in environ:
             joiner = "; " if key == "HTTP_COOKIE" else ","
             value = environ[key] + joiner + value
@@ -113,6 +115,18 @@ def make_environ(
         # Host says, so the application and a proxy in front agree on it.
         environ["HTTP_HOST"] = _authority(request.target)
     return environ
+
+
+# Field name -> its environ key; requests repeat the same few names, and a
+# lookup spares two new strings per field. Bounded: names come from clients.
+_environ_keys: dict[str, str] = {}
+
+
+def _environ_key(name: str) -> str:
+    key = "HTTP_" + name.replace("-", "_")
+    if len(_environ_keys) < 1024 and len(name) <= 64:
+        _environ_keys[name] = key
+    return key
 
 
 def _authority(absolute_target: str) -> str:

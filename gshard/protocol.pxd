@@ -1,0 +1,18 @@
+cdef class ServerConnection:
+    cdef public object limits
+    cdef public Py_ssize_t _max_head
+    cdef public object state
+    cdef public object request
+    cdef public bytearray _buf
+    cdef public bint _eof
+    cdef public object _error
+    cdef public Py_ssize_t _checked
+    cdef public Py_ssize_t _line_start
+    cdef public Py_ssize_t _head_lines
+    cdef public object _remaining
+    cdef public object _chunk
+    cdef public object _body_seen
+    cdef public Py_ssize_t _trailer_fields
+    cdef public Py_ssize_t _line_checked
+    cdef public bint keep_alive
+    cdef public bint _continue_pending

@@ -1,0 +1,18 @@
+cdef class InputStream:
+    cdef public list _chunks
+    cdef public bint _done
+    cdef public object _pull
+    cdef public Py_ssize_t _size
+
+cdef class _EmptyInput(InputStream):
+    pass
+
+cdef class ResponseStart:
+    cdef public bint close
+    cdef public object content_length
+    cdef public bint has_date
+    cdef public bint has_server
+    cdef public object headers
+    cdef public bint headers_sent
+    cdef public object status
+    cdef public object write
