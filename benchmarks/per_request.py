@@ -32,11 +32,10 @@ def serve(count: int) -> None:
     import gevent
     from gevent import socket as gsocket
 
+    import gshard
     from gshard.connection import Connection
     from gshard.protocol import Limits
     from gshard.wsgi import base_environ
-
-    import gshard
 
     if (Path(gshard.__file__).parent / "context.py").exists():
         from gshard.context import Lifecycle, ServeContext
