@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+import logging.config
 import os
 import sys
 import time
@@ -27,6 +29,11 @@ DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(
 
 error_log = logging.getLogger("gshard.error")
 access_log = logging.getLogger("gshard.access")
+# gunicorn's loggers, which applications borrow handlers from
+# (app.logger.handlers = logging.getLogger("gunicorn.error").handlers) and
+# logging configs name: they share gshard's handler lists, both ways.
+GUNICORN_LOGGERS = ((error_log, logging.getLogger("gunicorn.error")),
+                    (access_log, logging.getLogger("gunicorn.access")))
 
 
 def configure(level: str, error_logfile: str, access_logfile: str | None) -> None:
@@ -47,6 +54,46 @@ def configure(level: str, error_logfile: str, access_logfile: str | None) -> Non
         logger.addHandler(handler)
     error_log.setLevel(level.upper())
     access_log.setLevel(logging.INFO)
+    for ours, theirs in GUNICORN_LOGGERS:
+        theirs.handlers = ours.handlers
+        theirs.setLevel(ours.level)
+        theirs.propagate = False
+
+
+def configure_for(config: Any) -> None:
+    """``configure`` from a ``Config``, then its capture_output and logging configs.
+
+    As in gunicorn, a user's logging config is applied over gshard's setup, so
+    it may replace the handlers of ``gunicorn.error``/``gunicorn.access``
+    (which gshard's loggers then use too: the lists are shared).
+    """
+    configure(config.loglevel, config.errorlog, config.accesslog)
+    if config.capture_output and config.errorlog != "-":
+        _capture_output(config.errorlog)
+    if config.logconfig_dict:
+        logging.config.dictConfig(config.logconfig_dict)
+    if config.logconfig_json:
+        with open(config.logconfig_json, encoding="utf-8") as file:
+            logging.config.dictConfig(json.load(file))
+    if config.logconfig:
+        logging.config.fileConfig(config.logconfig, disable_existing_loggers=False)
+    for ours, theirs in GUNICORN_LOGGERS:
+        # dictConfig disables loggers it does not name unless told otherwise;
+        # gshard's own keep working, with the level given to gunicorn's.
+        ours.disabled = ours is access_log and config.accesslog is None and not theirs.handlers
+        ours.handlers = theirs.handlers
+        if theirs.level != logging.NOTSET:
+            ours.setLevel(theirs.level)
+
+
+def _capture_output(path: str) -> None:
+    """Point this process's stdout and stderr (and its children's) at the error log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def reopen_files() -> None:

@@ -101,7 +101,7 @@ def _run(spec: ipc.ShardSpec) -> int:
 
     config = spec.config
     log.set_process_title(f"shard {spec.slot} gen {spec.generation}", config)
-    log.configure(config.loglevel, config.errorlog, config.accesslog)
+    log.configure_for(config)
     spec.channel.setblocking(False)
 
     try:
@@ -112,7 +112,7 @@ def _run(spec: ipc.ShardSpec) -> int:
             from gshard.tls import server_context
 
             tls_context = server_context(config)
-        privileges.drop(privileges.resolve(config.user, config.group))
+        privileges.drop(privileges.resolve(config.user, config.group, config.initgroups))
         if config.chdir:
             os.chdir(config.chdir)
         app = load_app(config.app, os.getcwd())
