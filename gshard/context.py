@@ -47,3 +47,6 @@ class ServeContext:
     # Called with each finished exchange, in order: the access log, and
     # whatever else reads finished requests. Empty, it costs nothing per request.
     finished: tuple[Callable[[Exchange], None], ...] = ()
+    # Called with each exchange before the application runs (gunicorn's
+    # pre_request hook); one raising fails the request with a 500.
+    starting: tuple[Callable[[Exchange], None], ...] = ()

@@ -38,7 +38,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from gshard import ipc, log
+from gshard import hooks, ipc, log
 from gshard.connection import Connection
 from gshard.context import Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
@@ -116,7 +116,8 @@ class ShardServer:
         self.last_tick = time.monotonic()
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
-        finished = (access.log,) if access.enabled else ()
+        starting, post_request = hooks.request_hooks(config, spec.worker)
+        finished = ((access.log,) if access.enabled else ()) + post_request
         scheme = "https" if tls_context is not None else "http"
         proxy = (ProxyProtocol(config.proxy_protocol, AllowList(config.proxy_allow_ips))
                  if config.proxy_protocol != "off" else None)
@@ -139,6 +140,7 @@ class ShardServer:
                 proxy=proxy,
                 forwarded=forwarded,
                 finished=finished,
+                starting=starting,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())
@@ -152,8 +154,8 @@ class ShardServer:
             server.start()
         gevent.signal_handler(signal.SIGTERM, self._leave, 0.0)
         gevent.signal_handler(signal.SIGUSR2, self._leave, RETIRE_SETTLE)
-        gevent.signal_handler(signal.SIGQUIT, self.stopped.set)
-        gevent.signal_handler(signal.SIGINT, self.stopped.set)
+        gevent.signal_handler(signal.SIGQUIT, self._quit)
+        gevent.signal_handler(signal.SIGINT, self._quit)
         gevent.signal_handler(signal.SIGUSR1, log.reopen_files)
         if self.config.timeout:
             _watch_event_loop(self, max(self.config.timeout / 2, BEAT_INTERVAL * 2))
@@ -163,6 +165,12 @@ class ShardServer:
             gevent.spawn(self._reap_idle)
         self.stopped.wait()
         return EXIT_OK
+
+    def _quit(self) -> None:
+        """Exit now (SIGQUIT, SIGINT), after gunicorn's worker_int hook."""
+        self.spec.worker.alive = False
+        self.spec.worker.call("worker_int")
+        self.stopped.set()
 
     def _leave(self, keep_accepting: float) -> None:
         if not self.lifecycle.draining:

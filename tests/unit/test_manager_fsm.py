@@ -213,10 +213,13 @@ def test_draining_shards_are_killed_after_the_graceful_timeout():
     d = Driver(slots=1)
     (old,) = d.started()
     d.feed(fsm.Reload)
-    d.ready(*d.pids_of(2))
+    (new,) = d.pids_of(2)
+    d.ready(new)
     d.now += TIMINGS.graceful_timeout - 1
+    d.feed(fsm.Beat, new)
     assert old not in signals(d.feed(fsm.Tick))
     d.now += 2
+    d.feed(fsm.Beat, new)
     assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
 
 
@@ -228,8 +231,32 @@ def test_blocked_shard_is_killed_and_replaced():
     d.now += TIMINGS.heartbeat_timeout - 0.5
     assert signals(d.feed(fsm.Tick)) == {}
     d.now += 1
-    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.ABORT}  # worker_abort, then exit
+    d.now += fsm.ABORT_GRACE - 0.1
+    assert signals(d.feed(fsm.Tick)) == {}
+    d.now += 0.2
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}  # it could not run Python
     assert spawns(d.feed(fsm.Exited, pid, -9)) == [(0, 1)]
+
+
+def test_an_aborted_shard_that_exits_is_replaced_without_a_kill():
+    d = Driver(slots=1)
+    (pid,) = d.started()
+    d.now = TIMINGS.heartbeat_timeout + 1
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.ABORT}
+    assert spawns(d.feed(fsm.Exited, pid, 1)) == [(0, 1)]
+    d.now += fsm.ABORT_GRACE + 1
+    assert signals(d.feed(fsm.Tick)) == {}
+
+
+def test_a_drain_does_not_postpone_the_kill_of_an_aborted_shard():
+    d = Driver(slots=1)
+    (old,) = d.started()
+    d.now = TIMINGS.heartbeat_timeout + 1
+    assert signals(d.feed(fsm.Tick)) == {old: StopMode.ABORT}
+    d.feed(fsm.Stop, True)  # asks it to drain, with the whole graceful timeout
+    d.now += fsm.ABORT_GRACE + 0.1
+    assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
 
 
 def test_recycle_drains_only_once_the_successor_is_ready():
