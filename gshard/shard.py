@@ -27,10 +27,6 @@ from gshard.errors import (
 )
 
 
-def _exit_now(signum: int, frame: object) -> None:
-    os._exit(EXIT_OK)
-
-
 def preload() -> None:
     """Import gevent and the serving modules in the manager, once, before forking.
 
@@ -45,14 +41,15 @@ def preload() -> None:
 
 def run(spec: ipc.ShardSpec) -> NoReturn:
     """Become a shard; never returns, so the manager's stack is never unwound here."""
-    # Until the loop installs its handlers, being told to stop means exiting.
+    spec.worker.pid = os.getpid()
+    # Until the loop installs its handlers, being told to stop means exiting
+    # (through worker_exit, as a gunicorn worker's exit always goes).
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
-        signal.signal(signum, _exit_now)
+        signal.signal(signum, lambda signum, frame: _exit(spec, EXIT_OK))
     for signum in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU,
                    signal.SIGWINCH):  # the manager's to act on; SIGUSR2 until serving
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    spec.worker.pid = os.getpid()
     signal.signal(signal.SIGABRT, lambda signum, frame: _abort(spec))
     status = EXIT_BOOT_ERROR
     try:

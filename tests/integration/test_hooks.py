@@ -187,6 +187,8 @@ def test_a_broken_post_fork_fails_the_reload_and_the_old_generation_serves(hooke
     marker.unlink()
     server.signal(signal.SIGHUP)
     server.stderr.wait_for(r"Generation 3 is serving", 15)
+    wait_until(lambda: serving <= {r["worker_pid"] for r in named(records(path), "child_exit")},
+               "generation 1 to drain and be reaped")
     assert int(requests.get(server.url, timeout=5).text) not in serving
 
 
