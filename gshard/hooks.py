@@ -169,7 +169,10 @@ class Worker:
     """What hooks receive as ``worker``, made before the fork as gunicorn's is.
 
     ``pid`` is ``"[booting]"`` until the fork, as in gunicorn. ``slot`` and
-    ``generation`` are gshard's own: which listener and which deploy.
+    ``generation`` are gshard's own: which listener and which deploy. A hook
+    that sets ``alive = False`` (gunicorn's way to have a worker replaced,
+    e.g. past a memory limit) makes the shard ask for a successor, as
+    ``--max-requests`` does: it drains once the successor serves.
     """
 
     def __init__(self, server: Server, age: int, slot: int, generation: int) -> None:
@@ -182,13 +185,25 @@ class Worker:
         self.slot = slot
         self.generation = generation
         self.timeout = server.config.timeout / 2
-        self.alive = True
+        self._alive = True
+        # Set by the serving shard: asks the manager for a successor.
+        self.retire: Callable[[], None] | None = None
         self.booted = False
         self.aborted = False
         self.wsgi: Callable | None = None
 
     def __str__(self) -> str:
         return f"<Worker {self.pid}>"
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        if self._alive and not value and self.retire is not None:
+            self.retire()
+        self._alive = bool(value)
 
     def notify(self) -> None:
         """gshard's shards report liveness on their own (a heartbeat greenlet)."""

@@ -114,6 +114,9 @@ class ShardServer:
         self.pool = Pool(config.worker_connections)
         self.stopped = Event()
         self.last_tick = time.monotonic()
+        # A hook set worker.alive = False: ask for a successor, as --max-requests does.
+        self.retiring = False
+        spec.worker.retire = self._retire
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
         starting, post_request = hooks.request_hooks(config, spec.worker)
@@ -166,9 +169,11 @@ class ShardServer:
         self.stopped.wait()
         return EXIT_OK
 
+    def _retire(self) -> None:
+        self.retiring = True
+
     def _quit(self) -> None:
         """Exit now (SIGQUIT, SIGINT), after gunicorn's worker_int hook."""
-        self.spec.worker.alive = False
         self.spec.worker.call("worker_int")
         self.stopped.set()
 
@@ -201,7 +206,8 @@ class ShardServer:
             if os.getppid() != spec.manager_pid:
                 log.error_log.warning("Shard %d: the manager is gone; draining", spec.slot)
                 self._leave(0.0)
-            if (limit and self.lifecycle.handled >= limit and not self.lifecycle.draining
+            if ((self.retiring or (limit and self.lifecycle.handled >= limit))
+                    and not self.lifecycle.draining
                     and now >= ask_at and send(spec.channel, ipc.Kind.RECYCLE)):
                 # The manager starts a successor; this shard drains once it serves.
                 ask_at, retry = now + retry, min(retry * 2, RECYCLE_RETRY_CAP)

@@ -69,7 +69,6 @@ def _abort(spec: ipc.ShardSpec) -> NoReturn:
     blocked where no Python runs is killed by the manager a moment later.
     """
     worker = spec.worker
-    worker.alive = False
     worker.aborted = True
     worker.call("worker_abort")
     _exit(spec, EXIT_ABORTED)

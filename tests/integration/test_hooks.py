@@ -290,3 +290,23 @@ def test_hooks_see_what_gunicorns_gevent_worker_shows_them(hooked, gunicorn_hook
                 {k: post[k] for k in ("status", "status_code", "sent", "kept_state", "script")})
 
     assert request_view(ours) == request_view(theirs)
+
+
+RETIRING_CONFIG = '''
+def post_request(worker, req, environ, resp):
+    if req.path == "/retire":
+        worker.alive = False  # gunicorn's way: this worker should be replaced
+'''
+
+
+def test_a_hook_setting_worker_alive_false_gets_the_shard_replaced(gshard_proc, tmp_path):
+    config = tmp_path / "retire.conf.py"
+    config.write_text(RETIRING_CONFIG)
+    server = gshard_proc("pid_app:app", "--shards", "1", "-c", str(config))
+    (first,) = server.shard_pids()
+    assert int(requests.get(f"{server.url}/retire", timeout=5).text) == first
+    server.stderr.wait_for(rf"Recycling shard 0 \(pid {first}\)", 10)
+    server.stderr.wait_for(rf"\(pid {first}\) exited with status 0 after draining", 15)
+    (second,) = server.shard_pids()
+    assert second != first
+    assert int(requests.get(server.url, timeout=5).text) == second

@@ -263,3 +263,16 @@ def test_a_raising_post_request_is_logged_and_the_connection_serves_on(serve, ca
         assert client.read_response().body == b"hello " + path.encode()
     assert caplog.text.count("Exception in the post_request hook") == 2
     assert "metrics backend down" in caplog.text
+
+
+def test_setting_alive_false_asks_the_shard_to_retire_once():
+    worker = make_server(make_config()).forking(0, 1)
+    worker.alive = False  # not serving yet: nobody to ask, and nothing breaks
+    asked = []
+    worker = make_server(make_config()).forking(0, 1)
+    worker.retire = lambda: asked.append(True)
+    worker.alive = True
+    assert asked == []
+    worker.alive = False
+    worker.alive = False
+    assert asked == [True] and worker.alive is False
