@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import platform
 import resource
 import runpy
 import shlex
@@ -17,12 +18,22 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from gshard import __version__, app_check, log, privileges, process_env, upgrade
+from gshard import (
+    __version__,
+    activation,
+    app_check,
+    build,
+    daemon,
+    log,
+    privileges,
+    process_env,
+    upgrade,
+)
 from gshard.config import Config, config_names, settings
 from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY
-from gshard.listener import open_listeners
+from gshard.listener import ListenerSet, open_listeners
 from gshard.manager import Manager
 
 
@@ -35,6 +46,14 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see gshard --help)")
 
 
+class _Version(argparse.Action):
+    """``--version``, saying whether the compiled modules run (imported only when asked)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        print(f"gshard {__version__} ({build()}; Python {platform.python_version()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gshard",
@@ -43,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", nargs="?", metavar="APP",
                         help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")
-    parser.add_argument("-v", "--version", action="version", version=f"gshard {__version__}")
+    parser.add_argument("-v", "--version", action=_Version, nargs=0,
+                        help="Show gshard's version and build (compiled or pure Python).")
     for spec in settings():
         flags = spec.metadata["flags"]
         if not flags:
@@ -89,7 +109,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     """
     try:
         if path.startswith("python:"):
-            sys.path.insert(0, os.getcwd())
+            sys.path.insert(0, os.getcwd())  # as gunicorn's chdir puts it there
             namespace = vars(importlib.import_module(path[len("python:"):]))
         else:
             namespace = runpy.run_path(path)
@@ -119,8 +139,13 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     """
     environ = os.environ if environ is None else environ
     parser = build_parser()
-    layers = [vars(parser.parse_args(shlex.split(environ[name])))
-              for name in ARGS_VARIABLES if environ.get(name)]
+    layers = []
+    for name in ARGS_VARIABLES:
+        if environ.get(name):
+            try:
+                layers.append(vars(parser.parse_args(shlex.split(environ[name]))))
+            except (ConfigError, ValueError) as exc:  # ValueError: shlex, unbalanced quotes
+                raise ConfigError(f"${name}: {exc}") from None
     layers.append(vars(parser.parse_args(argv)))
     config_path = next((layer["config"] for layer in reversed(layers) if "config" in layer),
                        None) or next(
@@ -211,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         identity = privileges.resolve(config.user, config.group)
     except ConfigError as exc:
         print(f"gshard: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        # --check-config answers 0 or 1, as gunicorn's; a run refuses with 2.
+        return 1 if "--check-config" in argv else EXIT_USAGE
     process_env.apply(config)
     if config.check_config:
         for warning in config.compat_warnings():
@@ -222,23 +248,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     _raise_open_files_limit()
     try:
         log.configure_for(config)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        print(f"gshard: error: logging config: {exc}", file=sys.stderr)
+    except Exception as exc:  # a logging config can fail in any way its handlers can
+        print(f"gshard: error: logging config: {exc!r}", file=sys.stderr)
         return EXIT_USAGE
     for warning in config.compat_warnings():
         log.error_log.warning(warning)
     inherited = upgrade.inheritance(os.environ)
     try:
-        if inherited is not None:
-            listeners = inherited.adopt(config.bind)
-        else:
-            listeners = open_listeners(config.bind, config.shards, config.backlog)
-            for listener_set in listeners:
-                listener_set.chown(identity.uid, identity.gid)
+        listeners = _listeners(config, identity, inherited)
     except (OSError, ValueError) as exc:
         log.error_log.error("Cannot listen: %s", exc)
         return 1
+    if config.daemon and inherited is None:  # a USR2 successor stays where it was started
+        daemon.daemonize(config.enable_stdio_inheritance)
     return Manager(config, listeners, argv, inherited).run()
+
+
+def _listeners(
+    config: Config, identity: privileges.Identity, inherited: upgrade.Inheritance | None
+) -> list[ListenerSet]:
+    """The sockets to serve on: a predecessor's (SIGUSR2), systemd's, or bound for --bind.
+
+    systemd's ``LISTEN_*`` variables are removed from the environment either
+    way, so no shard or successor mistakes them for its own.
+    """
+    passed = activation.take(os.environ, os.getpid())
+    if passed.ignored:
+        log.error_log.warning("Socket activation ignored: %s", passed.ignored)
+    if inherited is not None:
+        return inherited.adopt(config.bind)
+    if passed.sockets:
+        return activation.listeners(passed, config.bind, config.shards, config.backlog)
+    listeners = open_listeners(config.bind, config.shards, config.backlog)
+    for listener_set in listeners:
+        listener_set.chown(identity.uid, identity.gid)
+    return listeners
 
 
 def _raise_open_files_limit() -> None:

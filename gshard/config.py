@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gshard import gunicorn_compat as compat
+from gshard import syslog_handler
 from gshard.errors import ConfigError
 from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored, refused
 from gshard.log import DEFAULT_ACCESS_FORMAT
@@ -164,6 +165,11 @@ def _mapping(value: Any) -> dict:
     if not isinstance(value, Mapping):
         raise ValueError("must be a dict")
     return dict(value)
+
+
+def _syslog_address(value: Any) -> str:
+    syslog_handler.parse_address(_text(value))
+    return value
 
 
 def _script_name(value: Any) -> str:
@@ -494,6 +500,36 @@ class Config:
         DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
+    daemon: bool = setting(
+        False, _bool, "Detach from the terminal once the listeners are bound (use a "
+        "supervisor's Type=notify instead where there is one).",
+        flags=("-D", "--daemon"), switch=True,
+    )
+    enable_stdio_inheritance: bool = setting(
+        False, _bool, "With --daemon, keep stdin, stdout and stderr instead of /dev/null.",
+        flags=("-R", "--enable-stdio-inheritance"), switch=True,
+    )
+    syslog: bool = setting(
+        False, _bool, "Also send the error log (and the access log) to syslog.",
+        flags=("--log-syslog",), switch=True,
+    )
+    syslog_addr: str = setting(
+        "udp://localhost:514", _syslog_address,
+        "Where syslog is: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream].",
+        flags=("--log-syslog-to",), metavar="ADDRESS",
+    )
+    syslog_prefix: str | None = setting(
+        None, _optional_text, "The syslog tag's middle: gunicorn.PREFIX.error (default: "
+        "--name, else the APP).", flags=("--log-syslog-prefix",), metavar="PREFIX",
+    )
+    syslog_facility: str = setting(
+        "user", _choice(*syslog_handler.FACILITIES), "The syslog facility.",
+        flags=("--log-syslog-facility",), metavar="FACILITY",
+    )
+    disable_redirect_access_to_syslog: bool = setting(
+        False, _bool, "Keep the access log out of syslog.",
+        flags=("--disable-redirect-access-to-syslog",), switch=True,
+    )
     capture_output: bool = setting(
         False, _bool, "Send the application's stdout and stderr to --error-logfile.",
         flags=("--capture-output",), switch=True,
@@ -593,8 +629,11 @@ class Config:
     def from_values(cls, values: Mapping[str, Any]) -> Config:
         """Convert and check raw values (strings from the CLI or Python from a file).
 
-        Unknown names are refused, each value is converted by its setting, and
-        a failure names the setting and the rule it broke.
+        Each value is converted by its setting, and a failure names the setting
+        and the rule it broke; so does a value gunicorn accepts and gshard
+        refuses. gunicorn's settings that gshard has no field for are judged
+        the same way and kept in ``gunicorn_only`` (to warn about); any other
+        name is refused.
         """
         known = {f.name: f for f in dataclasses.fields(cls)}
         converted: dict[str, Any] = {}
@@ -633,7 +672,8 @@ class Config:
             raise ConfigError("--bind: the same address is given twice")
 
     def compat_warnings(self) -> list[str]:
-        """One line for each gunicorn setting given that gshard accepts but does differently."""
+        """One line for each setting given that gshard accepts but that means nothing or
+        something else here (``--threads``, ``-k sync``): logged once at start."""
         lines = []
         for spec in settings():
             value = getattr(self, spec.name)
@@ -714,7 +754,7 @@ def settings() -> Iterable[dataclasses.Field]:
 def flag_name(spec: dataclasses.Field) -> str:
     """How to name a setting in a message: its long flag, else its name."""
     flags = spec.metadata["flags"]
-    return next((f for f in flags if f.startswith("--")), spec.name.upper())
+    return next((f for f in flags if f.startswith("--")), spec.name)
 
 
 def config_names() -> dict[str, str]:

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 
-from gevent.socket import wait_write
+from gevent.socket import wait_read, wait_write
 
 from gshard import linger
 from gshard.context import ServeContext
@@ -165,15 +165,22 @@ class Connection:
         lifecycle = self.ctx.lifecycle
         if lifecycle.draining:
             return False
-        if self.sock.timeout is not None:
-            self.sock.settimeout(None)
-        lifecycle.idle[self.sock] = time.monotonic()
+        sock = self.sock
+        if sock.timeout is not None:
+            sock.settimeout(None)
+        lifecycle.idle[sock] = time.monotonic()
         try:
-            data = self.sock.recv(RECV_SIZE)
+            if self.raw is not None and time.time() - self.ctx.loop_time() > self.ctx.time_slice:
+                # The loop has not polled for a whole slice: a client whose next
+                # request is already here would be served at once, again and
+                # again, while others wait. Queue behind them for one poll.
+                # (Not under TLS, where the next request may be decrypted already.)
+                wait_read(sock.fileno())
+            data = sock.recv(RECV_SIZE)
         except OSError:
             return False
         finally:
-            lifecycle.idle.pop(self.sock, None)
+            lifecycle.idle.pop(sock, None)
         self.proto.receive_data(data)
         return bool(data)
 
@@ -231,7 +238,7 @@ class Connection:
 
     @property
     def sends_files(self) -> bool:
-        return self.raw is not None
+        return self.raw is not None and self.ctx.sendfile
 
     def send(self, data: bytes) -> None:
         """Send to the client; a failure is the client's, never the application's.

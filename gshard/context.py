@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,9 +45,18 @@ class ServeContext:
     tls: Any = None
     proxy: ProxyProtocol | None = None
     forwarded: Forwarded | None = None
+    # gunicorn's --no-sendfile: files are read and written instead.
+    sendfile: bool = True
     # Called with each finished exchange, in order: the access log, and
     # whatever else reads finished requests. Empty, it costs nothing per request.
     finished: tuple[Callable[[Exchange], None], ...] = ()
+    # The event loop's clock, which it reads once per iteration (libev's
+    # ``now()``): time.time() minus it is how long the greenlets running now
+    # have held the loop since it last polled. The default never yields.
+    loop_time: Callable[[], float] = time.time
+    # Past this, a connection waits for its next request through the loop
+    # instead of serving it at once, so others are not kept waiting.
+    time_slice: float = 0.002
     # Called with each exchange before the application runs (gunicorn's
     # pre_request hook); one raising fails the request with a 500.
     starting: tuple[Callable[[Exchange], None], ...] = ()

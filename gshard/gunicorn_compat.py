@@ -67,8 +67,6 @@ def refused(why: str) -> Compat:
 NOT_YET = "not supported yet"
 METRICS = ("metrics come with `gshard status` and a Prometheus endpoint, not statsd "
            "(not supported yet)")
-SYSLOG = ("not supported yet: log to stderr and let journald collect it, or give "
-          "logconfig_dict a logging.handlers.SysLogHandler")
 
 
 # --- worker classes -------------------------------------------------------------
@@ -172,140 +170,11 @@ def _widen_post_request(function: Callable, count: int) -> Callable:
 
 # --- gunicorn settings that have no gshard field ----------------------------------------
 
-
-@dataclass(frozen=True)
-class GunicornOnly:
-    """A gunicorn setting gshard has nothing to configure with: recognised, then judged.
-
-    ``takes`` is how its flag reads the command line: ``value``, ``append``
-    (repeatable) or ``switch`` (no value; stores ``True``). ``default`` is
-    gunicorn's, so that a file that spells the default out changes nothing
-    and gets no warning.
-    """
-
-    name: str
-    flags: tuple[str, ...]
-    takes: str
-    default: Any
-    compat: Compat
-
-
-def _only(name: str, flags: tuple[str, ...], takes: str, default: Any,
-          compat: Compat) -> GunicornOnly:
-    return GunicornOnly(name, flags, takes, default, compat)
-
-
 GREENLETS = ("greenlets do that job: each shard serves up to --worker-connections "
              "requests at once")
 ASGI = "an ASGI setting; gshard serves WSGI"
 HTTP2 = "gshard serves HTTP/1.1 only"
 DIRTY = "gshard has no dirty arbiters"
-
-GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
-    _only("threads", ("--threads",), "value", 1, ignored(GREENLETS)),
-    _only("spew", ("--spew",), "switch", False,
-          ignored("gshard has no line tracer; run the application under a debugger")),
-    _only("worker_tmp_dir", ("--worker-tmp-dir",), "value", None,
-          ignored("shards report liveness over a pipe; there is no heartbeat file")),
-    _only("tmp_upload_dir", (), "value", None,
-          ignored("request bodies are streamed to the application, never stored")),
-    _only("daemon", ("-D", "--daemon"), "switch", False,
-          refused("run gshard under a supervisor (systemd Type=notify, see the README) "
-                  "instead of daemonizing")),
-    _only("enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), "switch", False,
-          ignored("only matters with --daemon, which gshard does not do")),
-    _only("logger_class", ("--logger-class",), "value", "gunicorn.glogging.Logger",
-          Compat("refused", "gshard logs through its own loggers (shared by gunicorn.error "
-                 "and gunicorn.access); configure them with --log-config or logconfig_dict",
-                 judge=lambda value: _judge_logger_class(value))),
-    _only("syslog", ("--log-syslog",), "switch", False, refused(SYSLOG)),
-    _only("syslog_addr", ("--log-syslog-to",), "value", "udp://localhost:514",
-          ignored("only matters with --log-syslog")),
-    _only("syslog_prefix", ("--log-syslog-prefix",), "value", None,
-          ignored("only matters with --log-syslog")),
-    _only("syslog_facility", ("--log-syslog-facility",), "value", "user",
-          ignored("only matters with --log-syslog")),
-    _only("disable_redirect_access_to_syslog", ("--disable-redirect-access-to-syslog",),
-          "switch", False, ignored("only matters with --log-syslog")),
-    _only("statsd_host", ("--statsd-host",), "value", None, refused(METRICS)),
-    _only("dogstatsd_tags", ("--dogstatsd-tags",), "value", "", refused(METRICS)),
-    _only("statsd_prefix", ("--statsd-prefix",), "value", "", refused(METRICS)),
-    _only("enable_backlog_metric", ("--enable-backlog-metric",), "switch", False,
-          refused(METRICS)),
-    _only("default_proc_name", (), "value", "gunicorn",
-          ignored("process titles use --name, else the APP")),
-    _only("paste", ("--paste", "--paster"), "value", None,
-          refused("PasteDeploy applications are not supported; name the application "
-                  "as MODULE:ATTR")),
-    _only("raw_paste_global_conf", ("--paste-global",), "append", [],
-          refused("PasteDeploy applications are not supported")),
-    _only("protocol", ("--protocol",), "value", "http",
-          refused("gshard speaks HTTP only, not uwsgi")),
-    _only("uwsgi_allow_ips", ("--uwsgi-allow-from",), "value", "127.0.0.1,::1",
-          ignored("gshard speaks HTTP only, not uwsgi")),
-    _only("ssl_version", ("--ssl-version",), "value", 2,
-          ignored("TLS uses Python's default context (TLS 1.2 or newer), as gunicorn "
-                  "now recommends")),
-    _only("suppress_ragged_eofs", ("--suppress-ragged-eofs",), "switch", True,
-          ignored("a TLS connection closed without close_notify ends like any closed "
-                  "connection")),
-    _only("do_handshake_on_connect", ("--do-handshake-on-connect",), "switch", False,
-          ignored("the TLS handshake always runs in the connection's greenlet, within "
-                  "--header-timeout")),
-    _only("http_protocols", ("--http-protocols",), "value", "h1",
-          Compat("refused", HTTP2, judge=lambda value: _judge_http_protocols(value))),
-    _only("http2_cleartext", ("--http2-cleartext",), "value", "off", refused(HTTP2)),
-    _only("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), "value",
-          100, ignored(HTTP2)),
-    _only("http2_initial_window_size", ("--http2-initial-window-size",), "value", 65535,
-          ignored(HTTP2)),
-    _only("http2_max_frame_size", ("--http2-max-frame-size",), "value", 16384,
-          ignored(HTTP2)),
-    _only("http2_max_header_list_size", ("--http2-max-header-list-size",), "value", 65536,
-          ignored(HTTP2)),
-    _only("permit_obsolete_folding", ("--permit-obsolete-folding",), "switch", False,
-          refused(f"{SECURITY} (obs-fold is refused against request smuggling)")),
-    _only("strip_header_spaces", ("--strip-header-spaces",), "switch", False,
-          refused(f"{SECURITY} (whitespace before the colon is refused against "
-                  "request smuggling)")),
-    _only("permit_unconventional_http_method", ("--permit-unconventional-http-method",),
-          "switch", False, refused(f"{SECURITY} (lower-case methods are refused)")),
-    _only("permit_unconventional_http_version", ("--permit-unconventional-http-version",),
-          "switch", False,
-          refused(f"{SECURITY} (versions other than HTTP/1.0 and 1.1 get 505)")),
-    _only("casefold_http_method", ("--casefold-http-method",), "switch", False,
-          refused(f"{SECURITY} (lower-case methods are refused, not upper-cased)")),
-    _only("forwarder_headers", ("--forwarder-headers",), "value", "SCRIPT_NAME,PATH_INFO",
-          Compat("different", "header names with '_' are dropped from every peer, trusted "
-                 "proxies included, so a proxy cannot set SCRIPT_NAME or PATH_INFO through "
-                 "headers; set the mount point with SCRIPT_NAME in the environment",
-                 judge=lambda value: _judge_forwarder_headers(value))),
-    _only("header_map", ("--header-map",), "value", "drop",
-          Compat("different", "'drop' as in gunicorn; 'refuse' drops too (with a warning); "
-                 f"'dangerous' is refused: {SECURITY}", judge=judge_header_map)),
-    _only("asgi_loop", ("--asgi-loop",), "value", "auto", ignored(ASGI)),
-    _only("asgi_lifespan", ("--asgi-lifespan",), "value", "auto", ignored(ASGI)),
-    _only("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), "value", 3,
-          ignored(ASGI)),
-    _only("websocket_max_message_size", ("--websocket-max-message-size",), "value",
-          16777216, ignored(ASGI)),
-    _only("root_path", ("--root-path",), "value", "",
-          ignored(f"{ASGI}; a WSGI mount point is SCRIPT_NAME in the environment")),
-    _only("http_parser", ("--http-parser",), "value", "auto",
-          ignored("gshard always uses its own strict parser")),
-    _only("control_socket_mode", ("--control-socket-mode",), "value", 0o600,
-          ignored("gshard's control socket is always 0600 (its owner only)")),
-    _only("dirty_apps", ("--dirty-app",), "append", [], refused(DIRTY)),
-    _only("dirty_workers", ("--dirty-workers",), "value", 0, ignored(DIRTY)),
-    _only("dirty_timeout", ("--dirty-timeout",), "value", 300, ignored(DIRTY)),
-    _only("dirty_threads", ("--dirty-threads",), "value", 1, ignored(DIRTY)),
-    _only("dirty_graceful_timeout", ("--dirty-graceful-timeout",), "value", 30,
-          ignored(DIRTY)),
-    _only("on_dirty_starting", (), "value", None, ignored(DIRTY)),
-    _only("dirty_post_fork", (), "value", None, ignored(DIRTY)),
-    _only("dirty_worker_init", (), "value", None, ignored(DIRTY)),
-    _only("dirty_worker_exit", (), "value", None, ignored(DIRTY)),
-)
 
 
 def _judge_logger_class(value: Any) -> str | None:
@@ -332,6 +201,116 @@ def _judge_forwarder_headers(value: Any) -> str | None:
         return None
     raise ValueError("header names with '_' are dropped from every peer "
                      f"({SECURITY}); a proxy cannot set {', '.join(sorted(names))}")
+
+
+@dataclass(frozen=True)
+class GunicornOnly:
+    """A gunicorn setting gshard has nothing to configure with: recognised, then judged.
+
+    ``takes`` is how its flag reads the command line: ``value``, ``append``
+    (repeatable) or ``switch`` (no value; stores ``True``). ``default`` is
+    gunicorn's, so that a file that spells the default out changes nothing
+    and gets no warning.
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    takes: str
+    default: Any
+    compat: Compat
+
+
+GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
+    GunicornOnly("threads", ("--threads",), "value", 1, ignored(GREENLETS)),
+    GunicornOnly("spew", ("--spew",), "switch", False,
+                 ignored("gshard has no line tracer; run the application under a debugger")),
+    GunicornOnly("worker_tmp_dir", ("--worker-tmp-dir",), "value", None,
+                 ignored("shards report liveness over a pipe; there is no heartbeat file")),
+    GunicornOnly("tmp_upload_dir", (), "value", None,
+                 ignored("request bodies are streamed to the application, never stored")),
+    GunicornOnly("logger_class", ("--logger-class",), "value", "gunicorn.glogging.Logger",
+                 Compat("refused", "gshard logs through its own loggers (shared by gunicorn.error "
+                        "and gunicorn.access); configure them with --log-config or logconfig_dict",
+                        judge=_judge_logger_class)),
+    GunicornOnly("statsd_host", ("--statsd-host",), "value", None, refused(METRICS)),
+    GunicornOnly("dogstatsd_tags", ("--dogstatsd-tags",), "value", "", refused(METRICS)),
+    GunicornOnly("statsd_prefix", ("--statsd-prefix",), "value", "", refused(METRICS)),
+    GunicornOnly("enable_backlog_metric", ("--enable-backlog-metric",), "switch", False,
+                 refused(METRICS)),
+    GunicornOnly("default_proc_name", (), "value", "gunicorn",
+                 ignored("process titles use --name, else the APP")),
+    GunicornOnly("paste", ("--paste", "--paster"), "value", None,
+                 refused("PasteDeploy applications are not supported; name the application "
+                  "as MODULE:ATTR")),
+    GunicornOnly("raw_paste_global_conf", ("--paste-global",), "append", [],
+                 refused("PasteDeploy applications are not supported")),
+    GunicornOnly("protocol", ("--protocol",), "value", "http",
+                 refused("gshard speaks HTTP only, not uwsgi")),
+    GunicornOnly("uwsgi_allow_ips", ("--uwsgi-allow-from",), "value", "127.0.0.1,::1",
+                 ignored("gshard speaks HTTP only, not uwsgi")),
+    GunicornOnly("ssl_version", ("--ssl-version",), "value", 2,
+                 ignored("TLS uses Python's default context (TLS 1.2 or newer), as gunicorn "
+                  "now recommends")),
+    GunicornOnly("suppress_ragged_eofs", ("--suppress-ragged-eofs",), "switch", True,
+                 ignored("a TLS connection closed without close_notify ends like any closed "
+                  "connection")),
+    GunicornOnly("do_handshake_on_connect", ("--do-handshake-on-connect",), "switch", False,
+                 ignored("the TLS handshake always runs in the connection's greenlet, within "
+                  "--header-timeout")),
+    GunicornOnly("http_protocols", ("--http-protocols",), "value", "h1",
+                 Compat("refused", HTTP2, judge=_judge_http_protocols)),
+    GunicornOnly("http2_cleartext", ("--http2-cleartext",), "value", "off", refused(HTTP2)),
+    GunicornOnly("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), "value",
+                 100, ignored(HTTP2)),
+    GunicornOnly("http2_initial_window_size", ("--http2-initial-window-size",), "value", 65535,
+                 ignored(HTTP2)),
+    GunicornOnly("http2_max_frame_size", ("--http2-max-frame-size",), "value", 16384,
+                 ignored(HTTP2)),
+    GunicornOnly("http2_max_header_list_size", ("--http2-max-header-list-size",), "value", 65536,
+                 ignored(HTTP2)),
+    GunicornOnly("permit_obsolete_folding", ("--permit-obsolete-folding",), "switch", False,
+                 refused(f"{SECURITY} (obs-fold is refused against request smuggling)")),
+    GunicornOnly("strip_header_spaces", ("--strip-header-spaces",), "switch", False,
+                 refused(f"{SECURITY} (whitespace before the colon is refused against "
+                  "request smuggling)")),
+    GunicornOnly("permit_unconventional_http_method", ("--permit-unconventional-http-method",),
+                 "switch", False, refused(f"{SECURITY} (lower-case methods are refused)")),
+    GunicornOnly("permit_unconventional_http_version", ("--permit-unconventional-http-version",),
+                 "switch", False,
+                 refused(f"{SECURITY} (versions other than HTTP/1.0 and 1.1 get 505)")),
+    GunicornOnly("casefold_http_method", ("--casefold-http-method",), "switch", False,
+                 refused(f"{SECURITY} (lower-case methods are refused, not upper-cased)")),
+    GunicornOnly("forwarder_headers", ("--forwarder-headers",), "value", "SCRIPT_NAME,PATH_INFO",
+                 Compat("different", "header names with '_' are dropped from every peer, trusted "
+                        "proxies included, so a proxy cannot set SCRIPT_NAME or PATH_INFO through "
+                        "headers; set the mount point with SCRIPT_NAME in the environment",
+                        judge=_judge_forwarder_headers)),
+    GunicornOnly("header_map", ("--header-map",), "value", "drop",
+                 Compat("different", "'drop' as in gunicorn; 'refuse' drops too (with a warning); "
+                        f"'dangerous' is refused: {SECURITY}", judge=judge_header_map)),
+    GunicornOnly("asgi_loop", ("--asgi-loop",), "value", "auto", ignored(ASGI)),
+    GunicornOnly("asgi_lifespan", ("--asgi-lifespan",), "value", "auto", ignored(ASGI)),
+    GunicornOnly("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), "value", 3,
+                 ignored(ASGI)),
+    GunicornOnly("websocket_max_message_size", ("--websocket-max-message-size",), "value",
+                 16777216, ignored(ASGI)),
+    GunicornOnly("root_path", ("--root-path",), "value", "",
+                 ignored(f"{ASGI}; a WSGI mount point is SCRIPT_NAME in the environment")),
+    GunicornOnly("http_parser", ("--http-parser",), "value", "auto",
+                 ignored("gshard always uses its own strict parser")),
+    GunicornOnly("control_socket_mode", ("--control-socket-mode",), "value", 0o600,
+                 ignored("gshard's control socket is always 0600 (its owner only)")),
+    GunicornOnly("dirty_apps", ("--dirty-app",), "append", [], refused(DIRTY)),
+    GunicornOnly("dirty_workers", ("--dirty-workers",), "value", 0, ignored(DIRTY)),
+    GunicornOnly("dirty_timeout", ("--dirty-timeout",), "value", 300, ignored(DIRTY)),
+    GunicornOnly("dirty_threads", ("--dirty-threads",), "value", 1, ignored(DIRTY)),
+    GunicornOnly("dirty_graceful_timeout", ("--dirty-graceful-timeout",), "value", 30,
+                 ignored(DIRTY)),
+    GunicornOnly("on_dirty_starting", (), "value", None, ignored(DIRTY)),
+    GunicornOnly("dirty_post_fork", (), "value", None, ignored(DIRTY)),
+    GunicornOnly("dirty_worker_init", (), "value", None, ignored(DIRTY)),
+    GunicornOnly("dirty_worker_exit", (), "value", None, ignored(DIRTY)),
+)
 
 
 def gunicorn_only(name: str) -> GunicornOnly | None:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from gshard.config import Config
     from gshard.exchange import Exchange
 
+from gshard import syslog_handler
+
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -70,6 +72,10 @@ def configure_for(config: Any) -> None:
     configure(config.loglevel, config.errorlog, config.accesslog)
     if config.capture_output and config.errorlog != "-":
         _capture_output(config.errorlog)
+    if config.syslog:
+        error_log.addHandler(syslog_handler.handler(config, "error"))
+        if not config.disable_redirect_access_to_syslog:
+            access_log.addHandler(syslog_handler.handler(config, "access"))
     if config.logconfig_dict:
         logging.config.dictConfig(config.logconfig_dict)
     if config.logconfig_json:
@@ -80,14 +86,20 @@ def configure_for(config: Any) -> None:
     for ours, theirs in GUNICORN_LOGGERS:
         # dictConfig disables loggers it does not name unless told otherwise;
         # gshard's own keep working, with the level given to gunicorn's.
-        ours.disabled = ours is access_log and config.accesslog is None and not theirs.handlers
+        ours.disabled = not theirs.handlers
         ours.handlers = theirs.handlers
         if theirs.level != logging.NOTSET:
             ours.setLevel(theirs.level)
 
 
+# The error log file stdout and stderr point at (--capture-output), to reopen with it.
+_captured_path: str | None = None
+
+
 def _capture_output(path: str) -> None:
     """Point this process's stdout and stderr (and its children's) at the error log file."""
+    global _captured_path
+    _captured_path = path
     sys.stdout.flush()
     sys.stderr.flush()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -107,6 +119,8 @@ def reopen_files() -> None:
                     handler.stream = handler._open()
                 finally:
                     handler.release()
+    if _captured_path is not None:
+        _capture_output(_captured_path)
 
 
 @dataclass

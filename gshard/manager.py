@@ -66,10 +66,10 @@ class Manager:
         argv: Sequence[str] = (),
         inherited: upgrade.Inheritance | None = None,
     ) -> None:
-        tcp = [ls for ls in listeners if not ls.address.is_unix]
-        if inherited is not None and tcp:
+        per_slot = [ls for ls in listeners if not ls.shared]
+        if inherited is not None and per_slot:
             # The predecessor may have scaled: one shard per inherited listener.
-            config = dataclasses.replace(config, shards=len(tcp[0].sockets))
+            config = dataclasses.replace(config, shards=len(per_slot[0].sockets))
         self.config = config
         self.listeners = listeners
         self.argv = list(argv)  # to start a successor with the same command line
@@ -266,7 +266,7 @@ class Manager:
                 self.control.finish_reload(action.ok, action.message)
         elif isinstance(action, fsm.Steer):
             for listener_set in self.listeners:
-                if not listener_set.address.is_unix:
+                if not listener_set.shared:  # one queue for all: nothing to choose
                     steer(listener_set.sockets[0], action.slots)
         elif isinstance(action, fsm.Listeners):
             for listener_set in self.listeners:

@@ -132,7 +132,8 @@ class ShardServer:
             ctx = ServeContext(
                 app=app,
                 base_environ=base_environ(
-                    address.unix_path or address.host, str(port), scheme, config.shards > 1
+                    address.unix_path or address.host, str(port), scheme, config.shards > 1,
+                    config.script_name,
                 ),
                 limits=limits,
                 keepalive=config.keepalive,
@@ -143,6 +144,8 @@ class ShardServer:
                 proxy=proxy,
                 forwarded=forwarded,
                 finished=finished,
+                loop_time=gevent.get_hub().loop.now,
+                sendfile=config.sendfile,
                 starting=starting,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.

@@ -29,7 +29,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 from gshard.config import BindAddress
-from gshard.listener import ListenerSet
+from gshard.listener import ListenerSet, systemd_listener
 
 ENV_LISTENERS = "GSHARD_INHERITED_LISTENERS"
 ENV_READY_FD = "GSHARD_UPGRADE_READY_FD"
@@ -58,6 +58,8 @@ def start_successor(argv: Sequence[str], listeners: list[ListenerSet]) -> Succes
         inherited.append({
             "bind": listener_set.address.url(),
             "fds": [sock.fileno() for sock in listener_set.sockets],
+            "shared": listener_set.shared,
+            "systemd_name": listener_set.systemd_name,
         })
     os.set_inheritable(ready_w, True)
     env = dict(os.environ)
@@ -85,7 +87,12 @@ class Inheritance:
 
         Refuses (ValueError) if they do not match the command line, which is
         the predecessor's own unless its environment was tampered with.
+        Sockets systemd passed replaced --bind: they are taken as they are.
         """
+        if any(entry.get("systemd_name") is not None for entry in self.listeners):
+            return [systemd_listener([socket.socket(fileno=fd) for fd in entry["fds"]],
+                                     entry["systemd_name"], entry["shared"])
+                    for entry in self.listeners]
         urls = [entry["bind"] for entry in self.listeners]
         if urls != [address.url() for address in binds]:
             raise ValueError(f"inherited listeners {urls} do not match --bind")

@@ -82,6 +82,11 @@ def make_environ(
     path, query = split_target(request.method, request.target)
     if "%" in path:
         path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
+    mount = base["SCRIPT_NAME"]
+    if mount and (path == mount or path.startswith(mount + "/")):
+        # Served under a mount point: the application sees the path below it.
+        # A path outside it reaches the application whole (gunicorn answers 500).
+        path = path[len(mount):]
     environ = base.copy()
     environ["REQUEST_METHOD"] = request.method
     environ["PATH_INFO"] = path

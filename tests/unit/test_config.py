@@ -13,11 +13,14 @@ from gshard.errors import EXIT_USAGE, ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _no_port_env(monkeypatch):
-    # parse_config reads $PORT (as gunicorn does on PaaS) and
-    # $FORWARDED_ALLOW_IPS (as gunicorn does); keep them out of the way.
-    monkeypatch.delenv("PORT", raising=False)
-    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+def _no_port_env(monkeypatch, tmp_path):
+    # parse_config reads variables (as gunicorn does: $PORT on PaaS,
+    # $WEB_CONCURRENCY, ...) and ./gunicorn.conf.py; keep them out of the way.
+    for name in ("PORT", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "SCRIPT_NAME", "SENDFILE",
+                 "GUNICORN_CMD_ARGS", "GSHARD_CMD_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "start").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
 
 
 def parse(*argv: str) -> Config:
@@ -81,6 +84,13 @@ SAMPLES = {
     "reload_engine": ("poll", "poll", {}),
     "reload_extra_files": ("templates/*.html", ("templates/*.html",), {}),
     "check_config": (None, True, {}),
+    "daemon": (None, True, {}),
+    "syslog": (None, True, {}),
+    "syslog_addr": ("unix:///dev/log#dgram", "unix:///dev/log#dgram", {}),
+    "syslog_prefix": ("web", "web", {}),
+    "syslog_facility": ("local0", "local0", {}),
+    "disable_redirect_access_to_syslog": (None, True, {}),
+    "enable_stdio_inheritance": (None, True, {}),
     "print_config": (None, True, {}),
 }
 
@@ -376,8 +386,7 @@ def nothing_starts(monkeypatch):
         ["app:x", "--statsd-host", "localhost:8125"],
         ["app:x", "--strip-header-spaces"],
         ["app:x", "--header-map", "dangerous"],
-        ["app:x", "-D"],
-        ["app:x", "--log-syslog"],
+        ["app:x", "--log-syslog-to", "http://localhost"],
         ["app:x", "--logger-class", "myapp.MyLogger"],
         ["app:x", "--timeout", "nan"],
         ["app:x", "--max-requests-jitter", "5"],

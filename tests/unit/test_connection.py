@@ -9,7 +9,6 @@ strict raw client, and every finished ``Exchange`` is recorded through
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -246,18 +245,22 @@ def test_a_draining_shard_closes_after_the_response(serve):
     assert len(served.finished) == 1
 
 
+def file_app(content: bytes, offset: int = 0) -> Callable:
+    """An application answering with a ``wsgi.file_wrapper`` over ``content`` from ``offset``."""
+    def app(environ, start_response):
+        handle = tempfile.TemporaryFile()  # noqa: SIM115 (the server closes it, as PEP 3333 says)
+        handle.write(content)
+        handle.seek(offset)
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](handle)
+
+    return app
+
+
 def test_a_file_goes_out_with_sendfile_and_its_length(serve):
-    with tempfile.TemporaryFile() as handle:
-        handle.write(b"0123456789" * 1000)
-        handle.seek(5)
-
-        def send_file(environ, start_response):
-            start_response("200 OK", [])
-            return environ["wsgi.file_wrapper"](os.fdopen(os.dup(handle.fileno()), "rb"))
-
-        served = serve(send_file)
-        served.client.send(request_bytes("GET", "/file"))
-        response = served.client.read_response()
+    served = serve(file_app(b"0123456789" * 1000, offset=5))
+    served.client.send(request_bytes("GET", "/file"))
+    response = served.client.read_response()
     assert response.header("Content-Length") == "9995"
     assert response.body == (b"0123456789" * 1000)[5:]
     assert served.finished[0].sent == 9995
@@ -272,3 +275,12 @@ def test_a_malformed_head_gets_400_and_a_close(serve, caplog):
     with pytest.raises((Closed, TimeoutError)):
         served.client.read_response(timeout=0.5)
     assert "Bad request from 10.0.0.7" in caplog.text
+
+
+def test_no_sendfile_reads_the_file_instead(serve):
+    served = serve(file_app(b"abc" * 1000))
+    served.ctx.sendfile = False
+    served.client.send(request_bytes("GET", "/file"))
+    response = served.client.read_response()
+    # Iterated, not sent by the kernel: no length known before the head.
+    assert response.chunked and response.body == b"abc" * 1000
