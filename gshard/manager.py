@@ -294,8 +294,14 @@ class Manager:
             manager_pid=self.pid,
             worker=worker,
         )
+        # Until the new shard has its own handlers, a signal sent to it (a
+        # generation failing at once is told to quit) would run the manager's
+        # and land in the manager's wakeup pipe; blocked, it waits for the
+        # shard's (shard.run unblocks).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
             self.server.forked(worker, pid)
             return pid
         try:

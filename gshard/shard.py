@@ -51,6 +51,8 @@ def run(spec: ipc.ShardSpec) -> NoReturn:
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGABRT, lambda signum, frame: _abort(spec))
+    # Signals sent since the fork were held for these handlers (manager._fork).
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     status = EXIT_BOOT_ERROR
     try:
         status = _run(spec)

@@ -310,3 +310,27 @@ def test_a_hook_setting_worker_alive_false_gets_the_shard_replaced(gshard_proc, 
     (second,) = server.shard_pids()
     assert second != first
     assert int(requests.get(server.url, timeout=5).text) == second
+
+
+@pytest.mark.timeout(40)
+def test_shards_failing_at_once_never_pass_their_signals_to_the_manager(hooked, tmp_path):
+    """A generation whose post_fork fails at once is told to quit within
+    milliseconds of its fork; a signal reaching a shard before it has its own
+    handlers once ran the manager's, which read it as its own (it shut down
+    after a few such reloads). Signals are held across the fork now."""
+    marker = tmp_path / "break-post-fork"
+    server, _ = hooked("pid_app:app", "--shards", "2", env={"HOOK_FAIL_POST_FORK": str(marker)})
+    serving = set(server.shard_pids())
+    marker.touch()
+    for _ in range(20):  # each reload quits the generation still booting, if any
+        server.signal(signal.SIGHUP)
+        time.sleep(0.05)
+
+    def settled() -> bool:
+        text = server.stderr.text
+        return text.rfind("Reload failed") > text.rfind("Reloading: booting")
+
+    wait_until(settled, "the last reload to fail", 15)
+    assert server.stderr.count("Shutting down") == 0, server.stderr.text
+    assert server.proc.poll() is None
+    assert int(requests.get(server.url, timeout=5).text) in serving
