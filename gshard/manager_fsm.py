@@ -23,6 +23,12 @@ The rules that make restarts safe:
   (systemd) and drain. A successor that exits before that changes nothing.
   One upgrade at a time, and only from a manager that serves and owns its
   files.
+* A shard whose event loop is blocked past the heartbeat timeout is asked to
+  abort (SIGABRT: gunicorn's worker_abort hook runs), then killed.
+
+gunicorn's server hooks that belong to one of these decisions (start, reload,
+scaling) are ``Hook`` actions in gunicorn's order; the manager runs them, so
+no user code runs in here.
 """
 
 from __future__ import annotations
