@@ -95,6 +95,8 @@ class ConfigView:
         self._foreign = dict(config.gunicorn_only)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (a copy being made): no setting has such a name
+            raise AttributeError(name)
         if name in self._names:
             return getattr(self._config, self._names[name])
         if name in self._foreign:

@@ -6,6 +6,7 @@ pair in this process, so ``req`` and ``resp`` are built from real exchanges.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 
@@ -105,6 +106,7 @@ def test_cfg_reads_gunicorn_names_gshard_names_and_gunicorn_only_settings():
     assert [str(address) for address in cfg.bind] == ["127.0.0.1:8000"]
     with pytest.raises(AttributeError):
         cfg.no_such_setting  # noqa: B018
+    assert copy.copy(cfg).workers == 3  # copying finds no setting where there is none
 
 
 def test_server_carries_gunicorn_arbiter_attributes():
