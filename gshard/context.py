@@ -57,3 +57,6 @@ class ServeContext:
     # Past this, a connection waits for its next request through the loop
     # instead of serving it at once, so others are not kept waiting.
     time_slice: float = 0.002
+    # Called with each exchange before the application runs (gunicorn's
+    # pre_request hook); one raising fails the request with a 500.
+    starting: tuple[Callable[[Exchange], None], ...] = ()

@@ -12,6 +12,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
 EXIT_APP_LOAD_ERROR = 4
+# A shard told to abort (its event loop blocked past --timeout), as gunicorn's worker exits.
+EXIT_ABORTED = 1
 # Exit status of the CLI for a bad flag or value, as argparse and gunicorn use.
 EXIT_USAGE = 2
 

@@ -125,6 +125,8 @@ class Exchange:
         result = None
         try:
             try:
+                for starting in self._ctx.starting:
+                    starting(self)
                 if self.forwarded is not None:
                     self.forwarded.apply(self.environ, self.request.headers)
                 result = self._ctx.app(self.environ, self.start)

@@ -17,6 +17,7 @@ import enum
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from gshard.config import BindAddress, Config
 
@@ -39,6 +40,8 @@ class ShardSpec:
     listeners: list[tuple[socket.socket, BindAddress, int]]  # socket, address, bound port
     channel: socket.socket
     manager_pid: int
+    # The shard as gunicorn's hooks see it (a ``hooks.Worker``, made before the fork).
+    worker: Any = None
 
 
 class Kind(enum.Enum):

@@ -21,7 +21,7 @@ import traceback
 from collections import deque
 from collections.abc import Sequence
 
-from gshard import ipc, log, systemd, upgrade
+from gshard import hooks, ipc, log, systemd, upgrade
 from gshard import manager_fsm as fsm
 from gshard.config import Config
 from gshard.control import ControlServer
@@ -45,6 +45,7 @@ _STOP_SIGNALS = {
     fsm.StopMode.DRAIN: signal.SIGTERM,
     fsm.StopMode.RETIRE: signal.SIGUSR2,
     fsm.StopMode.QUIT: signal.SIGQUIT,
+    fsm.StopMode.ABORT: signal.SIGABRT,
     fsm.StopMode.KILL: signal.SIGKILL,
 }
 # The loop wakes at least this often even when nothing is due.
@@ -89,6 +90,8 @@ class Manager:
         self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._inbox.setblocking(False)
         self.control: ControlServer | None = None
+        # gunicorn's arbiter as the configuration's hooks see it.
+        self.server = hooks.Server(config, self.pid, listeners, lambda: self.fsm.slots)
 
     def run(self) -> int:
         """Serve until stopped; the exit status for the command."""
@@ -104,6 +107,7 @@ class Manager:
             return self._loop()
         finally:
             self._cleanup()
+            self.server.call("on_exit")
 
     def _loop(self) -> int:
         pending = deque(self.fsm.handle(fsm.Start(time.monotonic())))
@@ -206,11 +210,13 @@ class Manager:
                 self._close_successor_ready()
                 events.append(fsm.SuccessorExited(pid, code, now))
             else:
+                self.server.reaped(pid)
                 events.append(fsm.Exited(pid, code, now))
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
     def _start_successor(self) -> list[fsm.Action]:
+        self.server.call("pre_exec")
         now = time.monotonic()
         try:
             successor = upgrade.start_successor(self.argv, self.listeners)
@@ -273,9 +279,12 @@ class Manager:
             self._take_ownership()
         elif isinstance(action, fsm.Title):
             log.set_process_title(action.role, self.config)
+        elif isinstance(action, fsm.Hook):
+            self.server.call(action.name, *action.args)
         return []
 
     def _fork(self, slot: int, generation: int) -> int:
+        worker = self.server.forking(slot, generation)
         spec = ipc.ShardSpec(
             config=self.config,
             slot=slot,
@@ -283,9 +292,17 @@ class Manager:
             listeners=[(ls.socket_for(slot), ls.address, ls.port) for ls in self.listeners],
             channel=self._outbox,
             manager_pid=self.pid,
+            worker=worker,
         )
+        # Until the new shard has its own handlers, a signal sent to it (a
+        # generation failing at once is told to quit) would run the manager's
+        # and land in the manager's wakeup pipe; blocked, it waits for the
+        # shard's (shard.run unblocks).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
+            self.server.forked(worker, pid)
             return pid
         try:
             self._forget_manager_state(spec)

@@ -23,6 +23,12 @@ The rules that make restarts safe:
   (systemd) and drain. A successor that exits before that changes nothing.
   One upgrade at a time, and only from a manager that serves and owns its
   files.
+* A shard whose event loop is blocked past the heartbeat timeout is asked to
+  abort (SIGABRT: gunicorn's worker_abort hook runs), then killed.
+
+gunicorn's server hooks that belong to one of these decisions (start, reload,
+scaling) are ``Hook`` actions in gunicorn's order; the manager runs them, so
+no user code runs in here.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 # How long a shard told to quit (not drain) has before it is killed.
 QUIT_GRACE = 5.0
+# How long a blocked shard sent SIGABRT (gunicorn's worker_abort hook runs) has
+# before it is killed; gunicorn's master kills on its next check, a second later.
+ABORT_GRACE = 1.0
 
 
 class ShardState(enum.Enum):
@@ -73,6 +82,7 @@ class StopMode(enum.Enum):
     # still queued on it, then drain (SIGUSR2).
     RETIRE = "retire"
     QUIT = "quit"  # exit now (SIGQUIT)
+    ABORT = "abort"  # blocked past --timeout: exit at once, through worker_abort (SIGABRT)
     KILL = "kill"  # cannot be ignored (SIGKILL)
 
 
@@ -299,9 +309,18 @@ class Title:
     role: str
 
 
+@dataclass(frozen=True)
+class Hook:
+    """Run the configuration's gunicorn server hook ``name`` with the server and ``args``
+    (``gshard.hooks``); the manager runs it, so no user code runs in here."""
+
+    name: str
+    args: tuple = ()
+
+
 Action = (
     Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit | StartSuccessor
-    | TakeOwnership | Title
+    | TakeOwnership | Title | Hook
 )
 
 
@@ -366,7 +385,11 @@ class ManagerFSM:
     def _on_start(self, event: Start) -> list[Action]:
         self.sockets = self.slots
         actions: list[Action] = [] if self.inherited else self._take_ownership()
-        return [*actions, Log(Level.INFO, f"Booting {self.slots} shards"),
+        # gunicorn's order: the count is set, then the server starts and is
+        # ready (its listeners are bound), and only then are workers forked.
+        hooks = [Hook("nworkers_changed", (self.slots, None)), Hook("on_starting"),
+                 Hook("when_ready")]
+        return [*actions, *hooks, Log(Level.INFO, f"Booting {self.slots} shards"),
                 *self._boot_generation()]
 
     def _take_ownership(self) -> list[Action]:
@@ -464,7 +487,9 @@ class ManagerFSM:
         grace = QUIT_GRACE if mode is StopMode.QUIT else self.timings.graceful_timeout
         if mode is StopMode.RETIRE:
             grace += RETIRE_SETTLE
-        shard.kill_at = now + grace
+        # A gentler request never postpones a kill already armed (an aborted shard).
+        armed = shard.kill_at
+        shard.kill_at = now + grace if armed is None else min(armed, now + grace)
         return [Signal(shard.pid, mode)]
 
     def _on_boot_failed(self, event: BootFailed) -> list[Action]:
@@ -540,7 +565,9 @@ class ManagerFSM:
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
         error = self.boot_errors.get(generation)
         if error:
-            return "the application failed to load: " + error.strip().splitlines()[-1]
+            what = ("the application failed to load" if status == EXIT_APP_LOAD_ERROR
+                    else "a shard failed to boot")
+            return f"{what}: " + error.strip().splitlines()[-1]
         if shard.killed:
             return f"shard {shard.slot} was not ready within {self.timings.boot_timeout:g}s"
         return f"shard {shard.slot} {describe_status(status)} while booting"
@@ -573,7 +600,8 @@ class ManagerFSM:
         actions += self._boot_generation()
         message = f"Reloading: booting generation {self.booting}"
         return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
-                *actions]
+                # gunicorn sets its count anew on every reload, then reloads.
+                Hook("nworkers_changed", (self.slots, self.slots)), Hook("on_reload"), *actions]
 
     def _on_stop(self, event: Stop) -> list[Action]:
         mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
@@ -607,7 +635,8 @@ class ManagerFSM:
         opens = self.sockets < self.slots
         self.sockets = max(self.sockets, self.slots)
         # Steered off the new listener before it exists, until its shard serves.
-        actions: list[Action] = [Log(Level.INFO, f"Adding shard {slot}"), *self._steer()]
+        actions: list[Action] = [Log(Level.INFO, f"Adding shard {slot}"),
+                                 Hook("nworkers_changed", (self.slots, slot)), *self._steer()]
         if opens:
             actions.append(Listeners(self.slots))
         return [*actions, Spawn(slot, self.live)]
@@ -618,7 +647,8 @@ class ManagerFSM:
         self.respawn_at.pop(slot, None)
         self.failures.pop(slot, None)
         # Steered away first: the leaving shard then accepts what was queued.
-        actions: list[Action] = [Log(Level.INFO, f"Removing shard {slot}"), *self._steer()]
+        actions: list[Action] = [Log(Level.INFO, f"Removing shard {slot}"),
+                                 Hook("nworkers_changed", (slot, slot + 1)), *self._steer()]
         for shard in list(self.shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
                 actions += self._leave(shard, StopMode.RETIRE, now)
@@ -650,8 +680,12 @@ class ManagerFSM:
             and self.timings.heartbeat_timeout
             and now - shard.last_beat > self.timings.heartbeat_timeout
         ):
-            message = (f"Shard {shard.slot} (pid {shard.pid}) blocked for more than "
-                       f"{self.timings.heartbeat_timeout:g}s; killing it")
+            # As gunicorn: SIGABRT first (the shard runs worker_abort and exits),
+            # then the kill above if it cannot.
+            shard.kill_at = now + ABORT_GRACE
+            return [Log(Level.ERROR, f"Shard {shard.slot} (pid {shard.pid}) blocked for more "
+                                     f"than {self.timings.heartbeat_timeout:g}s; aborting it"),
+                    Signal(shard.pid, StopMode.ABORT)]
         else:
             return []
         shard.killed = True

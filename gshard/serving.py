@@ -38,7 +38,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from gshard import ipc, log
+from gshard import hooks, ipc, log
 from gshard.connection import Connection
 from gshard.context import Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
@@ -114,9 +114,13 @@ class ShardServer:
         self.pool = Pool(config.worker_connections)
         self.stopped = Event()
         self.last_tick = time.monotonic()
+        # A hook set worker.alive = False: ask for a successor, as --max-requests does.
+        self.retiring = False
+        spec.worker.retire = self._retire
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
-        finished = (access.log,) if access.enabled else ()
+        starting, post_request = hooks.request_hooks(config, spec.worker)
+        finished = ((access.log,) if access.enabled else ()) + post_request
         scheme = "https" if tls_context is not None else "http"
         proxy = (ProxyProtocol(config.proxy_protocol, AllowList(config.proxy_allow_ips))
                  if config.proxy_protocol != "off" else None)
@@ -142,6 +146,7 @@ class ShardServer:
                 finished=finished,
                 loop_time=gevent.get_hub().loop.now,
                 sendfile=config.sendfile,
+                starting=starting,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())
@@ -155,8 +160,8 @@ class ShardServer:
             server.start()
         gevent.signal_handler(signal.SIGTERM, self._leave, 0.0)
         gevent.signal_handler(signal.SIGUSR2, self._leave, RETIRE_SETTLE)
-        gevent.signal_handler(signal.SIGQUIT, self.stopped.set)
-        gevent.signal_handler(signal.SIGINT, self.stopped.set)
+        gevent.signal_handler(signal.SIGQUIT, self._quit)
+        gevent.signal_handler(signal.SIGINT, self._quit)
         gevent.signal_handler(signal.SIGUSR1, log.reopen_files)
         if self.config.timeout:
             _watch_event_loop(self, max(self.config.timeout / 2, BEAT_INTERVAL * 2))
@@ -166,6 +171,14 @@ class ShardServer:
             gevent.spawn(self._reap_idle)
         self.stopped.wait()
         return EXIT_OK
+
+    def _retire(self) -> None:
+        self.retiring = True
+
+    def _quit(self) -> None:
+        """Exit now (SIGQUIT, SIGINT), after gunicorn's worker_int hook."""
+        self.spec.worker.call("worker_int")
+        self.stopped.set()
 
     def _leave(self, keep_accepting: float) -> None:
         if not self.lifecycle.draining:
@@ -196,7 +209,8 @@ class ShardServer:
             if os.getppid() != spec.manager_pid:
                 log.error_log.warning("Shard %d: the manager is gone; draining", spec.slot)
                 self._leave(0.0)
-            if (limit and self.lifecycle.handled >= limit and not self.lifecycle.draining
+            if ((self.retiring or (limit and self.lifecycle.handled >= limit))
+                    and not self.lifecycle.draining
                     and now >= ask_at and send(spec.channel, ipc.Kind.RECYCLE)):
                 # The manager starts a successor; this shard drains once it serves.
                 ask_at, retry = now + retry, min(retry * 2, RECYCLE_RETRY_CAP)

@@ -16,18 +16,15 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from gshard import ipc, log, privileges
+from gshard import hooks, ipc, log, privileges
 from gshard.errors import (
+    EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
     EXIT_BOOT_ERROR,
     EXIT_OK,
     AppLoadError,
     TLSError,
 )
-
-
-def _exit_now(signum: int, frame: object) -> None:
-    os._exit(EXIT_OK)
 
 
 def preload() -> None:
@@ -44,24 +41,48 @@ def preload() -> None:
 
 def run(spec: ipc.ShardSpec) -> NoReturn:
     """Become a shard; never returns, so the manager's stack is never unwound here."""
-    # Until the loop installs its handlers, being told to stop means exiting.
+    spec.worker.pid = os.getpid()
+    # Until the loop installs its handlers, being told to stop means exiting
+    # (through worker_exit, as a gunicorn worker's exit always goes).
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
-        signal.signal(signum, _exit_now)
+        signal.signal(signum, lambda signum, frame: _exit(spec, EXIT_OK))
     for signum in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU,
                    signal.SIGWINCH):  # the manager's to act on; SIGUSR2 until serving
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGABRT, lambda signum, frame: _abort(spec))
+    # Signals sent since the fork were held for these handlers (manager._fork).
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     status = EXIT_BOOT_ERROR
     try:
         status = _run(spec)
     except BaseException:
         traceback.print_exc()
     finally:
-        for handler in (*log.error_log.handlers, *log.access_log.handlers):
-            handler.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+        _exit(spec, status)
+
+
+def _abort(spec: ipc.ShardSpec) -> NoReturn:
+    """SIGABRT: the manager found this shard's event loop blocked past --timeout.
+
+    A real signal handler, not a gevent one, so it runs even though the loop
+    is blocked (between two bytecodes, or when a blocking call is interrupted);
+    as gunicorn's worker does, it calls worker_abort and exits. A shard
+    blocked where no Python runs is killed by the manager a moment later.
+    """
+    worker = spec.worker
+    worker.aborted = True
+    worker.call("worker_abort")
+    _exit(spec, EXIT_ABORTED)
+
+
+def _exit(spec: ipc.ShardSpec, status: int) -> NoReturn:
+    spec.worker.call_with_server("worker_exit")
+    for handler in (*log.error_log.handlers, *log.access_log.handlers):
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _patch_stdlib() -> None:
@@ -94,6 +115,14 @@ def _patch_stdlib() -> None:
 
 
 def _run(spec: ipc.ShardSpec) -> int:
+    worker = spec.worker
+    try:
+        # Before patching, as gunicorn's gevent worker calls it (it patches in
+        # init_process, after post_fork): a post_fork that makes a database
+        # driver cooperative (psycogreen) sees the same process in both.
+        worker.call_with_server("post_fork")
+    except hooks.HookFailed as exc:
+        return _boot_failed(spec, str(exc), EXIT_BOOT_ERROR)
     _patch_stdlib()
 
     from gshard.loader import load_app
@@ -111,14 +140,24 @@ def _run(spec: ipc.ShardSpec) -> int:
         if config.tls:
             from gshard.tls import server_context
 
-            tls_context = server_context(config)
+            tls_context = hooks.ssl_context(config, lambda: server_context(config))
         privileges.drop(privileges.resolve(config.user, config.group, config.initgroups))
         if config.chdir:
             os.chdir(config.chdir)
         app = load_app(config.app, os.getcwd())
+        worker.wsgi = app
+        worker.call("post_worker_init")
+    except hooks.HookFailed as exc:
+        return _boot_failed(spec, str(exc), EXIT_BOOT_ERROR)
     except Exception as exc:
         detail = str(exc) if isinstance(exc, (AppLoadError, TLSError)) else traceback.format_exc()
-        if not ipc.send(spec.channel, ipc.Kind.BOOT_FAILED, detail):
-            log.error_log.error("Failed to load the application:\n%s", detail)
-        return EXIT_APP_LOAD_ERROR
+        return _boot_failed(spec, detail, EXIT_APP_LOAD_ERROR)
+    worker.booted = True
     return ShardServer(spec, app, tls_context).serve()
+
+
+def _boot_failed(spec: ipc.ShardSpec, detail: str, status: int) -> int:
+    """Tell the manager why this shard will not serve; the exit status that says so too."""
+    if not ipc.send(spec.channel, ipc.Kind.BOOT_FAILED, detail):
+        log.error_log.error("Shard failed to boot:\n%s", detail)
+    return status

@@ -213,10 +213,13 @@ def test_draining_shards_are_killed_after_the_graceful_timeout():
     d = Driver(slots=1)
     (old,) = d.started()
     d.feed(fsm.Reload)
-    d.ready(*d.pids_of(2))
+    (new,) = d.pids_of(2)
+    d.ready(new)
     d.now += TIMINGS.graceful_timeout - 1
+    d.feed(fsm.Beat, new)
     assert old not in signals(d.feed(fsm.Tick))
     d.now += 2
+    d.feed(fsm.Beat, new)
     assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
 
 
@@ -228,8 +231,32 @@ def test_blocked_shard_is_killed_and_replaced():
     d.now += TIMINGS.heartbeat_timeout - 0.5
     assert signals(d.feed(fsm.Tick)) == {}
     d.now += 1
-    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.ABORT}  # worker_abort, then exit
+    d.now += fsm.ABORT_GRACE - 0.1
+    assert signals(d.feed(fsm.Tick)) == {}
+    d.now += 0.2
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}  # it could not run Python
     assert spawns(d.feed(fsm.Exited, pid, -9)) == [(0, 1)]
+
+
+def test_an_aborted_shard_that_exits_is_replaced_without_a_kill():
+    d = Driver(slots=1)
+    (pid,) = d.started()
+    d.now = TIMINGS.heartbeat_timeout + 1
+    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.ABORT}
+    assert spawns(d.feed(fsm.Exited, pid, 1)) == [(0, 1)]
+    d.now += fsm.ABORT_GRACE + 1
+    assert signals(d.feed(fsm.Tick)) == {}
+
+
+def test_a_drain_does_not_postpone_the_kill_of_an_aborted_shard():
+    d = Driver(slots=1)
+    (old,) = d.started()
+    d.now = TIMINGS.heartbeat_timeout + 1
+    assert signals(d.feed(fsm.Tick)) == {old: StopMode.ABORT}
+    d.feed(fsm.Stop, True)  # asks it to drain, with the whole graceful timeout
+    d.now += fsm.ABORT_GRACE + 0.1
+    assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
 
 
 def test_recycle_drains_only_once_the_successor_is_ready():
@@ -483,3 +510,42 @@ def test_upgrade_is_refused_before_the_server_serves(inherited):
     assert logs(actions, fsm.Level.WARNING) == ["Upgrade refused: the server is not serving yet"]
     assert fsm.StartSuccessor not in kinds(actions)
     assert d.fsm.upgrade is fsm.Upgrade.NONE
+
+
+# --- gunicorn's server hooks: where the rules put them ---------------------------
+
+
+def hook_calls(actions) -> list:
+    """Hook and Spawn actions in order, the way the manager carries them out."""
+    return [(a.name, *a.args) if isinstance(a, fsm.Hook) else ("spawn", a.slot)
+            for a in actions if isinstance(a, (fsm.Hook, fsm.Spawn))]
+
+
+def test_start_runs_gunicorns_start_hooks_before_any_shard_is_forked():
+    d = Driver(slots=2)
+    assert hook_calls(d.feed(fsm.Start)) == [
+        ("nworkers_changed", 2, None), ("on_starting",), ("when_ready",),
+        ("spawn", 0), ("spawn", 1)]
+
+
+def test_reload_runs_on_reload_before_the_new_generation_is_forked():
+    d = Driver(slots=2)
+    d.started()
+    assert hook_calls(d.feed(fsm.Reload)) == [
+        ("nworkers_changed", 2, 2), ("on_reload",), ("spawn", 0), ("spawn", 1)]
+
+
+def test_a_refused_reload_runs_no_hook():
+    d = Driver(slots=1)
+    d.feed(fsm.Start)  # still starting
+    assert hook_calls(d.feed(fsm.Reload)) == []
+
+
+def test_scaling_tells_nworkers_changed_the_new_and_old_counts():
+    d = Driver(slots=2)
+    d.started()
+    assert hook_calls(d.feed(fsm.Scale, +1)) == [("nworkers_changed", 3, 2), ("spawn", 2)]
+    d.ready(*[p for p in d.pids_of(1) if d.fsm.shards[p].state is fsm.ShardState.BOOTING])
+    assert hook_calls(d.feed(fsm.Scale, -1)) == [("nworkers_changed", 2, 3)]
+    assert hook_calls(d.feed(fsm.Scale, -1)) == [("nworkers_changed", 1, 2)]
+    assert hook_calls(d.feed(fsm.Scale, -1)) == []  # the last shard stays: nothing changed

@@ -1,0 +1,316 @@
+"""gunicorn's server hooks: called at gunicorn's moments, with gunicorn-shaped arguments.
+
+A gunicorn config file's hooks receive gunicorn's own objects: the arbiter as
+``server``, a ``Worker``, the parsed ``Request`` and its ``Response``. gshard
+has none of those, so this module builds look-alikes from gshard's own state
+(the manager's slots, a shard's spec, an ``Exchange``), with the attribute
+names hooks actually use, and ``call`` runs a hook and decides what its
+failure means:
+
+* a hook a shard's boot depends on (``post_fork``, ``post_worker_init``,
+  ``ssl_context``) fails that boot: the shard reports the traceback and exits,
+  so a reload with a broken hook leaves the serving generation alone, as a
+  broken import does;
+* any other hook's exception is logged with its traceback and the process
+  carries on (gunicorn's master dies of one; gshard's manager never does);
+* ``pre_request`` is run by the exchange, inside its error handling, so a
+  raising one answers 500 as gunicorn does.
+
+Per-request hooks cost nothing when undefined: ``request_hooks`` returns empty
+tuples, and the connection loops over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from gshard import log
+from gshard.config import Config, config_names
+
+if TYPE_CHECKING:
+    from gshard.exchange import Exchange
+    from gshard.listener import ListenerSet
+
+# Hooks whose failure fails the shard's boot.
+BOOT_HOOKS = frozenset({"post_fork", "post_worker_init", "ssl_context"})
+
+
+class HookFailed(Exception):
+    """A hook the shard's boot depends on raised; the message holds its traceback."""
+
+
+def call(config: Config, name: str, *args: Any) -> Any:
+    """Run hook ``name`` if the configuration defines it; its result, or None."""
+    hook = getattr(config, name)
+    if hook is None:
+        return None
+    try:
+        return hook(*args)
+    except Exception:
+        if name in BOOT_HOOKS:
+            raise HookFailed(f"The {name} hook raised:\n{traceback.format_exc()}") from None
+        log.error_log.exception("Exception in the %s hook", name)
+        return None
+
+
+# --- what every hook object carries ----------------------------------------------
+
+
+class HookLog:
+    """gunicorn's ``server.log`` / ``worker.log``: its methods, over gshard's loggers."""
+
+    def __init__(self) -> None:
+        error = log.error_log
+        self.error_log = error
+        self.access_log = log.access_log
+        self.critical = error.critical
+        self.error = error.error
+        self.warning = error.warning
+        self.info = error.info
+        self.debug = error.debug
+        self.exception = error.exception
+        self.log = error.log
+
+    def reopen_files(self) -> None:
+        log.reopen_files()
+
+    def close_on_exec(self) -> None:
+        """gshard's log files are opened close-on-exec already (Python's default)."""
+
+
+class ConfigView:
+    """gunicorn's ``cfg``: settings read by gunicorn's names (``cfg.workers``, ``cfg.is_ssl``).
+
+    gshard's own names work too; gunicorn settings gshard has no use for read
+    as given in the configuration.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._names = config_names()
+        self._foreign = dict(config.gunicorn_only)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (a copy being made): no setting has such a name
+            raise AttributeError(name)
+        if name in self._names:
+            return getattr(self._config, self._names[name])
+        if name in self._foreign:
+            return self._foreign[name]
+        if name == "is_ssl":
+            return self._config.tls
+        if name == "address":
+            return list(self._config.bind)
+        raise AttributeError(f"gshard has no setting {name!r}")
+
+
+# --- the manager: gunicorn's arbiter ----------------------------------------------
+
+
+class Server:
+    """What hooks receive as ``server`` (gunicorn's Arbiter), kept by the manager.
+
+    ``WORKERS`` maps the PID of each live shard to its ``Worker``, as
+    gunicorn's does; a forked shard keeps the manager's copy as it was at the
+    fork. ``num_workers`` is the manager's current shard count.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        pid: int,
+        listeners: Sequence[ListenerSet],
+        count: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.cfg = ConfigView(config)
+        self.log = HookLog()
+        self.pid = pid
+        self.timeout = config.timeout
+        self.proc_name = config.proc_name or config.app
+        # Where the server listens, as gunicorn lists it: (host, port) or a unix path.
+        self.address = [ls.address.unix_path or (ls.address.host, ls.port) for ls in listeners]
+        self.WORKERS: dict[int, Worker] = {}
+        self.worker_age = 0
+        self._count = count
+
+    @property
+    def num_workers(self) -> int:
+        return self._count()
+
+    def call(self, name: str, *args: Any) -> None:
+        """A manager-side hook taking the server first (on_starting, when_ready, ...)."""
+        call(self.config, name, self, *args)
+
+    def forking(self, slot: int, generation: int) -> Worker:
+        """Before a fork: the new shard's ``Worker``, after ``pre_fork`` has seen it."""
+        self.worker_age += 1
+        worker = Worker(self, self.worker_age, slot, generation)
+        self.call("pre_fork", worker)
+        return worker
+
+    def forked(self, worker: Worker, pid: int) -> None:
+        worker.pid = pid
+        self.WORKERS[pid] = worker
+
+    def reaped(self, pid: int) -> None:
+        """A shard process ended: ``child_exit``, as gunicorn calls it when it reaps one."""
+        worker = self.WORKERS.pop(pid, None)
+        if worker is not None:
+            self.call("child_exit", worker)
+
+
+# --- a shard: gunicorn's worker -----------------------------------------------------
+
+
+class Worker:
+    """What hooks receive as ``worker``, made before the fork as gunicorn's is.
+
+    ``pid`` is ``"[booting]"`` until the fork, as in gunicorn. ``slot`` and
+    ``generation`` are gshard's own: which listener and which deploy. A hook
+    that sets ``alive = False`` (gunicorn's way to have a worker replaced,
+    e.g. past a memory limit) makes the shard ask for a successor, as
+    ``--max-requests`` does: it drains once the successor serves.
+    """
+
+    def __init__(self, server: Server, age: int, slot: int, generation: int) -> None:
+        self.server = server
+        self.cfg = server.cfg
+        self.log = server.log
+        self.age = age
+        self.pid: int | str = "[booting]"
+        self.ppid = server.pid
+        self.slot = slot
+        self.generation = generation
+        self.timeout = server.config.timeout / 2
+        self._alive = True
+        # Set by the serving shard: asks the manager for a successor.
+        self.retire: Callable[[], None] | None = None
+        self.booted = False
+        self.aborted = False
+        self.wsgi: Callable | None = None
+
+    def __str__(self) -> str:
+        return f"<Worker {self.pid}>"
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        if self._alive and not value and self.retire is not None:
+            self.retire()
+        self._alive = bool(value)
+
+    def notify(self) -> None:
+        """gshard's shards report liveness on their own (a heartbeat greenlet)."""
+
+    def call(self, name: str) -> None:
+        """A shard-side hook taking the worker alone (post_worker_init, worker_int, ...)."""
+        call(self.server.config, name, self)
+
+    def call_with_server(self, name: str) -> None:
+        """A shard-side hook taking the server and the worker (post_fork, worker_exit)."""
+        call(self.server.config, name, self.server, self)
+
+
+# --- one request: gunicorn's Request and Response ---------------------------------------
+
+
+class Request:
+    """gunicorn's ``req`` for one exchange: the request line and header fields.
+
+    ``headers`` is a list of (UPPER-CASE NAME, value), as gunicorn's parser
+    gives it; ``remote_addr`` is the peer (gshard's REMOTE_ADDR before any
+    forwarded header is believed). Hooks may set attributes on it:
+    ``post_request`` gets the object ``pre_request`` got.
+    """
+
+    def __init__(self, exchange: Exchange) -> None:
+        request = exchange.request
+        environ = exchange.environ
+        self.method = request.method
+        self.uri = request.target
+        parts = urlsplit(request.target)
+        self.path = parts.path
+        self.query = parts.query
+        self.fragment = parts.fragment
+        version = request.http_version  # "HTTP/1.1"
+        self.version = (int(version[5]), int(version[7]))
+        self.headers = list(request.headers)
+        self.trailers: list[tuple[str, str]] = []
+        self.scheme = environ["wsgi.url_scheme"]
+        self.body = environ["wsgi.input"]
+        port = environ.get("REMOTE_PORT")
+        self.remote_addr = self.peer_addr = (
+            (environ["REMOTE_ADDR"], int(port)) if port else environ["REMOTE_ADDR"]
+        )
+        self._keep_alive = request.keep_alive
+
+    def should_close(self) -> bool:
+        return not self._keep_alive
+
+
+@dataclasses.dataclass
+class Response:
+    """gunicorn's ``resp`` once a request is finished.
+
+    ``status`` is None when no response went out (the client left first);
+    ``sent`` counts body bytes, ``response_length`` is the Content-Length
+    the application declared, if any.
+    """
+
+    status: str | None
+    status_code: int | None
+    headers: list[tuple[str, str]]
+    sent: int
+    response_length: int | None
+    headers_sent: bool
+
+    @classmethod
+    def of(cls, exchange: Exchange) -> Response:
+        status = exchange.status
+        return cls(status, int(status[:3]) if status else None, exchange.response_headers,
+                   exchange.sent, exchange.start.content_length, status is not None)
+
+
+def request_hooks(config: Config, worker: Worker) -> tuple[tuple, tuple]:
+    """The ``(starting, finished)`` callables of ``ServeContext`` for the defined request hooks.
+
+    Both tuples are empty when neither hook is defined. With both, the
+    ``Request`` built for ``pre_request`` is kept until ``post_request``.
+    """
+    pre, post = config.pre_request, config.post_request
+    started: dict[Exchange, Request] = {}
+    starting: tuple = ()
+    finished: tuple = ()
+    if pre is not None:
+        def pre_request(exchange: Exchange) -> None:
+            req = Request(exchange)
+            if post is not None:
+                started[exchange] = req
+            pre(worker, req)  # raising: the exchange logs it and answers 500
+
+        starting = (pre_request,)
+    if post is not None:
+        def post_request(exchange: Exchange) -> None:
+            req = started.pop(exchange, None) or Request(exchange)
+            call(config, "post_request", worker, req, exchange.environ, Response.of(exchange))
+
+        finished = (post_request,)
+    return starting, finished
+
+
+def ssl_context(config: Config, default: Callable[[], Any]) -> Any:
+    """The shard's SSLContext: the ``ssl_context(cfg, default_factory)`` hook's, or the default."""
+    if config.ssl_context is None:
+        return default()
+    context = call(config, "ssl_context", ConfigView(config), default)
+    if context is None:
+        raise HookFailed("The ssl_context hook returned None instead of an SSLContext")
+    return context
