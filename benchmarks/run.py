@@ -1,11 +1,12 @@
-"""Benchmark gshard against gunicorn's gevent worker: ``python benchmarks/run.py``.
+"""Benchmark gshard against its peers: ``python benchmarks/run.py``.
 
-Both servers run the same apps (benchmarks/apps) with the same process count
-and connection limits, each started fresh for every run, alternating gshard,
-gunicorn, gshard, ... so that a slow moment of this shared machine hits both.
-Load comes from wrk on 127.0.0.1 only, each run bounded by ``-d``. Results go
-to benchmarks/results/RESULTS.md and chart.png, raw wrk output and server logs
-to benchmarks/results/raw/.
+gshard, gunicorn's gevent worker, granian (WSGI) and bjoern run the same apps
+(benchmarks/apps) with the same process count and, where a server has the
+setting, the same connection limits. Each is started fresh for every run, in
+turn (gshard, gunicorn, granian, bjoern, gshard, ...), so that a slow moment of
+this shared machine hits all of them. Load comes from wrk on 127.0.0.1 only,
+each run bounded by ``-d``. Results go to benchmarks/results/RESULTS.md and
+chart.png, raw wrk output and server logs to benchmarks/results/raw/.
 """
 
 from __future__ import annotations
@@ -39,10 +40,23 @@ HERE = Path(__file__).resolve().parent
 LUA = HERE / "lua"
 MODULES = ("gshard", "gunicorn", "gevent", "flask", "matplotlib")
 
+# The servers, in the order each round runs them. A variant is one more line, e.g.
+# servers.Program("gshard+metrics", "gshard", ("--metrics-bind", "127.0.0.1:0")).
+SERVERS = (
+    servers.Program("gshard", "gshard"),
+    servers.Program("gunicorn", "gunicorn"),
+    servers.Program("granian", "granian"),
+    servers.Program("bjoern", "bjoern"),
+    # Variants, measured when named in --servers: the same install as pure Python.
+    servers.Program("gshard-pure", "gshard", env=(("GSHARD_PURE_PYTHON", "1"),), variant=True),
+)
+# Short names accepted by --scenarios.
+ALIASES = {"plain": "hello", "flask": "flask_hello", "json": "flask_json"}
+
 
 @dataclass(frozen=True)
 class Scenario:
-    """One load shape; the same for both servers."""
+    """One load shape; the same for every server."""
 
     name: str
     short: str  # chart label
@@ -57,9 +71,11 @@ class Scenario:
     keepalive: int = 2
     idle: int = 0  # idle keep-alive connections held open during the run
     count_pids: bool = False  # the script tallies which process answered
+    scales: bool = False  # measured at every process count given with --shards
 
-    def spec(self, kind: str, gshard_path: str | None = None) -> servers.ServerSpec:
-        return servers.ServerSpec(kind, self.app, self.processes, self.worker_connections,
+    def spec(self, program: servers.Program,
+             gshard_path: str | None = None) -> servers.ServerSpec:
+        return servers.ServerSpec(program, self.app, self.processes, self.worker_connections,
                                   keepalive=self.keepalive, gshard_path=gshard_path)
 
     def describe(self) -> str:
@@ -69,9 +85,12 @@ class Scenario:
         load += f" -s lua/{self.script}" if self.script else ""
         flags = (f"--worker-connections {self.worker_connections} --backlog 2048 "
                  f"--keep-alive {self.keepalive}")
+        n = self.processes
         text = (f"Load: `{load} http://127.0.0.1:PORT{self.path}`; app `{self.app}`; "
-                f"gshard `--shards {self.processes}` vs gunicorn `-k gevent -w "
-                f"{self.processes}`, both `{flags}`.")
+                f"gshard `--shards {n}` and gunicorn `-k gevent -w {n}`, both `{flags}`; "
+                f"granian `--interface wsgi --workers {n} --backlog 2048`; bjoern as {n} "
+                "processes on SO_REUSEPORT (benchmarks/bjoern_workers.py, listen backlog "
+                "2048).")
         if self.idle:
             text += (f" Before the run, benchmarks/idle_conns.py opens {self.idle:,} "
                      "connections, makes one request on each and keeps them open and idle "
@@ -81,10 +100,11 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("hello", "plain hello", "Plain WSGI hello, keep-alive, 64 connections",
-             "plain:app"),
-    Scenario("flask_hello", "Flask hello", "Flask hello, 64 connections", "flask_app:app"),
+             "plain:app", scales=True),
+    Scenario("flask_hello", "Flask hello", "Flask hello, 64 connections", "flask_app:app",
+             scales=True),
     Scenario("flask_json", "Flask JSON", "Flask JSON, 64 connections", "flask_app:app",
-             "/json"),
+             "/json", scales=True),
     Scenario("new_conn", "new conn/request",
              "New connection per request (Connection: close), 64 connections", "plain:app",
              headers=("Connection: close",)),
@@ -105,21 +125,29 @@ SCENARIOS = [
 ]
 
 
+def apt_install(package: str) -> str:
+    """Install a Debian package with apt-get; returns "" or why it failed."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print(f"installing {package} with apt-get ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in ([*sudo, "apt-get", "update", "-qq"],
+                    [*sudo, "apt-get", "install", "-y", "-qq", package]):
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            return (f"{' '.join(command)} exited {done.returncode}: "
+                    f"{done.stderr.strip()[-500:]}")
+    return ""
+
+
 def ensure_wrk(install: bool) -> str:
     """wrk's version line, installing wrk with apt-get first if it is missing."""
     if shutil.which("wrk") is None:
         if not install:
             sys.exit("wrk is not installed: run `sudo apt-get install -y wrk` (Debian/Ubuntu).")
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        print("wrk not found; installing it with apt-get ...", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in ([*sudo, "apt-get", "update", "-qq"],
-                        [*sudo, "apt-get", "install", "-y", "-qq", "wrk"]):
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                sys.exit(f"could not install wrk ({' '.join(command)} exited "
-                         f"{done.returncode}):\n{done.stderr.strip()}\n"
-                         "Install it yourself (e.g. `sudo apt-get install -y wrk`) and rerun.")
+        failed = apt_install("wrk")
+        if failed:
+            sys.exit(f"could not install wrk ({failed}).\n"
+                     "Install it yourself (e.g. `sudo apt-get install -y wrk`) and rerun.")
         if shutil.which("wrk") is None:
             sys.exit("apt-get finished but wrk is still not on PATH.")
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
@@ -132,6 +160,41 @@ def ensure_modules() -> None:
     if missing:
         sys.exit(f"missing Python packages: {', '.join(missing)}. Install them with:\n"
                  f"  {sys.executable} -m pip install -e '{HERE.parent}[bench]'")
+
+
+def ensure_peers(programs: list[servers.Program], install: bool) -> dict[str, str]:
+    """Install missing peers into this interpreter's environment; returns name -> why skipped.
+
+    The peers go where gunicorn and Flask already are (the environment running
+    this script), with pip. bjoern compiles against libev, so its headers
+    (Debian's libev-dev) are installed first when missing.
+    """
+    skipped = {}
+    for program in programs:
+        package = servers.PEER_PACKAGES.get(program.kind)
+        if package is None or importlib.util.find_spec(program.kind) is not None:
+            continue
+        if not install:
+            skipped[program.name] = (f"{package} is not installed (--no-install); "
+                                     f"`{sys.executable} -m pip install {package}`")
+            continue
+        if program.kind == "bjoern" and not Path("/usr/include/ev.h").exists():
+            failed = apt_install("libev-dev")
+            if failed:
+                skipped[program.name] = f"libev-dev (needed to build bjoern): {failed}"
+                continue
+        print(f"{package} not found; installing it with pip ...", flush=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", package],
+                              capture_output=True, text=True)
+        importlib.invalidate_caches()
+        if done.returncode != 0 or importlib.util.find_spec(program.kind) is None:
+            errors = [line for line in done.stderr.splitlines()
+                      if line.strip() and not line.startswith("WARNING")]
+            skipped[program.name] = (f"`pip install {package}` failed (exit "
+                                     f"{done.returncode}): {' | '.join(errors[-3:])}")
+    for name, reason in skipped.items():
+        print(f"skipping {name}: {reason}", flush=True)
+    return skipped
 
 
 def raise_nofile(idle: int) -> int:
@@ -187,7 +250,7 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
     return str(dest), f"commit {commit[:12]} (exported with git archive)"
 
 
-def machine_info(wrk_version: str, gshard_from: str) -> dict[str, str]:
+def machine_info(wrk_version: str, gshard_from: str, gshard_path: str | None) -> dict[str, str]:
     uname = platform.uname()
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -195,9 +258,16 @@ def machine_info(wrk_version: str, gshard_from: str) -> dict[str, str]:
         "kernel": f"{uname.system} {uname.release} {uname.machine}",
         "Python": platform.python_version(),
     }
-    for name in ("gshard", "gunicorn", "gevent", "flask"):
-        info[name] = importlib.metadata.version(name)
+    for name in ("gshard", "gunicorn", "gevent", "flask", "granian", "bjoern"):
+        try:
+            info[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            info[name] = "not installed"
     info["gshard source"] = gshard_from
+    env = {**os.environ, **({"PYTHONPATH": gshard_path} if gshard_path else {})}
+    version = subprocess.run([sys.executable, "-m", "gshard", "--version"], capture_output=True,
+                             text=True, env=env, cwd=HERE / "apps")
+    info["gshard build"] = version.stdout.strip() or version.stderr.strip()[-200:]
     info["wrk"] = wrk_version
     info["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
@@ -231,12 +301,29 @@ def wait_quiet(budget: list[float], window: float = 0.5, limit: float = 0.25) ->
         budget[0] -= elapsed
 
 
-def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> report.Run:
+def measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
+            tag: str) -> report.Run:
+    """One measured run; a server that fails to start or answer is a failed run, not a crash.
+
+    A peer may not run some scenario at all (or at all on this machine); the
+    report shows the reason instead of dropping the server.
+    """
+    try:
+        return _measure(sc, program, args, tag)
+    except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [
+            repr(error)]
+        said = lines[0] + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+        return report.Run(wrk=None, failure=f"{said} (log: {args.raw_dir / tag}.log)")
+
+
+def _measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
+             tag: str) -> report.Run:
     """Start a fresh server, optionally warm it up and hold idle connections, run wrk once."""
     raw = args.raw_dir
     load = {"connections": sc.connections, "headers": sc.headers, "timeout": args.timeout,
             "script": LUA / sc.script if sc.script else None}
-    with servers.Server(sc.spec(kind, args.gshard_path), raw / f"{tag}.log") as server:
+    with servers.Server(sc.spec(program, args.gshard_path), raw / f"{tag}.log") as server:
         url = server.url + sc.path
         if args.warmup > 0:
             wrk.run(url, duration=args.warmup, **load)
@@ -279,10 +366,13 @@ def measure(sc: Scenario, kind: str, args: argparse.Namespace, tag: str) -> repo
     return run
 
 
-def _progress(sc: Scenario, kind: str, n: int, runs: int, run: report.Run) -> str:
+def _progress(sc: Scenario, name: str, n: int, runs: int, run: report.Run) -> str:
     w = run.wrk
-    text = (f"[{sc.name} {n}/{runs}] {kind:8} {w.requests_per_sec:9,.0f} req/s  "
-            f"p50 {w.p50_ms:7.2f} ms  p99 {w.p99_ms:8.2f} ms  errors {w.errors}  "
+    where = f"[{sc.name} x{sc.processes} {n}/{runs}] {name:8}"
+    if w is None:
+        return f"{where} failed: {run.failure}"
+    text = (f"{where} {w.requests_per_sec:9,.0f} req/s  p50 {w.p50_ms:7.2f} ms  "
+            f"p99 {w.p99_ms:8.2f} ms  p99.9 {w.p999_ms:8.2f} ms  errors {w.errors}  "
             f"cpu {'/'.join(f'{c:.1f}' for c in run.cpu.values())} s, "
             f"others {run.other_cpu:.1f} s")
     if sc.idle:
@@ -292,10 +382,23 @@ def _progress(sc: Scenario, kind: str, n: int, runs: int, run: report.Run) -> st
     return text + "".join(f"\n    ! {p}" for p in run.problems)
 
 
+def _round(sc: Scenario, programs: list[servers.Program], args: argparse.Namespace,
+           quiet_budget: list[float]) -> dict[str, report.Summary]:
+    """``args.runs`` rounds of one scenario, each running every server once, in turn."""
+    runs: dict[str, list[report.Run]] = {p.name: [] for p in programs}
+    for n in range(1, args.runs + 1):
+        for program in programs:
+            wait_quiet(quiet_budget)
+            run = measure(sc, program, args, f"{sc.name}-x{sc.processes}-{program.name}-{n}")
+            runs[program.name].append(run)
+            print(_progress(sc, program.name, n, args.runs, run), flush=True)
+    return {name: report.Summary(found) for name, found in runs.items()}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark gshard (--shards 2) against gunicorn -k gevent -w 2 with wrk.")
-    parser.add_argument("--duration", type=float, default=5.0,
+        description="Benchmark gshard against gunicorn -k gevent, granian and bjoern with wrk.")
+    parser.add_argument("--duration", "--seconds", type=float, default=5.0,
                         help="seconds of each measured wrk run (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs per scenario and server; the median is reported "
@@ -308,9 +411,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle-connections", type=int, default=10_000,
                         help="idle keep-alive connections held in idle_10k (default: "
                              "%(default)s)")
-    parser.add_argument("--only", nargs="+", choices=[*(sc.name for sc in SCENARIOS), "startup"],
-                        metavar="SCENARIO", help="run only these scenarios: "
-                        + ", ".join(sc.name for sc in SCENARIOS))
+    parser.add_argument("--scenarios", type=_comma_list, metavar="A,B",
+                        help="run only these scenarios (comma-separated): "
+                        + ", ".join([sc.name for sc in SCENARIOS] + ["startup"])
+                        + "; aliases: " + ", ".join(f"{a}={n}" for a, n in ALIASES.items()))
+    parser.add_argument("--servers", type=_comma_list, metavar="A,B",
+                        help="run only these servers (comma-separated): "
+                        + ", ".join(p.name for p in SERVERS))
+    parser.add_argument("--shards", type=_counts, default=None, metavar="N,M",
+                        help="process counts for the scaling scenarios ("
+                        + ", ".join(sc.name for sc in SCENARIOS if sc.scales)
+                        + "), e.g. 1,2,4: each is measured at every count, the other "
+                        "scenarios at their own; the summary uses 2 when it is listed "
+                        "(default: 2)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 run of 1 s per scenario, no warm-up, 1,000 idle "
                              "connections, results in results/raw/quick/")
@@ -324,8 +437,15 @@ def parse_args() -> argparse.Namespace:
                         help="benchmark gshard as committed at this git revision (exported "
                              "to results/raw/) instead of the working tree")
     parser.add_argument("--no-install", action="store_true",
-                        help="do not apt-get install wrk when it is missing")
+                        help="do not install wrk (apt-get) or the peers (pip) when missing")
     args = parser.parse_args()
+    args.shards = args.shards or [2]
+    known = {sc.name for sc in SCENARIOS} | {"startup"}
+    args.scenarios = args.scenarios and [ALIASES.get(n, n) for n in args.scenarios]
+    for unknown in set(args.scenarios or ()) - known:
+        parser.error(f"unknown scenario {unknown!r}")
+    for unknown in set(args.servers or ()) - {p.name for p in SERVERS}:
+        parser.error(f"unknown server {unknown!r}")
     if args.quick:
         args.duration, args.runs, args.warmup = 1.0, 1, 0.0
         args.idle_connections = min(args.idle_connections, 1000)
@@ -335,7 +455,20 @@ def parse_args() -> argparse.Namespace:
         args.results_dir / "raw")
     if args.runs < 1 or args.duration <= 0:
         parser.error("--runs must be >= 1 and --duration > 0")
+    if not (args.duration.is_integer() and args.warmup.is_integer()):
+        parser.error("wrk takes whole seconds: --duration/--seconds and --warmup must be too")
     return args
+
+
+def _comma_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _counts(text: str) -> list[int]:
+    counts = sorted({int(n) for n in _comma_list(text)})
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError("process counts are integers >= 1")
+    return counts
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -348,46 +481,59 @@ def main() -> int:
     wrk_version = ensure_wrk(install=not args.no_install)
     idle = raise_nofile(args.idle_connections)
     args.raw_dir.mkdir(parents=True, exist_ok=True)
-    scenarios = [sc for sc in SCENARIOS if not args.only or sc.name in args.only]
+    scenarios = [sc for sc in SCENARIOS if not args.scenarios or sc.name in args.scenarios]
     scenarios = [dataclasses.replace(sc, idle=idle, title=sc.title.replace("10,000", f"{idle:,}"))
                  if sc.idle else sc for sc in scenarios]
+    if args.servers:
+        programs = [p for p in SERVERS if p.name in args.servers]
+    else:
+        programs = [p for p in SERVERS if not p.variant]
+    skipped = ensure_peers(programs, install=not args.no_install)
+    programs = [p for p in programs if p.name not in skipped]
     args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
-    machine = machine_info(wrk_version, gshard_from)
+    machine = machine_info(wrk_version, gshard_from, args.gshard_path)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     quiet_budget = [args.quiet_wait]
-    results: report.Results = {}
+    scaling: report.Scaling = {}
+    main_count = 2 if 2 in args.shards else args.shards[0]
     try:
         for sc in scenarios:
-            runs: dict[str, list[report.Run]] = {kind: [] for kind in report.KINDS}
-            for n in range(1, args.runs + 1):
-                for kind in report.KINDS:
-                    wait_quiet(quiet_budget)
-                    run = measure(sc, kind, args, f"{sc.name}-{kind}-{n}")
-                    runs[kind].append(run)
-                    print(_progress(sc, kind, n, args.runs, run), flush=True)
-            results[sc.name] = {kind: report.Summary(runs[kind]) for kind in report.KINDS}
+            counts = args.shards if sc.scales else [sc.processes]
+            for count in counts:
+                variant = dataclasses.replace(sc, processes=count)
+                scaling.setdefault(sc.name, {})[count] = _round(variant, programs, args,
+                                                                quiet_budget)
         boot = None
-        if not args.only or "startup" in args.only:
-            boot = startup.measure(args.gshard_path, args.raw_dir, max(args.runs, 3))
+        if not args.scenarios or "startup" in args.scenarios:
+            boot = startup.measure([p for p in programs if p.kind in startup.KINDS],
+                                   args.gshard_path, args.raw_dir, max(args.runs, 3))
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, nothing written", file=sys.stderr)
         return 130
     finally:
         servers.stop_all()
+    results: report.Results = {
+        name: by_count.get(main_count, next(iter(by_count.values())))
+        for name, by_count in scaling.items()}
+    scenarios = [dataclasses.replace(sc, processes=main_count) if sc.scales else sc
+                 for sc in scenarios]
     elapsed = time.monotonic() - started
-    others = sorted(run.other_cpu for pair in results.values() for summary in pair.values()
-                    for run in summary.runs)
+    others = sorted(run.other_cpu for by_count in scaling.values()
+                    for pair in by_count.values() for summary in pair.values()
+                    for run in summary.measured)
     machine["load average at end (1/5/15 min)"] = " / ".join(
         f"{x:.2f}" for x in os.getloadavg())
     method = [
-        f"Every scenario: {args.runs} runs per server of {args.duration:g} s each, alternating "
-        "gshard, gunicorn, gshard, ...; each run on a freshly started server"
+        f"Every scenario: {args.runs} runs per server of {args.duration:g} s each, in turn "
+        f"{', '.join(p.name for p in programs)}, then again; each run on a freshly started "
+        "server"
         + (f" after {args.warmup:g} s of discarded warm-up load" if args.warmup else "")
         + "; medians reported (errors are summed over all runs).",
         f"wrk with one thread, `--latency`, `--timeout {args.timeout:g}s`, against "
         "127.0.0.1 only; errors = socket errors (connect, read, write, timeout) + "
-        "non-2xx/3xx responses. p50/p99 are wrk's, which include its coordinated-omission "
+        "non-2xx/3xx responses. p50/p99/p99.9 are from wrk's latency histogram (printed "
+        "by lua/percentiles.lua's done() hook), which includes its coordinated-omission "
         "correction (wrk's stats_correct adds synthetic samples for every response slower "
         "than twice the mean interval per connection), so a few long stalls raise p75-p99 "
         "far above what most requests saw.",
@@ -399,9 +545,16 @@ def main() -> int:
         "CPU s used by others: machine-wide busy time from /proc/stat during the run minus "
         "that of the server and wrk (other sessions' tests share this machine); a run with "
         "seconds there competed for the 2 cores.",
-        "gshard `--shards N` vs gunicorn `-k gevent -w N` (N = 2, 4 for fairness), same app, "
-        "same `--worker-connections`, `--backlog` and `--keep-alive`, access log off on "
-        "both, `--graceful-timeout 5`, bound to 127.0.0.1:0.",
+        "gshard `--shards N`, gunicorn `-k gevent -w N`, granian `--interface wsgi "
+        "--workers N` and bjoern as N processes each with its own SO_REUSEPORT listener on "
+        f"one port (N = {main_count}, 4 for fairness), same app. gshard and gunicorn: same "
+        "`--worker-connections`, `--backlog` and `--keep-alive`, `--graceful-timeout 5`; "
+        "granian and bjoern: the same backlog, their defaults otherwise (granian runs WSGI "
+        "apps in a pool of blocking threads per worker, beside its Rust I/O threads, so "
+        "when other processes compete for the CPUs its many threads get a larger share "
+        "of them than N single-threaded processes do; bjoern runs one request at a time "
+        "per process, so a sleeping route blocks it). Access logs off everywhere; all "
+        "bound to 127.0.0.1.",
         f"RLIMIT_NOFILE raised to {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} for the "
         "benchmark, the servers and the idle-connection helper.",
         "Memory: VmRSS of each shard/worker from /proc; KiB per connection = (sum of RSS "
@@ -420,13 +573,15 @@ def main() -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     extra_targets = (startup.target(boot),) if boot else ()
     text = report.markdown(scenarios, results, machine, method, extra_targets,
-                           tuple(startup.section(boot)) if boot else ())
+                           tuple(startup.section(boot)) if boot else (), skipped, scaling)
     (args.results_dir / "RESULTS.md").write_text(text)
-    report.chart(scenarios, results, args.results_dir / "chart.png")
+    if results:  # a startup-only run has no wrk scenario to draw
+        report.chart(scenarios, results, args.results_dir / "chart.png")
     print("\n" + text)
     for target in [*report.targets(results), *extra_targets]:
         print(f"{'PASS' if target.passed else 'FAIL'}  {target.name}: {target.measured}")
-    print(f"\nwrote {args.results_dir / 'RESULTS.md'} and {args.results_dir / 'chart.png'}")
+    print(f"\nwrote {args.results_dir / 'RESULTS.md'}"
+          + (f" and {args.results_dir / 'chart.png'}" if results else ""))
     return 0
 
 

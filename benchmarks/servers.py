@@ -1,4 +1,4 @@
-"""Start and stop gshard and gunicorn the same way, and never leave one behind.
+"""Start and stop every server under test the same way, and never leave one behind.
 
 Each server (and each helper process) runs in its own session, so stopping it
 means SIGTERM to its leader, a short wait, then SIGKILL to the whole process
@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,18 +21,48 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-APPS_DIR = Path(__file__).resolve().parent / "apps"
+HERE = Path(__file__).resolve().parent
+APPS_DIR = HERE / "apps"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 _live: set[subprocess.Popen] = set()
 
+# How each program says it is up: (regular expression, how many matches are needed:
+# None = one per process). bjoern_workers.py prints gunicorn's lines.
+_BOOTED = {
+    "gshard": (r"Ready: {n} shards serving", 1),
+    "gunicorn": (r"Booting worker with pid", None),
+    "granian": (r"Started worker-\d+", None),
+    "bjoern": (r"Booting worker with pid", None),
+}
+# PyPI package each peer comes from, installed by run.py when missing.
+PEER_PACKAGES = {"granian": "granian", "bjoern": "bjoern"}
+
+
+@dataclass(frozen=True)
+class Program:
+    """One server under test: ``kind`` says how to start it, ``flags`` are added to its
+    command line, ``name`` labels it in the report (so a variant of gshard with extra
+    flags is one more Program)."""
+
+    name: str
+    kind: str  # "gshard", "gunicorn", "granian" or "bjoern"
+    flags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables
+    variant: bool = False  # measured only when named in --servers
+
+    def __post_init__(self) -> None:
+        if self.kind not in _BOOTED:
+            raise ValueError(f"unknown server kind {self.kind!r}")
+
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """What both servers are given: same app, process count and connection limits."""
+    """What every server is given: same app, process count and, where the server has
+    such a setting, the same connection limits."""
 
-    kind: str  # "gshard" or "gunicorn"
+    program: Program
     app: str  # MODULE:ATTR inside benchmarks/apps
     processes: int = 2
     worker_connections: int = 1000
@@ -39,23 +70,44 @@ class ServerSpec:
     keepalive: int = 2
     gshard_path: str | None = None  # directory holding a gshard package to run instead
 
-    def command(self) -> list[str]:
-        """The command line; access logs are off by default on both servers."""
+    @property
+    def kind(self) -> str:
+        return self.program.kind
+
+    @property
+    def picks_port(self) -> bool:
+        """granian logs the port it was given, so port 0 would not tell us the real one."""
+        return self.kind == "granian"
+
+    def command(self, port: int = 0) -> list[str]:
+        """The command line; access logs are off by default on every server."""
         common = [
             "--chdir", str(APPS_DIR),
-            "--bind", "127.0.0.1:0",
+            "--bind", f"127.0.0.1:{port}",
             "--worker-connections", str(self.worker_connections),
             "--backlog", str(self.backlog),
             "--keep-alive", str(self.keepalive),
             "--graceful-timeout", "5",
         ]
+        n, flags = str(self.processes), list(self.program.flags)
         if self.kind == "gshard":
-            return [sys.executable, "-m", "gshard", self.app, "--shards", str(self.processes),
-                    *common]
+            return [sys.executable, "-m", "gshard", self.app, "--shards", n, *common, *flags]
         if self.kind == "gunicorn":
-            return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(self.processes),
-                    "--no-control-socket", *common, self.app]
-        raise ValueError(f"unknown server kind {self.kind!r}")
+            return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", n,
+                    "--no-control-socket", *common, *flags, self.app]
+        if self.kind == "granian":
+            return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", n,
+                    "--host", "127.0.0.1", "--port", str(port), "--backlog",
+                    str(self.backlog), "--working-dir", str(APPS_DIR), *flags, self.app]
+        return [sys.executable, str(HERE / "bjoern_workers.py"), self.app, "--processes", n,
+                "--backlog", str(self.backlog), *flags]
+
+
+def free_port() -> int:
+    """A port the kernel just had free on 127.0.0.1, for a server that cannot bind port 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def spawn(command: list[str], log_path: Path, **kwargs) -> subprocess.Popen:
@@ -160,19 +212,20 @@ class Server:
 
     def start(self) -> None:
         """Start, learn the port from the log, and wait until every process serves."""
-        env = None
+        env = {**os.environ, **dict(self.spec.program.env)}
         if self.spec.kind == "gshard" and self.spec.gshard_path:
-            env = {**os.environ, "PYTHONPATH": self.spec.gshard_path}
+            env["PYTHONPATH"] = self.spec.gshard_path
         # cwd: with ``python -m`` the current directory comes first on sys.path, and the
         # repository root would shadow a gshard given through PYTHONPATH.
-        self.proc = spawn(self.spec.command(), self.log_path, env=env, cwd=APPS_DIR)
+        self.port = free_port() if self.spec.picks_port else 0
+        self.proc = spawn(self.spec.command(self.port), self.log_path, env=env, cwd=APPS_DIR)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.spec.kind} exited with {self.proc.returncode} "
+                raise RuntimeError(f"{self.spec.program.name} exited with {self.proc.returncode} "
                                    f"while starting:\n{self.log_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.spec.kind} not ready after {START_TIMEOUT}s:\n"
+                raise RuntimeError(f"{self.spec.program.name} not ready after {START_TIMEOUT}s:\n"
                                    f"{self.log_text()[-3000:]}")
             if self._ready():
                 return
@@ -184,10 +237,9 @@ class Server:
         if not port:
             return False
         self.port = int(port.group(1))
-        if self.spec.kind == "gshard":
-            booted = re.search(rf"Ready: {self.spec.processes} shards serving", text) is not None
-        else:
-            booted = len(re.findall(r"Booting worker with pid", text)) >= self.spec.processes
+        pattern, needed = _BOOTED[self.spec.kind]
+        found = re.findall(pattern.format(n=self.spec.processes), text)
+        booted = len(found) >= (needed or self.spec.processes)
         if not booted or len(children(self.proc.pid)) < self.spec.processes:
             return False
         try:
@@ -215,7 +267,7 @@ class Server:
         found = []
         if self.proc and self.proc.poll() is not None:
             last = " | ".join(self.log_text().strip().splitlines()[-2:])
-            found.append(f"{self.spec.kind} exited with status {self.proc.returncode} "
+            found.append(f"{self.spec.program.name} exited with status {self.proc.returncode} "
                          f"during the run; its log ends: {last}")
         elif self.proc and children(self.proc.pid) != self.workers:
             found.append(f"workers changed from {self.workers} to {children(self.proc.pid)}")

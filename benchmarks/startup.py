@@ -24,11 +24,12 @@ POLL = 0.005
 TIMEOUT = 15.0
 APP = "flask_app:app"
 PROCESSES = 4
+KINDS = ("gshard", "gunicorn")  # the servers whose startup is compared
 
 
 @dataclass
 class Startup:
-    seconds: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in report.KINDS})
+    seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def median(self, kind: str) -> float:
         return statistics.median(self.seconds[kind])
@@ -45,7 +46,8 @@ def first_response(spec: servers.ServerSpec, log_path: Path) -> float:
         port = None
         while time.monotonic() - started < TIMEOUT:
             if proc.poll() is not None:
-                raise RuntimeError(f"{spec.kind} exited with {proc.returncode} while starting")
+                raise RuntimeError(f"{spec.program.name} exited with {proc.returncode} "
+                                   "while starting")
             if port is None:
                 found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)",
                                   log_path.read_text(errors="replace"))
@@ -58,21 +60,22 @@ def first_response(spec: servers.ServerSpec, log_path: Path) -> float:
                 except OSError:
                     pass
             time.sleep(POLL)
-        raise RuntimeError(f"{spec.kind} did not answer within {TIMEOUT:g}s")
+        raise RuntimeError(f"{spec.program.name} did not answer within {TIMEOUT:g}s")
     finally:
         servers.terminate(proc)
 
 
-def measure(gshard_path: str | None, raw_dir: Path, runs: int) -> Startup:
-    """Alternate gshard and gunicorn ``runs`` times each."""
-    result = Startup()
+def measure(programs: list[servers.Program], gshard_path: str | None, raw_dir: Path,
+            runs: int) -> Startup:
+    """Alternate the servers (gshard and gunicorn) ``runs`` times each."""
+    result = Startup({p.name: [] for p in programs})
     for n in range(1, runs + 1):
-        for kind in report.KINDS:
-            spec = servers.ServerSpec(kind, APP, processes=PROCESSES, gshard_path=gshard_path)
-            seconds = first_response(spec, raw_dir / f"startup-{kind}-{n}.log")
-            result.seconds[kind].append(seconds)
-            print(f"startup {kind} run {n}/{runs}: first response after {seconds:.3f} s",
-                  flush=True)
+        for program in programs:
+            spec = servers.ServerSpec(program, APP, processes=PROCESSES, gshard_path=gshard_path)
+            seconds = first_response(spec, raw_dir / f"startup-{program.name}-{n}.log")
+            result.seconds[program.name].append(seconds)
+            print(f"startup {program.name} run {n}/{runs}: first response after "
+                  f"{seconds:.3f} s", flush=True)
     return result
 
 
@@ -87,7 +90,7 @@ def section(result: Startup) -> list[str]:
              f"Seconds from launching the server (`{APP}`, {PROCESSES} processes) to its "
              "first 200 on `/`, polling every 5 ms.", "",
              "| server | median | runs |", "| --- | ---: | --- |"]
-    for kind in report.KINDS:
-        runs = ", ".join(f"{s:.3f}" for s in result.seconds[kind])
-        lines.append(f"| {kind} | {result.median(kind):.3f} s | {runs} |")
+    for name, seconds in result.seconds.items():
+        runs = ", ".join(f"{s:.3f}" for s in seconds)
+        lines.append(f"| {name} | {result.median(name):.3f} s | {runs} |")
     return lines

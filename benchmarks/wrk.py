@@ -2,17 +2,19 @@
 
 wrk is used rather than a Python load generator because a Python client on a
 2-core machine would be slower than the servers it measures. ``--latency`` is
-always passed so p50/p99 come from wrk's own histogram.
+always passed, and lua/percentiles.lua is appended to every run's script so
+p50/p99/p99.9 come from wrk's own histogram (its text report stops at p99).
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+PERCENTILES_LUA = Path(__file__).resolve().parent / "lua" / "percentiles.lua"
 
 
 @dataclass
@@ -23,6 +25,7 @@ class WrkResult:
     requests: int
     p50_ms: float
     p99_ms: float
+    p999_ms: float
     socket_errors: int
     non_2xx: int
     pids: dict[str, int] = field(default_factory=dict)  # from lua/count_pids.lua
@@ -33,29 +36,25 @@ class WrkResult:
         return self.socket_errors + self.non_2xx
 
 
-def _millis(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()
-    return float(number) * _UNITS[unit]
-
-
 def parse(output: str) -> WrkResult:
     """Parse wrk's report; raises ValueError if it has no Requests/sec line."""
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
     if rps is None:
         raise ValueError(f"no Requests/sec in wrk output:\n{output}")
     total = re.search(r"^\s*(\d+) requests in", output, re.M)
-    percentiles = {
-        int(p): _millis(value)
-        for p, value in re.findall(r"^\s+(50|99)%\s+([\d.]+[a-z]+)", output, re.M)
-    }
+    requests = int(total.group(1)) if total else 0
+    # An empty histogram reports 0 for every percentile: no latency was measured.
+    percentiles = {p: int(us) / 1000 for p, us in re.findall(r"^PERCENTILE (\S+) (\d+)$",
+                                                            output, re.M) if requests}
     socket = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return WrkResult(
         requests_per_sec=float(rps.group(1)),
-        requests=int(total.group(1)) if total else 0,
-        p50_ms=percentiles.get(50, float("nan")),
-        p99_ms=percentiles.get(99, float("nan")),
+        requests=requests,
+        p50_ms=percentiles.get("50", float("nan")),
+        p99_ms=percentiles.get("99", float("nan")),
+        p999_ms=percentiles.get("99.9", float("nan")),
         socket_errors=sum(int(n) for n in socket.groups()) if socket else 0,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         pids={pid: int(n) for pid, n in re.findall(r"^PID (\S+) (\d+)$", output, re.M)},
@@ -80,11 +79,13 @@ def run(
                f"--timeout={timeout:g}s", "--latency"]
     for header in headers:
         command += ["-H", header]
-    if script is not None:
-        command += ["-s", str(script)]
-    command.append(url)
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=duration + timeout + 30)
+    lua = (script.read_text() + "\n" if script is not None else "") + PERCENTILES_LUA.read_text()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as combined:
+        combined.write(lua)
+        combined.flush()
+        command += ["-s", combined.name, url]
+        done = subprocess.run(command, capture_output=True, text=True,
+                              timeout=duration + timeout + 30)
     output = done.stdout + done.stderr
     if raw_path is not None:
         raw_path.write_text(" ".join(command) + "\n\n" + output)

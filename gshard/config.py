@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gshard import gunicorn_compat as compat
+from gshard import syslog_handler
 from gshard.errors import ConfigError
+from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored, refused
 from gshard.log import DEFAULT_ACCESS_FORMAT
 
 # --- bind addresses ----------------------------------------------------------
@@ -36,6 +39,12 @@ class BindAddress:
     @property
     def is_ipv6(self) -> bool:
         return ":" in self.host
+
+    def __str__(self) -> str:
+        """The address as ``--bind`` spells it."""
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
 
     def url(self, port: int | None = None) -> str:
         if self.unix_path is not None:
@@ -127,12 +136,47 @@ def _binds(value: Any) -> tuple[BindAddress, ...]:
     return tuple(parse_bind(str(item)) for item in items)
 
 
-def _worker_class(value: Any) -> str:
-    text = str(value).lower()
-    # gunicorn's spellings of "gevent", so a command line moved from gunicorn works.
-    if text not in ("gevent", "gunicorn.workers.ggevent.geventworker"):
-        raise ValueError("gshard shards always run gevent; only 'gevent' is accepted")
-    return "gevent"
+def _bool(value: Any) -> bool:
+    """A switch: booleans from files; gunicorn's words for them from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on", "y"):
+        return True
+    if text in ("0", "false", "no", "off", "n"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(_text(item) for item in items)
+
+
+def _raw_env(value: Any) -> tuple[str, ...]:
+    entries = _text_list(value)
+    for entry in entries:
+        if "=" not in entry or entry.startswith("="):
+            raise ValueError(f"{entry!r} is not NAME=VALUE")
+    return entries
+
+
+def _mapping(value: Any) -> dict:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a dict")
+    return dict(value)
+
+
+def _syslog_address(value: Any) -> str:
+    syslog_handler.parse_address(_text(value))
+    return value
+
+
+def _script_name(value: Any) -> str:
+    text = str(value).rstrip("/")
+    if text and not text.startswith("/"):
+        raise ValueError("must start with '/'")
+    return text
 
 
 def _umask(value: Any) -> int:
@@ -199,12 +243,17 @@ def setting(
     append: bool = False,
     default_factory: Callable[[], Any] | None = None,
     bare: str | None = None,
+    switch: Any = None,
+    compat: Compat = SAME,
 ) -> Any:
     """Declare a ``Config`` field with what the CLI and config files need to know.
 
     ``aliases`` are extra names accepted in config files (gunicorn's, where
     they differ); ``append`` makes a repeatable flag; ``bare`` is the value of
-    a flag given without one (gunicorn's ``--proxy-protocol``).
+    a flag given without one (gunicorn's ``--proxy-protocol``); ``switch`` is
+    what a flag that never takes a value stores (``--preload``: True,
+    ``--no-sendfile``: False). ``compat`` says how the setting relates to
+    gunicorn's, and what a value other than the default gets.
     """
     metadata = {
         "convert": convert,
@@ -214,16 +263,31 @@ def setting(
         "aliases": aliases,
         "append": append,
         "bare": bare,
+        "switch": switch,
+        "compat": compat,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
+def server_hook(name: str) -> Any:
+    """A gunicorn server hook: a function from a config file, checked as gunicorn checks it."""
+    return setting(None, hook(name), f"gunicorn's {name} server hook (config files only).")
+
+
 @dataclass(frozen=True)
 class Config:
     """The validated settings of one gshard run; build it with ``Config.from_values``."""
 
+    config: str | None = setting(
+        None, _optional_text,
+        "A Python file of settings (gunicorn's names work), or python:MODULE "
+        "(default: ./gshard.conf.py if present, else ./gunicorn.conf.py).",
+        flags=("-c", "--config"), metavar="FILE",
+        compat=different("without -c, ./gshard.conf.py is read if present, before "
+                         "./gunicorn.conf.py"),
+    )
     app: str = setting(
         None, _text, "The WSGI application, as MODULE:ATTR or MODULE:FACTORY(ARGS).",
         aliases=("wsgi_app",),
@@ -240,10 +304,17 @@ class Config:
         "Number of shard processes, each with its own listener (default: one per CPU).",
         flags=("--shards", "-w", "--workers"), metavar="N", aliases=("workers",),
         default_factory=lambda: os.cpu_count() or 1,
+        compat=different("default $WEB_CONCURRENCY, else one per CPU (gunicorn: 1)"),
     )
     worker_class: str = setting(
-        "gevent", _worker_class, "Accepted for gunicorn compatibility; only gevent.",
+        "gevent", compat.worker_class_name,
+        "gevent; gunicorn's sync, gthread and eventlet are accepted with a warning "
+        "(the application runs on greenlets).",
         flags=("-k", "--worker-class"), metavar="CLASS",
+        compat=Compat("different", "gevent as in gunicorn; sync, gthread and eventlet start "
+                      "with a warning (the application runs on greenlets under gevent's "
+                      "patching); ASGI classes are refused: gshard serves WSGI",
+                      judge=compat.judge_worker_class),
     )
     worker_connections: int = setting(
         1000, _int_range(1),
@@ -261,12 +332,12 @@ class Config:
     header_timeout: float = setting(
         10.0, _seconds,
         "Seconds a request head may take to arrive in full (slow clients are cut off).",
-        flags=("--header-timeout",), metavar="SECONDS",
+        flags=("--header-timeout",), metavar="SECONDS", compat=GSHARD,
     )
     body_timeout: float = setting(
         30.0, _seconds,
         "Seconds a request body or a response may stall before the connection is dropped.",
-        flags=("--body-timeout",), metavar="SECONDS",
+        flags=("--body-timeout",), metavar="SECONDS", compat=GSHARD,
     )
     timeout: float = setting(
         30.0, _seconds,
@@ -282,7 +353,7 @@ class Config:
     boot_timeout: float = setting(
         30.0, _seconds,
         "Seconds a new shard has to import the application and start serving.",
-        flags=("--boot-timeout",), metavar="SECONDS",
+        flags=("--boot-timeout",), metavar="SECONDS", compat=GSHARD,
     )
     limit_request_line: int = setting(
         4094, _int_range(0, 8190),
@@ -305,11 +376,11 @@ class Config:
         65536, _int_range(0),
         "Largest whole request head in bytes (431 beyond it), so a stalled head costs "
         "each connection at most this much memory; 0 leaves only the per-line limits.",
-        flags=("--limit-request-head",), metavar="BYTES",
+        flags=("--limit-request-head",), metavar="BYTES", compat=GSHARD,
     )
     limit_request_body: int = setting(
         0, _int_range(0), "Largest request body in bytes (413 beyond it); 0 is unlimited.",
-        flags=("--limit-request-body",), metavar="BYTES",
+        flags=("--limit-request-body",), metavar="BYTES", compat=GSHARD,
     )
     max_requests: int = setting(
         0, _int_range(0),
@@ -340,12 +411,20 @@ class Config:
     umask: int | None = setting(
         None, _umask, "File mode mask for files gshard creates (unix sockets, pidfile), "
         "e.g. 0o007.", flags=("-m", "--umask"), metavar="MASK",
+        compat=different("by default the umask is left as gshard was started with "
+                         "(gunicorn sets 0)"),
     )
     control_socket: str | None = setting(
         None, _optional_text,
         "Unix socket on which 'gshard reload' reaches this manager "
         "(default: PIDFILE.ctl when --pid is given).",
         flags=("--control-socket",), metavar="PATH",
+        compat=different("default PIDFILE.ctl when --pid is given, else none (gunicorn: "
+                         "~/.gunicorn/gunicorn.ctl); it serves `gshard reload`"),
+    )
+    control_socket_disable: bool = setting(
+        False, _bool, "Open no control socket, even with --pid.",
+        flags=("--no-control-socket",), switch=True,
     )
     proc_name: str | None = setting(
         None, _optional_text, "Name shown in process titles (default: the APP).",
@@ -378,6 +457,9 @@ class Config:
         "scheme headers are believed (default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1).",
         flags=("--forwarded-allow-ips",), metavar="ADDRESSES",
         default_factory=lambda: ("127.0.0.1", "::1"),
+        compat=different("X-Forwarded-For from an allowed proxy sets REMOTE_ADDR (read "
+                         "from the right, past other allowed proxies); gunicorn leaves it "
+                         "to the application"),
     )
     secure_scheme_headers: tuple[tuple[str, str], ...] = setting(
         None, _scheme_headers,
@@ -392,6 +474,8 @@ class Config:
         "Require a PROXY protocol header (v1, v2, or auto: either) at the start of "
         "every connection; a bare --proxy-protocol means auto.",
         flags=("--proxy-protocol",), metavar="MODE", bare="auto",
+        compat=different("a connection without a PROXY header is refused, not served, "
+                         "and forwarded headers are judged by the client the header names"),
     )
     proxy_allow_ips: tuple[str, ...] = setting(
         None, _address_list,
@@ -416,24 +500,158 @@ class Config:
         DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
+    daemon: bool = setting(
+        False, _bool, "Detach from the terminal once the listeners are bound (use a "
+        "supervisor's Type=notify instead where there is one).",
+        flags=("-D", "--daemon"), switch=True,
+    )
+    enable_stdio_inheritance: bool = setting(
+        False, _bool, "With --daemon, keep stdin, stdout and stderr instead of /dev/null.",
+        flags=("-R", "--enable-stdio-inheritance"), switch=True,
+    )
+    syslog: bool = setting(
+        False, _bool, "Also send the error log (and the access log) to syslog.",
+        flags=("--log-syslog",), switch=True,
+    )
+    syslog_addr: str = setting(
+        "udp://localhost:514", _syslog_address,
+        "Where syslog is: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream].",
+        flags=("--log-syslog-to",), metavar="ADDRESS",
+    )
+    syslog_prefix: str | None = setting(
+        None, _optional_text, "The syslog tag's middle: gunicorn.PREFIX.error (default: "
+        "--name, else the APP).", flags=("--log-syslog-prefix",), metavar="PREFIX",
+    )
+    syslog_facility: str = setting(
+        "user", _choice(*syslog_handler.FACILITIES), "The syslog facility.",
+        flags=("--log-syslog-facility",), metavar="FACILITY",
+    )
+    disable_redirect_access_to_syslog: bool = setting(
+        False, _bool, "Keep the access log out of syslog.",
+        flags=("--disable-redirect-access-to-syslog",), switch=True,
+    )
+    capture_output: bool = setting(
+        False, _bool, "Send the application's stdout and stderr to --error-logfile.",
+        flags=("--capture-output",), switch=True,
+    )
+    logconfig: str | None = setting(
+        None, _optional_text,
+        "A logging.config.fileConfig file, applied after gshard's own logging setup.",
+        flags=("--log-config",), metavar="FILE",
+    )
+    logconfig_dict: dict = setting(
+        None, _mapping, "A logging.config.dictConfig dict (config files only).",
+        default_factory=dict,
+    )
+    logconfig_json: str | None = setting(
+        None, _optional_text, "A JSON file holding a logging.config.dictConfig dict.",
+        flags=("--log-config-json",), metavar="FILE",
+    )
+    raw_env: tuple[str, ...] = setting(
+        None, _raw_env, "Set an environment variable (NAME=VALUE) for the application. "
+        "Repeatable.", flags=("-e", "--env"), metavar="NAME=VALUE", append=True,
+        default_factory=tuple,
+    )
+    pythonpath: str | None = setting(
+        None, _optional_text,
+        "Comma-separated directories put first on sys.path, e.g. /srv/lib,/srv/app.",
+        flags=("--pythonpath",), metavar="DIRS",
+    )
+    script_name: str = setting(
+        "", _script_name,
+        "Where the application is mounted (WSGI SCRIPT_NAME; default: $SCRIPT_NAME); "
+        "PATH_INFO is what follows it.",
+        compat=GSHARD,
+    )
+    initgroups: bool = setting(
+        False, _bool,
+        "Give shards every group of --user; without it they keep only --group.",
+        flags=("--initgroups",), switch=True,
+        compat=different("without it, shards have only their group: gunicorn keeps the "
+                         "supplementary groups gshard was started with (root's)"),
+    )
+    sendfile: bool = setting(
+        True, _bool, "Send wsgi.file_wrapper files with sendfile() (default: $SENDFILE, "
+        "else on).", flags=("--no-sendfile",), switch=False,
+    )
+    reuse_port: bool = setting(
+        True, _bool, "Always on: each shard has its own SO_REUSEPORT listener.",
+        flags=("--reuse-port",), switch=True,
+        compat=ignored("always on: each shard has its own SO_REUSEPORT listener"),
+    )
+    preload_app: bool = setting(
+        False, _bool, "Load the application before forking the shards (not supported yet).",
+        flags=("--preload",), switch=True, compat=refused(compat.NOT_YET),
+    )
+    reload: bool = setting(
+        False, _bool, "Restart the shards when code changes (not supported yet).",
+        flags=("--reload",), switch=True, compat=refused(compat.NOT_YET),
+    )
+    reload_engine: str = setting(
+        "auto", _choice("auto", "poll", "inotify"), "How --reload watches files.",
+        flags=("--reload-engine",), metavar="ENGINE",
+    )
+    reload_extra_files: tuple[str, ...] = setting(
+        None, _text_list, "Another file (or glob) --reload watches. Repeatable.",
+        flags=("--reload-extra-file",), metavar="FILE", append=True, default_factory=tuple,
+    )
+    check_config: bool = setting(
+        False, _bool, "Check the configuration, import the application in a child process, "
+        "and exit: 0, or 1 with the reason.", flags=("--check-config",), switch=True,
+    )
+    print_config: bool = setting(
+        False, _bool, "Print the effective settings and exit.",
+        flags=("--print-config",), switch=True,
+    )
+    gunicorn_only: tuple[tuple[str, Any], ...] = setting(
+        (), tuple, "gunicorn settings given that gshard has no use for, as (name, value).",
+        compat=GSHARD,
+    )
+    # gunicorn's server hooks, as gunicorn checks them; called at gunicorn's moments.
+    on_starting: Callable | None = server_hook("on_starting")
+    on_reload: Callable | None = server_hook("on_reload")
+    when_ready: Callable | None = server_hook("when_ready")
+    pre_fork: Callable | None = server_hook("pre_fork")
+    post_fork: Callable | None = server_hook("post_fork")
+    post_worker_init: Callable | None = server_hook("post_worker_init")
+    worker_int: Callable | None = server_hook("worker_int")
+    worker_abort: Callable | None = server_hook("worker_abort")
+    pre_exec: Callable | None = server_hook("pre_exec")
+    pre_request: Callable | None = server_hook("pre_request")
+    post_request: Callable | None = server_hook("post_request")
+    child_exit: Callable | None = server_hook("child_exit")
+    worker_exit: Callable | None = server_hook("worker_exit")
+    nworkers_changed: Callable | None = server_hook("nworkers_changed")
+    on_exit: Callable | None = server_hook("on_exit")
+    ssl_context: Callable | None = server_hook("ssl_context")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Config:
         """Convert and check raw values (strings from the CLI or Python from a file).
 
-        Unknown names are refused, each value is converted by its setting, and
-        a failure names the setting and the rule it broke.
+        Each value is converted by its setting, and a failure names the setting
+        and the rule it broke; so does a value gunicorn accepts and gshard
+        refuses. gunicorn's settings that gshard has no field for are judged
+        the same way and kept in ``gunicorn_only`` (to warn about); any other
+        name is refused.
         """
         known = {f.name: f for f in dataclasses.fields(cls)}
         converted: dict[str, Any] = {}
+        foreign = []
         for name, raw in values.items():
             spec = known.get(name)
-            if spec is None:
-                raise ConfigError(f"unknown setting {name!r}")
+            if spec is None or spec.name == "gunicorn_only":
+                foreign.append((name, _judge_gunicorn_only(name, raw)))
+                continue
             try:
                 converted[name] = spec.metadata["convert"](raw)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{flag_name(spec)}: {exc} (got {raw!r})") from None
+            try:
+                spec.metadata["compat"].verdict(converted[name], default_of(spec), name)
+            except ValueError as exc:
+                raise ConfigError(f"{flag_name(spec)}: {exc}") from None
+        converted["gunicorn_only"] = tuple(foreign)
         if "app" not in converted:
             raise ConfigError("the application is required (APP, e.g. myapp:app)")
         config = cls(**converted)
@@ -453,6 +671,35 @@ class Config:
         if len({(b.host, b.port) for b in tcp}) != len(tcp):
             raise ConfigError("--bind: the same address is given twice")
 
+    def compat_warnings(self) -> list[str]:
+        """One line for each setting given that gshard accepts but that means nothing or
+        something else here (``--threads``, ``-k sync``): logged once at start."""
+        lines = []
+        for spec in settings():
+            value = getattr(self, spec.name)
+            lines.append(spec.metadata["compat"].verdict(value, default_of(spec), spec.name))
+        for name, value in self.gunicorn_only:
+            entry = compat.gunicorn_only(name)
+            if entry is not None:
+                lines.append(entry.compat.verdict(value, entry.default, name))
+        return [line for line in lines if line is not None]
+
+    def describe(self) -> str:
+        """Every setting as ``name = value``, sorted, as gunicorn's --print-config shows them."""
+        shown = {spec.name: getattr(self, spec.name) for spec in settings()
+                 if spec.name != "gunicorn_only"}
+        width = max(len(name) for name in shown)
+        lines = []
+        for name, value in sorted(shown.items()):
+            if callable(value):
+                value = f"<{value.__qualname__}()>"
+            elif name == "bind":
+                value = [str(address) for address in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            lines.append(f"{name:{width}} = {value}")
+        return "\n".join(lines)
+
     @property
     def tls(self) -> bool:
         """Whether the listeners speak TLS."""
@@ -461,6 +708,8 @@ class Config:
     @property
     def control_path(self) -> str | None:
         """Where the control socket lives, if anywhere."""
+        if self.control_socket_disable:
+            return None
         if self.control_socket:
             return self.control_socket
         return f"{self.pidfile}.ctl" if self.pidfile else None
@@ -476,6 +725,27 @@ class Config:
         }
 
 
+def _judge_gunicorn_only(name: str, raw: Any) -> Any:
+    """The value of a gunicorn setting gshard has no field for; ConfigError if refused."""
+    entry = compat.gunicorn_only(name)
+    if entry is None:
+        raise ConfigError(f"unknown setting {name!r}")
+    if entry.takes == "value" and isinstance(raw, str) and raw == str(entry.default):
+        raw = entry.default  # the default spelled on a command line changes nothing
+    try:
+        entry.compat.verdict(raw, entry.default, name)
+    except ValueError as exc:
+        raise ConfigError(f"{next(iter(entry.flags), name)}: {exc}") from None
+    return raw
+
+
+def default_of(spec: dataclasses.Field) -> Any:
+    """A setting's default value."""
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    return spec.default_factory()
+
+
 def settings() -> Iterable[dataclasses.Field]:
     """The settings table, in declaration order."""
     return dataclasses.fields(Config)
@@ -484,13 +754,15 @@ def settings() -> Iterable[dataclasses.Field]:
 def flag_name(spec: dataclasses.Field) -> str:
     """How to name a setting in a message: its long flag, else its name."""
     flags = spec.metadata["flags"]
-    return next((f for f in flags if f.startswith("--")), spec.name.upper())
+    return next((f for f in flags if f.startswith("--")), spec.name)
 
 
 def config_names() -> dict[str, str]:
     """Names a config file may use (settings and their aliases) -> setting name."""
     names = {}
     for spec in settings():
+        if spec.name == "gunicorn_only":
+            continue
         names[spec.name] = spec.name
         for alias in spec.metadata["aliases"]:
             names[alias] = spec.name

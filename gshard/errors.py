@@ -38,3 +38,13 @@ class AppLoadError(Exception):
 
 class TLSError(Exception):
     """The TLS files or settings do not load; the shards cannot boot (``tls.py``)."""
+
+
+class ClientDisconnected(ConnectionError):
+    """Sending to or receiving from the client failed: it went away.
+
+    Raised in place of the socket's own error, so that an ``OSError`` the
+    application raises itself (an upstream timing out) is never mistaken
+    for the client leaving. A ``ConnectionError``, so applications that catch
+    ``OSError`` around ``wsgi.input`` keep working.
+    """

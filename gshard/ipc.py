@@ -1,17 +1,44 @@
-"""Messages from shards to the manager, as datagrams on one shared unix socketpair.
+"""What the manager and its shards tell each other, in both directions.
 
-Datagrams keep message boundaries without framing code, and one socket for
-all shards means the manager polls a single descriptor. The sender's PID is
-in each message; the manager knows which slot and generation it belongs to.
+Down, at the fork: a ``ShardSpec`` (its slot, sockets and the channel back).
+Up: messages from shards to the manager, as datagrams on one shared unix
+socketpair. Datagrams keep message boundaries without framing code, and one
+socket for all shards means the manager polls a single descriptor. The
+sender's PID is in each message; the manager knows which slot and generation
+it belongs to.
+
+The manager and a shard import this module and nothing of each other, so the
+manager's side (``manager``, ``shard``) never imports the serving side.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import socket
 from dataclasses import dataclass
+
+from gshard.config import BindAddress, Config
 
 # Comfortably below the default unix datagram limit, traceback included.
 MAX_DATAGRAM = 32768
+# Retiring (SIGUSR2 to a shard): how long the shard keeps accepting what was
+# queued before it was steered away (handshakes under way complete within a
+# round trip). Both sides use it: the shard to settle, the manager to add it
+# to the shard's grace before killing it, so it lives with the protocol.
+RETIRE_SETTLE = 1.0
+
+
+@dataclass
+class ShardSpec:
+    """What the manager hands a shard when it forks it."""
+
+    config: Config
+    slot: int
+    generation: int
+    listeners: list[tuple[socket.socket, BindAddress, int]]  # socket, address, bound port
+    channel: socket.socket
+    manager_pid: int
 
 
 class Kind(enum.Enum):
@@ -42,3 +69,12 @@ def decode(data: bytes) -> Message:
     head, _, body = data.partition(b"\n")
     kind_text, _, pid_text = head.decode("ascii").partition(" ")
     return Message(Kind(kind_text), int(pid_text), body.decode("utf-8", "replace"))
+
+
+def send(channel: socket.socket, kind: Kind, detail: str = "") -> bool:
+    """Tell the manager something; False if the message could not be sent."""
+    try:
+        channel.send(encode(Message(kind, os.getpid(), detail)))
+    except OSError:
+        return False
+    return True

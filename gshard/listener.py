@@ -5,6 +5,10 @@ borrows its slot's socket: when a shard exits (drained, crashed or killed),
 the manager's reference keeps the socket and its accept queue alive, so the
 connections waiting in it are served by the next shard of that slot instead
 of being reset by the kernel.
+
+A socket systemd passed (socket activation) is slot 0's; when it has
+SO_REUSEPORT, the other slots get sockets joined to its group, otherwise all
+shards share it, as they share a unix socket.
 """
 
 from __future__ import annotations
@@ -21,15 +25,26 @@ from gshard.config import BindAddress
 
 @dataclass
 class ListenerSet:
-    """The sockets of one bind address: one per slot, or one shared unix socket."""
+    """The sockets of one bind address: one per slot, or one that all shards share."""
 
     address: BindAddress
     port: int
     sockets: list[socket.socket] = field(default_factory=list)
+    # One accept queue for all shards: always for unix sockets (the kernel
+    # has no SO_REUSEPORT groups for them), and for a socket systemd passed
+    # without SO_REUSEPORT.
+    shared: bool = False
+    # The LISTEN_FDNAMES name of a socket systemd passed. Its .socket unit
+    # owns the address: gshard never unlinks or chowns its file.
+    systemd_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.address.is_unix:
+            self.shared = True
 
     def socket_for(self, slot: int) -> socket.socket:
-        """The socket a shard of ``slot`` accepts on (unix sockets are shared)."""
-        return self.sockets[0] if self.address.is_unix else self.sockets[slot]
+        """The socket a shard of ``slot`` accepts on."""
+        return self.sockets[0] if self.shared else self.sockets[slot]
 
     @property
     def url(self) -> str:
@@ -40,9 +55,9 @@ class ListenerSet:
 
         Only the last sockets are ever closed, so the kernel's index of each
         remaining socket in the group (its order of listening) stays its slot.
-        Unix sockets are shared and never resized.
+        A shared socket is never resized.
         """
-        if self.address.is_unix:
+        if self.shared:
             return
         while len(self.sockets) < count:
             add_tcp_socket(self, backlog)
@@ -51,6 +66,8 @@ class ListenerSet:
 
     def chown(self, uid: int | None, gid: int | None) -> None:
         """Give a unix socket's file to the user the shards run as (TCP: nothing to do)."""
+        if self.systemd_name is not None:
+            return  # SocketUser=/SocketMode= in the .socket unit decide
         if self.address.unix_path is not None and (uid is not None or gid is not None):
             os.chown(self.address.unix_path, -1 if uid is None else uid,
                      -1 if gid is None else gid)
@@ -59,7 +76,7 @@ class ListenerSet:
         """Close the sockets; ``unlink=False`` leaves a unix socket's file to a successor."""
         for sock in self.sockets:
             sock.close()
-        if unlink and self.address.unix_path is not None:
+        if unlink and self.address.unix_path is not None and self.systemd_name is None:
             with contextlib.suppress(OSError):
                 os.unlink(self.address.unix_path)
 
@@ -103,12 +120,60 @@ def add_tcp_socket(
     sockaddr: tuple | None = None,
 ) -> socket.socket:
     """Join one more socket to the address's SO_REUSEPORT group (a new slot)."""
+    first = listener_set.sockets[0]
     if family is None or sockaddr is None:
-        first = listener_set.sockets[0]
         family, sockaddr = first.family, first.getsockname()
-    sock = _tcp_socket(family, sockaddr, backlog, reuse_port_before_bind=True)
+    # A group's sockets must agree on IPV6_V6ONLY; a passed socket may be dual-stack.
+    v6only = family == socket.AF_INET6 and bool(
+        first.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    sock = _tcp_socket(family, sockaddr, backlog, reuse_port_before_bind=True, v6only=v6only)
     listener_set.sockets.append(sock)
     return sock
+
+
+def systemd_listener(
+    sockets: list[socket.socket], name: str, shared: bool = True
+) -> ListenerSet:
+    """A socket systemd bound and passed (with the siblings gshard added, if any).
+
+    Raises ValueError when it is not one gshard can serve on: a .socket unit
+    for gshard needs ``ListenStream=`` and ``Accept=no``.
+    """
+    first = sockets[0]
+    if (first.type != socket.SOCK_STREAM
+            or first.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+            or not first.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+        raise ValueError(f"socket {name!r} passed by systemd is not a listening TCP or unix "
+                         "stream socket (ListenStream= and Accept=no)")
+    sockname = first.getsockname()
+    if first.family == socket.AF_UNIX:
+        if isinstance(sockname, bytes):  # the abstract namespace, shown as systemd writes it
+            sockname = "@" + sockname[1:].decode("utf-8", "replace")
+        address, port = BindAddress(unix_path=sockname), 0
+    else:
+        # Accepted sockets inherit it, as from the sockets gshard binds.
+        first.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        address, port = BindAddress(host=sockname[0], port=sockname[1]), sockname[1]
+    for sock in sockets:
+        sock.set_inheritable(False)
+    return ListenerSet(address, port, list(sockets), shared=shared, systemd_name=name)
+
+
+def add_siblings(listener_set: ListenerSet, slots: int, backlog: int) -> None:
+    """Give every slot its own socket in the group of a passed SO_REUSEPORT socket.
+
+    All or nothing: on failure the siblings added are closed and the socket
+    stays shared.
+    """
+    try:
+        for _ in range(slots - len(listener_set.sockets)):
+            add_tcp_socket(listener_set, backlog)
+    except BaseException:
+        for sock in listener_set.sockets[1:]:
+            sock.close()
+        del listener_set.sockets[1:]
+        raise
+    listener_set.shared = False
 
 
 def _resolve(address: BindAddress) -> tuple[int, tuple]:
@@ -123,13 +188,14 @@ def _resolve(address: BindAddress) -> tuple[int, tuple]:
 
 
 def _tcp_socket(
-    family: int, sockaddr: tuple, backlog: int, reuse_port_before_bind: bool
+    family: int, sockaddr: tuple, backlog: int, reuse_port_before_bind: bool,
+    v6only: bool = True,
 ) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         if reuse_port_before_bind:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+import logging.config
 import os
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gshard.config import Config
+    from gshard.exchange import Exchange
+
+from gshard import syslog_handler
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -23,6 +31,11 @@ DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(
 
 error_log = logging.getLogger("gshard.error")
 access_log = logging.getLogger("gshard.access")
+# gunicorn's loggers, which applications borrow handlers from
+# (app.logger.handlers = logging.getLogger("gunicorn.error").handlers) and
+# logging configs name: they share gshard's handler lists, both ways.
+GUNICORN_LOGGERS = ((error_log, logging.getLogger("gunicorn.error")),
+                    (access_log, logging.getLogger("gunicorn.access")))
 
 
 def configure(level: str, error_logfile: str, access_logfile: str | None) -> None:
@@ -43,6 +56,56 @@ def configure(level: str, error_logfile: str, access_logfile: str | None) -> Non
         logger.addHandler(handler)
     error_log.setLevel(level.upper())
     access_log.setLevel(logging.INFO)
+    for ours, theirs in GUNICORN_LOGGERS:
+        theirs.handlers = ours.handlers
+        theirs.setLevel(ours.level)
+        theirs.propagate = False
+
+
+def configure_for(config: Any) -> None:
+    """``configure`` from a ``Config``, then its capture_output and logging configs.
+
+    As in gunicorn, a user's logging config is applied over gshard's setup, so
+    it may replace the handlers of ``gunicorn.error``/``gunicorn.access``
+    (which gshard's loggers then use too: the lists are shared).
+    """
+    configure(config.loglevel, config.errorlog, config.accesslog)
+    if config.capture_output and config.errorlog != "-":
+        _capture_output(config.errorlog)
+    if config.syslog:
+        error_log.addHandler(syslog_handler.handler(config, "error"))
+        if not config.disable_redirect_access_to_syslog:
+            access_log.addHandler(syslog_handler.handler(config, "access"))
+    if config.logconfig_dict:
+        logging.config.dictConfig(config.logconfig_dict)
+    if config.logconfig_json:
+        with open(config.logconfig_json, encoding="utf-8") as file:
+            logging.config.dictConfig(json.load(file))
+    if config.logconfig:
+        logging.config.fileConfig(config.logconfig, disable_existing_loggers=False)
+    for ours, theirs in GUNICORN_LOGGERS:
+        # dictConfig disables loggers it does not name unless told otherwise;
+        # gshard's own keep working, with the level given to gunicorn's.
+        ours.disabled = not theirs.handlers
+        ours.handlers = theirs.handlers
+        if theirs.level != logging.NOTSET:
+            ours.setLevel(theirs.level)
+
+
+# The error log file stdout and stderr point at (--capture-output), to reopen with it.
+_captured_path: str | None = None
+
+
+def _capture_output(path: str) -> None:
+    """Point this process's stdout and stderr (and its children's) at the error log file."""
+    global _captured_path
+    _captured_path = path
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def reopen_files() -> None:
@@ -56,6 +119,8 @@ def reopen_files() -> None:
                     handler.stream = handler._open()
                 finally:
                     handler.release()
+    if _captured_path is not None:
+        _capture_output(_captured_path)
 
 
 @dataclass
@@ -144,7 +209,7 @@ _SIMPLE_ATOMS = {
 
 
 class AccessLogger:
-    """Writes one access-log line per response, if an access log is configured."""
+    """Writes one access-log line per finished exchange, in gunicorn's format."""
 
     def __init__(self, fmt: str = DEFAULT_ACCESS_FORMAT) -> None:
         self.fmt = fmt
@@ -153,10 +218,21 @@ class AccessLogger:
     def enabled(self) -> bool:
         return not access_log.disabled and bool(access_log.handlers)
 
-    def log(self, atoms: AccessAtoms) -> None:
+    def log(self, exchange: Exchange) -> None:
+        atoms = AccessAtoms(exchange.environ, exchange.status or "-",
+                            exchange.response_headers, exchange.sent, exchange.duration)
         try:
             line = self.fmt % atoms
         except (TypeError, ValueError, KeyError) as exc:
             error_log.warning("access log format %r failed: %s", self.fmt, exc)
             return
         access_log.info(line)
+
+
+def set_process_title(role: str, config: Config) -> None:
+    """``gshard: shard 2 gen 3 myapp:app``, so ``ps`` tells the story."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"gshard: {role} {config.proc_name or config.app}")

@@ -27,7 +27,6 @@ from gshard.config import Config
 from gshard.control import ControlServer
 from gshard.errors import EXIT_BOOT_ERROR
 from gshard.listener import ListenerSet
-from gshard.shard import ShardSpec, set_process_title
 from gshard.shard import preload as preload_shard_modules
 from gshard.shard import run as run_shard
 from gshard.steering import steer
@@ -39,8 +38,9 @@ _SIGNAL_EVENTS = {
     signal.SIGQUIT: lambda now: fsm.Stop(graceful=False, now=now),
     signal.SIGTTIN: lambda now: fsm.Scale(+1, now),
     signal.SIGTTOU: lambda now: fsm.Scale(-1, now),
+    signal.SIGUSR2: lambda now: fsm.UpgradeRequested(now),
 }
-_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
+_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
     fsm.StopMode.DRAIN: signal.SIGTERM,
     fsm.StopMode.RETIRE: signal.SIGUSR2,
@@ -65,19 +65,16 @@ class Manager:
         argv: Sequence[str] = (),
         inherited: upgrade.Inheritance | None = None,
     ) -> None:
-        tcp = [ls for ls in listeners if not ls.address.is_unix]
-        if inherited is not None and tcp:
+        per_slot = [ls for ls in listeners if not ls.shared]
+        if inherited is not None and per_slot:
             # The predecessor may have scaled: one shard per inherited listener.
-            config = dataclasses.replace(config, shards=len(tcp[0].sockets))
+            config = dataclasses.replace(config, shards=len(per_slot[0].sockets))
         self.config = config
         self.listeners = listeners
         self.argv = list(argv)  # to start a successor with the same command line
         self.inherited = inherited
-        # This manager owns the pidfile, control socket and unix socket files;
-        # a successor owns them only once it serves.
-        self.owner = False
-        self.successor: upgrade.Successor | None = None
-        self.handing_over = False
+        # The successor's ready pipe, while it boots (see ``upgrade``).
+        self._successor_ready: int | None = None
         self.fsm = fsm.ManagerFSM(
             slots=config.shards,
             timings=fsm.Timings(
@@ -85,6 +82,7 @@ class Manager:
                 heartbeat_timeout=config.timeout,
                 graceful_timeout=config.graceful_timeout,
             ),
+            inherited=inherited is not None,
         )
         self.pid = os.getpid()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -96,9 +94,7 @@ class Manager:
         """Serve until stopped; the exit status for the command."""
         self._install_signals()
         preload_shard_modules()
-        if self.inherited is None:
-            self._take_ownership()
-        set_process_title("manager", self.config)
+        log.set_process_title("manager", self.config)
         for listener_set in self.listeners:
             url = listener_set.url
             if self.config.certfile and url.startswith("http://"):
@@ -123,8 +119,8 @@ class Manager:
             watched = [self._wakeup_r, self._inbox]
             if self.control is not None:
                 watched += self.control.descriptors()
-            if self.successor is not None and self.successor.ready_r >= 0:
-                watched.append(self.successor.ready_r)
+            if self._successor_ready is not None:
+                watched.append(self._successor_ready)
             readable = _wait_readable(watched, sleep)
             now = time.monotonic()
             events: list[fsm.Event] = []
@@ -134,7 +130,7 @@ class Manager:
                 events += self._message_events(now)
             if self.control is not None:
                 events += self._control_events(readable, now)
-            if self.successor is not None and self.successor.ready_r in readable:
+            if self._successor_ready is not None and self._successor_ready in readable:
                 events += self._successor_events(now)
             events += self._reap(now)
             events.append(fsm.Tick(now))
@@ -156,8 +152,6 @@ class Manager:
             elif signum == signal.SIGUSR1:
                 log.reopen_files()
                 self._signal_shards(signal.SIGUSR1)
-            elif signum == signal.SIGUSR2:
-                self._start_successor()
         return events
 
     def _message_events(self, now: float) -> list[fsm.Event]:
@@ -208,57 +202,39 @@ class Manager:
             if pid == 0:
                 return events
             code = os.waitstatus_to_exitcode(status)
-            if self.successor is not None and pid == self.successor.pid:
-                self._successor_exited(code)
+            if pid == self.fsm.successor:
+                self._close_successor_ready()
+                events.append(fsm.SuccessorExited(pid, code, now))
             else:
                 events.append(fsm.Exited(pid, code, now))
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
-    def _start_successor(self) -> None:
-        if self.successor is not None or self.handing_over:
-            log.error_log.warning("Upgrade already under way; SIGUSR2 ignored")
-            return
-        if self.fsm.phase is not fsm.Phase.RUNNING or not self.owner:
-            log.error_log.warning("Upgrade refused: the server is not serving yet")
-            return
+    def _start_successor(self) -> list[fsm.Action]:
+        now = time.monotonic()
         try:
-            self.successor = upgrade.start_successor(self.argv, self.listeners)
+            successor = upgrade.start_successor(self.argv, self.listeners)
         except OSError as exc:
-            log.error_log.error("Upgrade failed: cannot start a new manager: %s", exc)
-            return
-        log.error_log.info("Upgrading: started a new manager (pid %d); this one drains "
-                           "once it serves", self.successor.pid)
+            return self.fsm.handle(fsm.SuccessorSpawnFailed(str(exc), now))
+        self._successor_ready = successor.ready_r
+        return self.fsm.handle(fsm.SuccessorSpawned(successor.pid, now))
 
     def _successor_events(self, now: float) -> list[fsm.Event]:
-        successor = self.successor
-        assert successor is not None
-        outcome = upgrade.read_outcome(successor.ready_r)
+        assert self._successor_ready is not None
+        outcome = upgrade.read_outcome(self._successor_ready)
         if outcome is None:
             return []
-        os.close(successor.ready_r)
-        successor.ready_r = -1
-        if not outcome:
-            return []  # it died; reaping it reports why
-        self.handing_over = True
-        log.error_log.info("Upgrade: the new manager (pid %d) serves; draining this one",
-                           successor.pid)
-        set_process_title("manager (upgraded, draining)", self.config)
-        return [fsm.Stop(graceful=True, now=now)]
+        self._close_successor_ready()
+        # A pipe closed without "ready": the successor died, and reaping it says how.
+        return [fsm.SuccessorReady(now)] if outcome else []
 
-    def _successor_exited(self, code: int) -> None:
-        successor = self.successor
-        assert successor is not None
-        if not self.handing_over:
-            log.error_log.error("Upgrade failed: the new manager (pid %d) %s; this manager "
-                                "keeps serving", successor.pid, fsm.describe_status(code))
-            if successor.ready_r >= 0:
-                os.close(successor.ready_r)
-        self.successor = None
+    def _close_successor_ready(self) -> None:
+        if self._successor_ready is not None:
+            os.close(self._successor_ready)
+            self._successor_ready = None
 
     def _take_ownership(self) -> None:
         """Claim the pidfile and the control socket: at start, or once a successor serves."""
-        self.owner = True
         self._write_pidfile()
         if self.config.control_path:
             self.control = ControlServer.open(self.config.control_path)
@@ -278,26 +254,29 @@ class Manager:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(action.pid, _STOP_SIGNALS[action.mode])
         elif isinstance(action, fsm.Log):
-            log.error_log.log(_LEVELS[action.level], "%s", action.message)
+            log.error_log.log(action.level, "%s", action.message)
         elif isinstance(action, fsm.ReloadFinished):
             if self.control is not None:
                 self.control.finish_reload(action.ok, action.message)
         elif isinstance(action, fsm.Steer):
             for listener_set in self.listeners:
-                if not listener_set.address.is_unix:
+                if not listener_set.shared:  # one queue for all: nothing to choose
                     steer(listener_set.sockets[0], action.slots)
         elif isinstance(action, fsm.Listeners):
             for listener_set in self.listeners:
                 listener_set.resize(action.count, self.config.backlog)
         elif isinstance(action, fsm.Status):
-            if action.state == "ready" and not self.owner:
-                self._take_ownership()
-            if not self.handing_over:  # the successor speaks for the service now
-                systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+            systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+        elif isinstance(action, fsm.StartSuccessor):
+            return self._start_successor()
+        elif isinstance(action, fsm.TakeOwnership):
+            self._take_ownership()
+        elif isinstance(action, fsm.Title):
+            log.set_process_title(action.role, self.config)
         return []
 
     def _fork(self, slot: int, generation: int) -> int:
-        spec = ShardSpec(
+        spec = ipc.ShardSpec(
             config=self.config,
             slot=slot,
             generation=generation,
@@ -315,7 +294,7 @@ class Manager:
             traceback.print_exc()
         os._exit(EXIT_BOOT_ERROR)
 
-    def _forget_manager_state(self, spec: ShardSpec) -> None:
+    def _forget_manager_state(self, spec: ipc.ShardSpec) -> None:
         """In a new shard: drop the manager's signal plumbing and other slots' sockets."""
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
@@ -358,17 +337,20 @@ class Manager:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for listener_set in self.listeners:
-            listener_set.close(unlink=self.owner and not self.handing_over)
+            listener_set.close(unlink=self.fsm.owns_files)
         signal.set_wakeup_fd(-1)
         path = self.config.pidfile
-        if path is not None and self.owner:
+        if path is not None and self.fsm.owns_files:
             with contextlib.suppress(OSError), open(path) as handle:
                 if handle.read().strip() == str(self.pid):
                     os.unlink(path)
 
 
-_SYSTEMD_STATES = {"ready": "READY=1", "reloading": "RELOADING=1", "stopping": "STOPPING=1"}
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_SYSTEMD_STATES = {
+    fsm.ServiceState.READY: "READY=1",
+    fsm.ServiceState.RELOADING: "RELOADING=1",
+    fsm.ServiceState.STOPPING: "STOPPING=1",
+}
 
 
 def _wait_readable(watched: list, timeout: float) -> list:

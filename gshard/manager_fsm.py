@@ -17,14 +17,24 @@ The rules that make restarts safe:
   grows while the slot keeps failing.
 * A shard that asks to be recycled gets a successor in its slot; it drains
   only once the successor is ready.
+* Upgrading gshard itself (SIGUSR2) follows the same rule one level up: a
+  successor manager boots on the same listeners, and only once it serves does
+  this manager hand over the pidfile, control socket and supervisor
+  (systemd) and drain. A successor that exits before that changes nothing.
+  One upgrade at a time, and only from a manager that serves and owns its
+  files.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
+from gshard.ipc import RETIRE_SETTLE
 
 # A shard that served this long before dying starts its slot's backoff afresh.
 STABLE_SECONDS = 10.0
@@ -33,9 +43,6 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 # How long a shard told to quit (not drain) has before it is killed.
 QUIT_GRACE = 5.0
-# How long a retiring shard keeps accepting what was queued before it was
-# steered away (handshakes under way complete within a round trip).
-RETIRE_SETTLE = 1.0
 
 
 class ShardState(enum.Enum):
@@ -50,6 +57,14 @@ class Phase(enum.Enum):
     STOPPING = "stopping"  # every shard is leaving; the manager exits when none is left
 
 
+class Upgrade(enum.Enum):
+    """Where a self-upgrade (SIGUSR2) stands, seen from the manager being replaced."""
+
+    NONE = "none"
+    STARTING = "starting"  # a successor manager is being started or boots
+    HANDING_OVER = "handing over"  # the successor serves; this manager drains and exits
+
+
 class StopMode(enum.Enum):
     """How to ask a shard to leave; manager.py maps these to signals."""
 
@@ -59,6 +74,22 @@ class StopMode(enum.Enum):
     RETIRE = "retire"
     QUIT = "quit"  # exit now (SIGQUIT)
     KILL = "kill"  # cannot be ignored (SIGKILL)
+
+
+class Level(enum.IntEnum):
+    """How much a ``Log`` action matters; the values are ``logging``'s."""
+
+    INFO = logging.INFO
+    WARNING = logging.WARNING
+    ERROR = logging.ERROR
+
+
+class ServiceState(enum.Enum):
+    """What a supervisor (systemd) is told the service is doing."""
+
+    READY = "ready"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
 
 
 @dataclass(frozen=True)
@@ -154,9 +185,43 @@ class Tick:
     now: float
 
 
+@dataclass(frozen=True)
+class UpgradeRequested:
+    """SIGUSR2: start a successor manager to take over."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorSpawned:
+    pid: int
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorSpawnFailed:
+    error: str
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorReady:
+    """The successor said it serves; it has taken over the pidfile and control socket."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class SuccessorExited:
+    pid: int
+    status: int
+    now: float
+
+
 Event = (
     Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | Stop
-    | Scale | Tick
+    | Scale | Tick | UpgradeRequested | SuccessorSpawned | SuccessorSpawnFailed | SuccessorReady
+    | SuccessorExited
 )
 
 # --- actions -----------------------------------------------------------------
@@ -176,7 +241,7 @@ class Signal:
 
 @dataclass(frozen=True)
 class Log:
-    level: str
+    level: Level
     message: str
 
 
@@ -206,7 +271,7 @@ class Listeners:
 class Status:
     """The service's state changed, for a supervisor that listens (systemd)."""
 
-    state: str  # "ready", "reloading" or "stopping"
+    state: ServiceState
     message: str
 
 
@@ -215,7 +280,29 @@ class Exit:
     code: int
 
 
-Action = Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit
+@dataclass(frozen=True)
+class StartSuccessor:
+    """Start a new manager on the same listeners; answered by ``SuccessorSpawned``
+    or ``SuccessorSpawnFailed``."""
+
+
+@dataclass(frozen=True)
+class TakeOwnership:
+    """Claim the pidfile and the control socket (and, for a successor, tell the
+    manager it replaces and the supervisor that this one serves now)."""
+
+
+@dataclass(frozen=True)
+class Title:
+    """What ``ps`` shows for the manager changed."""
+
+    role: str
+
+
+Action = (
+    Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit | StartSuccessor
+    | TakeOwnership | Title
+)
 
 
 def describe_status(status: int) -> str:
@@ -239,10 +326,18 @@ class ManagerFSM:
     boot_errors: dict[int, str] = field(default_factory=dict)  # generation -> first traceback
     sockets: int = 0  # slots that have a listener open; set from ``slots`` at start
     steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's hash
+    # A successor manager inherits its listeners and owns nothing until it serves.
+    inherited: bool = False
+    # This manager owns the pidfile, control socket and unix socket files.
+    owns_files: bool = False
+    upgrade: Upgrade = Upgrade.NONE
+    successor: int | None = None  # the successor manager's pid while it runs
+
+    # Which method handles each event type; filled in below the class.
+    HANDLERS: ClassVar[dict[type, Callable[[ManagerFSM, Event], list[Action]]]]
 
     def handle(self, event: Event) -> list[Action]:
-        handler = getattr(self, "_on_" + type(event).__name__.lower())
-        actions = handler(event)
+        actions = self.HANDLERS[type(event)](self, event)
         if isinstance(event, (Ready, Exited, Scale)):
             actions += self._steer()  # which slots serve may have changed
         return actions
@@ -270,7 +365,19 @@ class ManagerFSM:
 
     def _on_start(self, event: Start) -> list[Action]:
         self.sockets = self.slots
-        return [Log("info", f"Booting {self.slots} shards"), *self._boot_generation()]
+        actions: list[Action] = [] if self.inherited else self._take_ownership()
+        return [*actions, Log(Level.INFO, f"Booting {self.slots} shards"),
+                *self._boot_generation()]
+
+    def _take_ownership(self) -> list[Action]:
+        self.owns_files = True
+        return [TakeOwnership()]
+
+    def _status(self, state: ServiceState, message: str) -> list[Action]:
+        """Tell the supervisor, unless a successor speaks for the service now."""
+        if self.upgrade is Upgrade.HANDING_OVER:
+            return []
+        return [Status(state, message)]
 
     def _boot_generation(self) -> list[Action]:
         self.last_generation += 1
@@ -303,7 +410,7 @@ class ManagerFSM:
             return []
         # A replacement within the serving generation: a respawn or a recycle.
         actions: list[Action] = [
-            Log("info", f"Shard {shard.slot} (pid {shard.pid}) is serving")
+            Log(Level.INFO, f"Shard {shard.slot} (pid {shard.pid}) is serving")
         ]
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
@@ -343,12 +450,13 @@ class ManagerFSM:
         if self.phase is Phase.STARTING:
             self.phase = Phase.RUNNING
             message = f"Ready: {self.slots} shards serving"
-            actions.append(Log("info", message))
+            actions.append(Log(Level.INFO, message))
+            if not self.owns_files:  # a successor: its predecessor drains now
+                actions += self._take_ownership()
         else:
             message = f"Generation {self.live} is serving; generation {old} is draining"
-            actions += [Log("info", message), ReloadFinished(True, message)]
-        actions.append(Status("ready", message))
-        return actions
+            actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
+        return actions + self._status(ServiceState.READY, message)
 
     def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
@@ -359,14 +467,14 @@ class ManagerFSM:
         shard.kill_at = now + grace
         return [Signal(shard.pid, mode)]
 
-    def _on_bootfailed(self, event: BootFailed) -> list[Action]:
+    def _on_boot_failed(self, event: BootFailed) -> list[Action]:
         shard = self.shards.get(event.pid)
         if shard is None:
             return []
         if shard.generation in self.boot_errors:
             return []  # every shard of the generation fails alike: report it once
         self.boot_errors[shard.generation] = event.detail
-        return [Log("error", f"Shard {shard.slot} failed to boot:\n{event.detail.rstrip()}")]
+        return [Log(Level.ERROR, f"Shard {shard.slot} failed to boot:\n{event.detail.rstrip()}")]
 
     def _on_exited(self, event: Exited) -> list[Action]:
         shard = self.shards.pop(event.pid, None)
@@ -376,14 +484,14 @@ class ManagerFSM:
         if self.phase is Phase.STOPPING:
             return [Exit(self.exit_code)] if not self.shards else []
         if shard.state is ShardState.DRAINING:
-            return [Log("info", f"Shard {shard.slot} (pid {shard.pid}) {how} after draining"),
+            return [Log(Level.INFO, f"Shard {shard.slot} (pid {shard.pid}) {how} after draining"),
                     *self._close_unused_listeners()]
         if shard.generation == self.booting:
             return self._generation_failed(shard, event.status, event.now)
         if shard.generation != self.live:
             return []
         actions: list[Action] = [
-            Log("error", f"Shard {shard.slot} (pid {shard.pid}) {how}")
+            Log(Level.ERROR, f"Shard {shard.slot} (pid {shard.pid}) {how}")
         ]
         if any(s.slot == shard.slot and s.state is ShardState.READY
                for s in self.of_generation(self.live)):
@@ -406,7 +514,7 @@ class ManagerFSM:
         if delay == 0.0:
             return [Spawn(shard.slot, self.live)]
         self.respawn_at[shard.slot] = now + delay
-        return [Log("warning", f"Shard {shard.slot} keeps failing; respawning in {delay:g}s")]
+        return [Log(Level.WARNING, f"Shard {shard.slot} keeps failing; respawning in {delay:g}s")]
 
     def _generation_failed(self, shard: Shard, status: int, now: float) -> list[Action]:
         """A shard of the booting generation died: that generation will not serve."""
@@ -421,13 +529,13 @@ class ManagerFSM:
             self.phase = Phase.STOPPING
             self.exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
                 else EXIT_BOOT_ERROR
-            actions.append(Log("error", f"Shutting down: {reason}"))
+            actions.append(Log(Level.ERROR, f"Shutting down: {reason}"))
             if not self.shards:
                 actions.append(Exit(self.exit_code))
             return actions
         message = f"Reload failed, generation {self.live} keeps serving: {reason}"
-        return [*actions, Log("error", message), ReloadFinished(False, message),
-                Status("ready", message)]
+        return [*actions, Log(Level.ERROR, message), ReloadFinished(False, message),
+                *self._status(ServiceState.READY, message)]
 
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
         error = self.boot_errors.get(generation)
@@ -437,7 +545,7 @@ class ManagerFSM:
             return f"shard {shard.slot} was not ready within {self.timings.boot_timeout:g}s"
         return f"shard {shard.slot} {describe_status(status)} while booting"
 
-    def _on_recyclerequested(self, event: RecycleRequested) -> list[Action]:
+    def _on_recycle_requested(self, event: RecycleRequested) -> list[Action]:
         shard = self.shards.get(event.pid)
         if (
             shard is None
@@ -449,13 +557,13 @@ class ManagerFSM:
                    for s in self.of_generation(self.live))
         ):
             return []
-        return [Log("info", f"Recycling shard {shard.slot} (pid {shard.pid})"),
+        return [Log(Level.INFO, f"Recycling shard {shard.slot} (pid {shard.pid})"),
                 Spawn(shard.slot, self.live)]
 
     def _on_reload(self, event: Reload) -> list[Action]:
         if self.phase is not Phase.RUNNING:
             message = f"Reload refused: the server is {self.phase.value}"
-            return [Log("warning", message), ReloadFinished(False, message)]
+            return [Log(Level.WARNING, message), ReloadFinished(False, message)]
         actions: list[Action] = []
         if self.booting is not None:
             # Newer code was deployed while the last reload booted: boot that
@@ -464,7 +572,8 @@ class ManagerFSM:
                 actions += self._leave(shard, StopMode.QUIT, event.now)
         actions += self._boot_generation()
         message = f"Reloading: booting generation {self.booting}"
-        return [Log("info", message), Status("reloading", message), *actions]
+        return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
+                *actions]
 
     def _on_stop(self, event: Stop) -> list[Action]:
         mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
@@ -474,7 +583,8 @@ class ManagerFSM:
         self.booting = None
         self.respawn_at.clear()
         message = "Shutting down gracefully" if event.graceful else "Shutting down now"
-        actions: list[Action] = [Log("info", message), Status("stopping", message)]
+        actions: list[Action] = [Log(Level.INFO, message),
+                                 *self._status(ServiceState.STOPPING, message)]
         for shard in self.shards.values():
             actions += self._leave(shard, mode, event.now)
         if not self.shards:
@@ -483,12 +593,12 @@ class ManagerFSM:
 
     def _on_scale(self, event: Scale) -> list[Action]:
         if self.phase is not Phase.RUNNING or self.booting is not None:
-            return [Log("warning", "Not scaling while the server is starting, reloading or "
-                                   "stopping")]
+            return [Log(Level.WARNING, "Not scaling while the server is starting, reloading "
+                                       "or stopping")]
         if event.delta > 0:
             return self._add_slot()
         if self.slots == 1:
-            return [Log("warning", "Not removing the last shard")]
+            return [Log(Level.WARNING, "Not removing the last shard")]
         return self._remove_slot(event.now)
 
     def _add_slot(self) -> list[Action]:
@@ -497,7 +607,7 @@ class ManagerFSM:
         opens = self.sockets < self.slots
         self.sockets = max(self.sockets, self.slots)
         # Steered off the new listener before it exists, until its shard serves.
-        actions: list[Action] = [Log("info", f"Adding shard {slot}"), *self._steer()]
+        actions: list[Action] = [Log(Level.INFO, f"Adding shard {slot}"), *self._steer()]
         if opens:
             actions.append(Listeners(self.slots))
         return [*actions, Spawn(slot, self.live)]
@@ -508,7 +618,7 @@ class ManagerFSM:
         self.respawn_at.pop(slot, None)
         self.failures.pop(slot, None)
         # Steered away first: the leaving shard then accepts what was queued.
-        actions: list[Action] = [Log("info", f"Removing shard {slot}"), *self._steer()]
+        actions: list[Action] = [Log(Level.INFO, f"Removing shard {slot}"), *self._steer()]
         for shard in list(self.shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
                 actions += self._leave(shard, StopMode.RETIRE, now)
@@ -546,4 +656,62 @@ class ManagerFSM:
             return []
         shard.killed = True
         shard.kill_at = None
-        return [Log("error", message), Signal(shard.pid, StopMode.KILL)]
+        return [Log(Level.ERROR, message), Signal(shard.pid, StopMode.KILL)]
+
+    # --- upgrading gshard itself (SIGUSR2) -------------------------------
+
+    def _on_upgrade_requested(self, event: UpgradeRequested) -> list[Action]:
+        if self.upgrade is not Upgrade.NONE:
+            return [Log(Level.WARNING, "Upgrade already under way; SIGUSR2 ignored")]
+        if self.phase is not Phase.RUNNING or not self.owns_files:
+            return [Log(Level.WARNING, "Upgrade refused: the server is not serving yet")]
+        self.upgrade = Upgrade.STARTING
+        return [StartSuccessor()]
+
+    def _on_successor_spawned(self, event: SuccessorSpawned) -> list[Action]:
+        self.successor = event.pid
+        return [Log(Level.INFO, f"Upgrading: started a new manager (pid {event.pid}); "
+                                "this one drains once it serves")]
+
+    def _on_successor_spawn_failed(self, event: SuccessorSpawnFailed) -> list[Action]:
+        self.upgrade = Upgrade.NONE
+        return [Log(Level.ERROR, f"Upgrade failed: cannot start a new manager: {event.error}")]
+
+    def _on_successor_ready(self, event: SuccessorReady) -> list[Action]:
+        """The successor serves and owns the files: hand over and drain."""
+        if self.upgrade is not Upgrade.STARTING:
+            return []
+        self.upgrade = Upgrade.HANDING_OVER
+        self.owns_files = False
+        return [Log(Level.INFO, f"Upgrade: the new manager (pid {self.successor}) serves; "
+                                "draining this one"),
+                Title("manager (upgraded, draining)"),
+                *self._on_stop(Stop(graceful=True, now=event.now))]
+
+    def _on_successor_exited(self, event: SuccessorExited) -> list[Action]:
+        self.successor = None
+        if self.upgrade is not Upgrade.STARTING:
+            return []  # it took over, and may come and go as it likes
+        self.upgrade = Upgrade.NONE
+        return [Log(Level.ERROR, f"Upgrade failed: the new manager (pid {event.pid}) "
+                                 f"{describe_status(event.status)}; this manager keeps serving")]
+
+
+ManagerFSM.HANDLERS = {
+    Start: ManagerFSM._on_start,
+    Spawned: ManagerFSM._on_spawned,
+    Ready: ManagerFSM._on_ready,
+    Beat: ManagerFSM._on_beat,
+    BootFailed: ManagerFSM._on_boot_failed,
+    RecycleRequested: ManagerFSM._on_recycle_requested,
+    Exited: ManagerFSM._on_exited,
+    Reload: ManagerFSM._on_reload,
+    Stop: ManagerFSM._on_stop,
+    Scale: ManagerFSM._on_scale,
+    Tick: ManagerFSM._on_tick,
+    UpgradeRequested: ManagerFSM._on_upgrade_requested,
+    SuccessorSpawned: ManagerFSM._on_successor_spawned,
+    SuccessorSpawnFailed: ManagerFSM._on_successor_spawn_failed,
+    SuccessorReady: ManagerFSM._on_successor_ready,
+    SuccessorExited: ManagerFSM._on_successor_exited,
+}

@@ -22,7 +22,7 @@ class Identity:
 
     uid: int | None = None
     gid: int | None = None
-    name: str | None = None  # for initgroups, when the user has a name
+    name: str | None = None  # for initgroups: set only with --initgroups and a named user
 
     def differs(self) -> bool:
         """Whether becoming this identity changes anything for this process."""
@@ -31,8 +31,12 @@ class Identity:
         )
 
 
-def resolve(user: str | None, group: str | None) -> Identity:
-    """Look the names up (digits are ids); ConfigError if that fails or cannot work."""
+def resolve(user: str | None, group: str | None, initgroups: bool = False) -> Identity:
+    """Look the names up (digits are ids); ConfigError if that fails or cannot work.
+
+    Without ``initgroups`` the shards keep only their one group. (gunicorn
+    then keeps whatever supplementary groups it was started with, root's.)
+    """
     uid = gid = None
     name = None
     if user is not None:
@@ -49,7 +53,7 @@ def resolve(user: str | None, group: str | None) -> Identity:
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
             raise ConfigError(f"--group: no such group {group!r}") from None
-    identity = Identity(uid, gid, name)
+    identity = Identity(uid, gid, name if initgroups else None)
     if identity.differs() and os.geteuid() != 0:
         raise ConfigError("--user/--group: switching identity needs gshard to start as root")
     return identity

@@ -1,10 +1,10 @@
-"""Server-side HTTP/1.1 as a state machine over bytes, with no I/O.
+"""Server-side HTTP/1.1 requests as a state machine over bytes, with no I/O.
 
 The caller owns the socket: it hands received bytes to ``receive_data`` and
-pulls events with ``next_event``; for the response it asks ``response_head``,
-``response_data`` and ``response_end`` for the bytes to send. Nothing here
-reads a clock except ``http_date``, so every rule can be tested by feeding
-bytes, split anywhere.
+pulls events with ``next_event``. The response to each request is framed by
+``response.ResponseWriter``, which tells this side whether the connection
+can carry another request. Nothing here reads a clock, so every rule can be
+tested by feeding bytes, split anywhere.
 
 Parsing is strict where leniency has let requests be smuggled (RFC 9112):
 Content-Length beside Transfer-Encoding, repeated or list-form lengths,
@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import enum
 import re
-import time
 from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import NamedTuple
 
 from gshard.errors import ProtocolError
@@ -320,11 +317,11 @@ class _Chunk(enum.Enum):
 
 
 class ServerConnection:
-    """One client connection: requests in, response framing out.
+    """One client connection's requests, and whether it may carry another.
 
     Call pattern: ``receive_data`` whenever bytes (or EOF as ``b""``) arrive;
     ``next_event`` until it returns ``Need.DATA``; answer each ``Request``
-    with ``response_head``/``response_data``/``response_end``; then
+    through a ``response.ResponseWriter`` on this connection; then
     ``start_next_cycle`` to read the next (possibly already buffered)
     request if ``keep_alive`` still holds.
     """
@@ -346,13 +343,9 @@ class ServerConnection:
         self._body_seen = 0
         self._trailer_fields = 0
         self._line_checked = 0  # bytes of the chunk-framing line already searched
-        # response
+        # Whether this connection may carry another request after the current one.
         self.keep_alive = True
-        self.response_started = False
         self._continue_pending = False
-        self._head_only = False
-        self._chunked_out = False
-        self._out_remaining: int | None = None
 
     # --- input -----------------------------------------------------------
 
@@ -462,7 +455,6 @@ class ServerConnection:
     def _begin(self, request: Request) -> None:
         self.request = request
         self.keep_alive = request.keep_alive
-        self.response_started = False
         if request.chunked:
             self._continue_pending = request.expect_continue
             self._body_seen = 0
@@ -589,95 +581,20 @@ class ServerConnection:
         Sent when the application first reads the body, so a request it
         refuses without reading never has its body sent.
         """
-        if self._continue_pending and not self.response_started:
+        if self._continue_pending:
             self._continue_pending = False
             return _CONTINUE
         return b""
 
-    # --- output ----------------------------------------------------------
+    def begin_response(self) -> bool:
+        """The response to the current request starts; no ``100 Continue`` after it.
 
-    def response_head(
-        self,
-        status: str,
-        headers: list[tuple[str, str]],
-        content_length: int | None,
-        *,
-        close: bool = False,
-        add_date: bool = True,
-        add_server: bool = True,
-    ) -> bytes:
-        """Serialize the status line and fields, choosing how the body is framed.
-
-        ``status`` is the WSGI status (``"200 OK"``); ``headers`` are the
-        application's, already validated; ``content_length`` is the length the
-        application declared, if any; ``close`` asks to end the connection
-        after this response; ``add_date``/``add_server`` are False when the
-        application set those fields itself.
+        True if the client was still waiting for one: it may or may not send
+        the body now, so the connection cannot carry another request.
         """
-        request = self.request
-        assert request is not None and not self.response_started
-        self.response_started = True
-        code = int(status[:3])
-        if self._continue_pending:
-            # The client may or may not send the body it was never asked for:
-            # only closing leaves no doubt about where the next request starts.
-            close = True
+        owed = self._continue_pending
         self._continue_pending = False
-        bodyless = code < 200 or code in (204, 304)
-        self._head_only = request.method == "HEAD" or bodyless
-        self._chunked_out = False
-        self._out_remaining = None
-        parts = [_status_line(request.http_version, status)]
-        for name, value in headers:
-            parts += (name, ": ", value, "\r\n")
-        if bodyless:
-            pass
-        elif content_length is not None:
-            self._out_remaining = 0 if self._head_only else content_length
-        elif request.http_version == "HTTP/1.1":
-            if not self._head_only:
-                self._chunked_out = True
-                parts.append("Transfer-Encoding: chunked\r\n")
-        else:
-            close = True  # HTTP/1.0 without a length: the close ends the body
-        keep_alive = self.keep_alive and not close
-        self.keep_alive = keep_alive
-        if not keep_alive:
-            if request.http_version == "HTTP/1.1" or request.keep_alive:
-                parts.append("Connection: close\r\n")
-        elif request.http_version == "HTTP/1.0":
-            parts.append("Connection: keep-alive\r\n")
-        if add_date:
-            parts += ("Date: ", http_date(), "\r\n")
-        if add_server:
-            parts.append("Server: gshard\r\n")
-        parts.append("\r\n")
-        return "".join(parts).encode("latin-1")
-
-    def response_data(self, data: bytes) -> bytes:
-        """Frame a piece of the response body (empty for HEAD and bodiless statuses)."""
-        if self._head_only or not data:
-            return b""
-        if self._chunked_out:
-            return b"%x\r\n%s\r\n" % (len(data), data)
-        if self._out_remaining is not None:
-            if len(data) > self._out_remaining:
-                data = data[: self._out_remaining]
-            self._out_remaining -= len(data)
-        return data
-
-    def response_end(self) -> bytes:
-        """Bytes that end the response; mark the connection unusable if it fell short."""
-        if self._out_remaining and not self._head_only:
-            self.keep_alive = False  # fewer bytes than Content-Length: only a close ends it
-        if self._chunked_out:
-            return b"0\r\n\r\n"
-        return b""
-
-    def count_body(self, size: int) -> None:
-        """Record body bytes sent without ``response_data`` (sendfile)."""
-        if self._out_remaining is not None:
-            self._out_remaining -= size
+        return owed
 
     def abandon(self) -> None:
         """Finish with this connection after the current response (e.g. an unread body)."""
@@ -691,43 +608,3 @@ class ServerConnection:
         self.state = State.IDLE
         self.request = None
         return True
-
-
-_status_lines: dict[tuple[str, str], str] = {}
-
-
-def _status_line(version: str, status: str) -> str:
-    """``HTTP/1.1 200 OK\r\n``, built once per version and status (bounded cache)."""
-    line = _status_lines.get((version, status))
-    if line is None:
-        line = f"{version} {status}\r\n"
-        if len(_status_lines) < 1024:  # applications may invent statuses; stay bounded
-            _status_lines[version, status] = line
-    return line
-
-
-def error_response(status: int) -> bytes:
-    """A complete response refusing a request, for when no request may be answered.
-
-    It always closes the connection: after a framing error nobody can tell
-    where the next request would start.
-    """
-    phrase = HTTPStatus(status).phrase
-    body = f"{phrase}\n"
-    return (
-        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
-        f"Date: {http_date()}\r\nServer: gshard\r\n\r\n{body}"
-    ).encode("latin-1")
-
-
-_date_cache: list = [0, ""]
-
-
-def http_date() -> str:
-    """The IMF-fixdate for now, formatted at most once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True)
-    return _date_cache[1]

@@ -1,7 +1,9 @@
 """A shard's serving loop: StreamServers on its listeners until told to leave.
 
-Imported only in a shard, after gevent has monkey-patched the process.
-Leaving comes in three kinds, each keeping every request it accepted:
+The manager imports this module once before forking (``shard.preload``),
+unpatched and without creating an event loop; a shard runs it only after
+gevent has monkey-patched the process. Leaving comes in three kinds, each
+keeping every request it accepted:
 
 * drain (SIGTERM): stop accepting at once (the listener and its queue stay
   open in the manager for the next shard of the slot), finish in-flight
@@ -37,12 +39,13 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from gshard import ipc, log
-from gshard.connection import Connection, Lifecycle, ServeContext
+from gshard.connection import Connection
+from gshard.context import Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
+from gshard.ipc import RETIRE_SETTLE, ShardSpec, send
 from gshard.log import AccessLogger
 from gshard.protocol import Limits
 from gshard.proxy import AllowList, Forwarded, ProxyProtocol
-from gshard.shard import ShardSpec, send
 from gshard.wsgi import base_environ
 
 # How often a shard tells the manager its event loop is alive.
@@ -50,8 +53,6 @@ BEAT_INTERVAL = 1.0
 # Draining: how long an idle keep-alive connection may still send one more
 # request (capped by --keep-alive) before it is closed.
 DRAIN_IDLE_GRACE = 1.0
-# Retiring: how long to keep accepting after new connections were steered away.
-RETIRE_SETTLE = 1.0
 # Past --max-requests a shard asks for a successor; the manager ignores the
 # request while it cannot act on it (a reload is booting) and a successor may
 # fail to boot, so a shard still serving asks again after this long, doubling.
@@ -115,6 +116,7 @@ class ShardServer:
         self.last_tick = time.monotonic()
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
+        finished = (access.log,) if access.enabled else ()
         scheme = "https" if tls_context is not None else "http"
         proxy = (ProxyProtocol(config.proxy_protocol, AllowList(config.proxy_allow_ips))
                  if config.proxy_protocol != "off" else None)
@@ -126,17 +128,20 @@ class ShardServer:
             ctx = ServeContext(
                 app=app,
                 base_environ=base_environ(
-                    address.unix_path or address.host, str(port), scheme, config.shards > 1
+                    address.unix_path or address.host, str(port), scheme, config.shards > 1,
+                    config.script_name,
                 ),
                 limits=limits,
                 keepalive=config.keepalive,
                 header_timeout=config.header_timeout,
                 body_timeout=config.body_timeout,
-                access=access,
                 lifecycle=self.lifecycle,
                 tls=tls_context,
                 proxy=proxy,
                 forwarded=forwarded,
+                finished=finished,
+                loop_time=gevent.get_hub().loop.now,
+                sendfile=config.sendfile,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())

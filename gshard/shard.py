@@ -1,23 +1,22 @@
 """A shard's start: from the fork to a loaded application and a serving loop.
 
 The manager imports this module (to call ``run`` in the child it forks) and
-must stay unpatched, so gevent and everything that uses it (``serving``,
-``connection``, ``tls`` and with it ``ssl``) is imported only inside ``run``,
-after ``monkey.patch_all()`` and before the application.
+must stay unpatched. ``preload`` imports gevent and the serving modules in the
+manager before it forks, without patching anything, so shards do not import
+them again; each shard then patches the standard library first thing in
+``run``, before it imports the application. ``tls`` (and with it ``ssl``) is
+imported only in a shard, after patching, and only when TLS is configured.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import traceback
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from gshard import ipc, log, privileges
-from gshard.config import BindAddress, Config
 from gshard.errors import (
     EXIT_APP_LOAD_ERROR,
     EXIT_BOOT_ERROR,
@@ -25,18 +24,6 @@ from gshard.errors import (
     AppLoadError,
     TLSError,
 )
-
-
-@dataclass
-class ShardSpec:
-    """What the manager hands a shard when it forks it."""
-
-    config: Config
-    slot: int
-    generation: int
-    listeners: list[tuple[socket.socket, BindAddress, int]]  # socket, address, bound port
-    channel: socket.socket
-    manager_pid: int
 
 
 def _exit_now(signum: int, frame: object) -> None:
@@ -55,7 +42,7 @@ def preload() -> None:
     import gshard.serving  # noqa: F401
 
 
-def run(spec: ShardSpec) -> NoReturn:
+def run(spec: ipc.ShardSpec) -> NoReturn:
     """Become a shard; never returns, so the manager's stack is never unwound here."""
     # Until the loop installs its handlers, being told to stop means exiting.
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
@@ -75,15 +62,6 @@ def run(spec: ShardSpec) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
-
-
-def send(channel: socket.socket, kind: ipc.Kind, detail: str = "") -> bool:
-    """Tell the manager something; False if the message could not be sent."""
-    try:
-        channel.send(ipc.encode(ipc.Message(kind, os.getpid(), detail)))
-    except OSError:
-        return False
-    return True
 
 
 def _patch_stdlib() -> None:
@@ -115,15 +93,15 @@ def _patch_stdlib() -> None:
         metadata.entry_points = scan
 
 
-def _run(spec: ShardSpec) -> int:
+def _run(spec: ipc.ShardSpec) -> int:
     _patch_stdlib()
 
     from gshard.loader import load_app
     from gshard.serving import ShardServer
 
     config = spec.config
-    set_process_title(f"shard {spec.slot} gen {spec.generation}", config)
-    log.configure(config.loglevel, config.errorlog, config.accesslog)
+    log.set_process_title(f"shard {spec.slot} gen {spec.generation}", config)
+    log.configure_for(config)
     spec.channel.setblocking(False)
 
     try:
@@ -134,22 +112,13 @@ def _run(spec: ShardSpec) -> int:
             from gshard.tls import server_context
 
             tls_context = server_context(config)
-        privileges.drop(privileges.resolve(config.user, config.group))
+        privileges.drop(privileges.resolve(config.user, config.group, config.initgroups))
         if config.chdir:
             os.chdir(config.chdir)
         app = load_app(config.app, os.getcwd())
     except Exception as exc:
         detail = str(exc) if isinstance(exc, (AppLoadError, TLSError)) else traceback.format_exc()
-        if not send(spec.channel, ipc.Kind.BOOT_FAILED, detail):
+        if not ipc.send(spec.channel, ipc.Kind.BOOT_FAILED, detail):
             log.error_log.error("Failed to load the application:\n%s", detail)
         return EXIT_APP_LOAD_ERROR
     return ShardServer(spec, app, tls_context).serve()
-
-
-def set_process_title(role: str, config: Config) -> None:
-    """``gshard: shard 2 gen 3 myapp:app``, so ``ps`` tells the story."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(f"gshard: {role} {config.proc_name or config.app}")

@@ -12,6 +12,10 @@ If the successor fails (its application does not load, gshard does not start,
 it crashes), the pipe closes without ``ready``: the old manager notices the
 exit and keeps serving. The listeners never close in between, so no queued
 connection is reset.
+
+This module does the process and pipe work; when an upgrade may start, when
+the old manager hands over and what a failed one changes are rules of the
+manager's state machine (``manager_fsm``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 from gshard.config import BindAddress
-from gshard.listener import ListenerSet
+from gshard.listener import ListenerSet, systemd_listener
 
 ENV_LISTENERS = "GSHARD_INHERITED_LISTENERS"
 ENV_READY_FD = "GSHARD_UPGRADE_READY_FD"
@@ -54,6 +58,8 @@ def start_successor(argv: Sequence[str], listeners: list[ListenerSet]) -> Succes
         inherited.append({
             "bind": listener_set.address.url(),
             "fds": [sock.fileno() for sock in listener_set.sockets],
+            "shared": listener_set.shared,
+            "systemd_name": listener_set.systemd_name,
         })
     os.set_inheritable(ready_w, True)
     env = dict(os.environ)
@@ -81,7 +87,12 @@ class Inheritance:
 
         Refuses (ValueError) if they do not match the command line, which is
         the predecessor's own unless its environment was tampered with.
+        Sockets systemd passed replaced --bind: they are taken as they are.
         """
+        if any(entry.get("systemd_name") is not None for entry in self.listeners):
+            return [systemd_listener([socket.socket(fileno=fd) for fd in entry["fds"]],
+                                     entry["systemd_name"], entry["shared"])
+                    for entry in self.listeners]
         urls = [entry["bind"] for entry in self.listeners]
         if urls != [address.url() for address in binds]:
             raise ValueError(f"inherited listeners {urls} do not match --bind")

@@ -19,11 +19,16 @@ from gshard.protocol import Request
 
 
 def base_environ(
-    server_name: str, server_port: str, url_scheme: str, multiprocess: bool
+    server_name: str, server_port: str, url_scheme: str, multiprocess: bool,
+    script_name: str = "",
 ) -> dict[str, Any]:
-    """The keys that are the same for every request on one listener, built once."""
+    """The keys that are the same for every request on one listener, built once.
+
+    ``script_name`` is the mount point (``Config.script_name``, from
+    ``$SCRIPT_NAME`` as in gunicorn): each request's PATH_INFO is what follows it.
+    """
     environ = {
-        "SCRIPT_NAME": "",
+        "SCRIPT_NAME": script_name,
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
@@ -77,6 +82,11 @@ def make_environ(
     path, query = split_target(request.method, request.target)
     if "%" in path:
         path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
+    mount = base["SCRIPT_NAME"]
+    if mount and (path == mount or path.startswith(mount + "/")):
+        # Served under a mount point: the application sees the path below it.
+        # A path outside it reaches the application whole (gunicorn answers 500).
+        path = path[len(mount):]
     environ = base.copy()
     environ["REQUEST_METHOD"] = request.method
     environ["PATH_INFO"] = path

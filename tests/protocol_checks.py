@@ -37,6 +37,7 @@ from gshard.protocol import (
     ServerConnection,
     State,
 )
+from gshard.response import ResponseWriter
 
 # Statuses a refusal may carry (None: the peer closed mid-message, nothing to answer).
 REFUSALS = frozenset({400, 413, 414, 431, 501, 505, None})
@@ -162,8 +163,9 @@ def run(pieces: list[bytes], limits: Limits | None = None) -> Outcome:
             if not messages or not messages[-1][2]:
                 raise ParserBug("paused before the request was complete")
             _check_body_length(messages[-1])
-            conn.response_head("200 OK", [], 0)
-            conn.response_end()
+            writer = ResponseWriter(conn)
+            writer.head("200 OK", [], 0)
+            writer.end()
             if not conn.start_next_cycle():
                 if messages[-1][0].keep_alive:
                     raise ParserBug("a keep-alive request ended the connection")

@@ -1,8 +1,8 @@
 """Bounded HTTP load from client threads, recording every request's outcome.
 
-Used by the hot-restart tests to prove that nothing is lost while shards come
-and go. Three kinds of client, all raw sockets (no library retries hide a
-failure):
+Used by the tests that restart, upgrade, scale, recycle or kill shards under
+load, to prove that nothing is lost while shards come and go. Three kinds of
+client, all raw sockets (no library retries hide a failure):
 
 * ``fresh``: a new TCP connection per request, ``Connection: close``; many of
   them at once keep every accept queue busy;
@@ -19,16 +19,12 @@ response, a truncated body, another status) is a failure with its reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import pytest
 
 REQUEST_TIMEOUT = 10.0
 
@@ -149,6 +145,7 @@ class Load:
     slow_spread: float = 1.5
     max_seconds: float = 60.0  # hard deadline of every loop
     max_requests: int = 200_000  # per thread
+    request_timeout: float = REQUEST_TIMEOUT
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -169,7 +166,7 @@ class Load:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=REQUEST_TIMEOUT + 5)
+            thread.join(timeout=self.request_timeout + 5)
         assert not any(t.is_alive() for t in self._threads), "a load thread did not stop"
 
     def __enter__(self) -> Load:
@@ -188,7 +185,7 @@ class Load:
         if self._stop.wait(delay):
             return
         while self._running(deadline, done):
-            self.results.append(fresh_request(self.port, path, kind))
+            self.results.append(fresh_request(self.port, path, kind, self.request_timeout))
             done += 1
 
     def _keepalive_loop(self, kind: str, deadline: float, delay: float) -> None:
@@ -204,11 +201,11 @@ class Load:
                 try:
                     if sock is None:
                         sock = socket.create_connection(("127.0.0.1", self.port),
-                                                        timeout=REQUEST_TIMEOUT)
+                                                        timeout=self.request_timeout)
                         reader, served = _Reader(sock), 0
-                    sock.settimeout(REQUEST_TIMEOUT)
+                    sock.settimeout(self.request_timeout)
                     sock.sendall(request)
-                    status, headers, body = reader.response(started + REQUEST_TIMEOUT)
+                    status, headers, body = reader.response(started + self.request_timeout)
                     _check(result, status, body)
                     served += 1
                     if headers.get("connection", "").lower() == "close":
@@ -234,6 +231,15 @@ class Load:
     def failures(self) -> list[Result]:
         return [r for r in self.snapshot() if not r.ok]
 
+    def assert_no_failure(self, summary: str | None = None) -> None:
+        """Fail the test if any request failed, saying ``summary`` (or the load's) and why."""
+        failures = self.failures()
+        assert not failures, f"{summary or self.summary()}; first failures: {failures[:5]}"
+
+    def served(self, since: float = 0.0) -> list[Result]:
+        """The complete 200s of requests started at ``since`` (time.monotonic()) or later."""
+        return [r for r in self.snapshot() if r.ok and r.started >= since]
+
     def summary(self, results: list[Result] | None = None) -> str:
         results = self.snapshot() if results is None else results
         kinds = Counter(r.kind for r in results)
@@ -246,7 +252,7 @@ class Load:
                 f"{dict(reasons)}, versions {dict(versions)}, slowest {slowest}")
 
 
-# --- a deployable application and the kernel setting the tests rely on -----------
+# --- a deployable application ---------------------------------------------------
 
 APP_MODULE = "deployed_app"
 APP = f"{APP_MODULE}:app"
@@ -291,46 +297,26 @@ def deploy(directory: os.PathLike | str, version: str, broken: str | None = None
 # __pycache__. Deploys seconds apart are safe anyway; this rules it out.
 SERVER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
-TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
-
-
-@contextlib.contextmanager
-def no_request_migration() -> Iterator[None]:
-    """Run with ``net.ipv4.tcp_migrate_req`` = 0, or skip saying why not.
-
-    With 1, the kernel moves connections queued on a closing listener to
-    another one of the group: it would hide a listener closed too early.
-    """
+def _stat_after_name(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces
+    and parentheses), from the state on; None once the process is gone."""
     try:
-        with open(TCP_MIGRATE_REQ) as handle:
-            value = handle.read().strip()
-    except FileNotFoundError:
-        yield  # a kernel before 5.14 never migrates
-        return
-    if value == "0":
-        yield
-        return
-    if os.geteuid() != 0:
-        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and only root may set it to 0")
-    try:
-        with open(TCP_MIGRATE_REQ, "w") as handle:
-            handle.write("0")
-    except OSError as exc:
-        pytest.skip(f"{TCP_MIGRATE_REQ} is {value} and cannot be set to 0: {exc}")
-    try:
-        yield
-    finally:
-        with open(TCP_MIGRATE_REQ, "w") as handle:
-            handle.write(value)
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 def process_state(pid: int) -> str | None:
-    """The state letter in /proc/PID/stat (R, S, T, Z...); None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+    """The state letter (R, S, T, Z...); None once the process is gone."""
+    fields = _stat_after_name(pid)
+    return fields[0] if fields else None
+
+
+def process_start_time(pid: int) -> str | None:
+    """When the process started (to tell it from a later one with its PID); None once gone."""
+    fields = _stat_after_name(pid)
+    return fields[19] if fields else None
 
 
 def wait_state(pid: int, dead: bool = False, stopped: bool = False,

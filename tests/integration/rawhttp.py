@@ -8,6 +8,7 @@ was terminated. Every read has a deadline.
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -183,6 +184,38 @@ class Conn:
         return True
 
 
+def fetch(port: int, path: str = "/", timeout: float = DEFAULT_TIMEOUT) -> Response:
+    """One GET on a connection of its own (``Connection: close``), so each
+    lands on whichever shard the kernel picks for a new client port."""
+    with Conn.tcp(port, timeout=timeout) as conn:
+        conn.send(request_bytes("GET", path, headers=(("Connection", "close"),)))
+        return conn.read_response()
+
+
+def read_to_eof(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes; (data, closed within ``timeout``).
+
+    A reset counts as the close: a server may reset a connection it closes
+    with bytes of ours unread.
+    """
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return data, False
+        sock.settimeout(remaining)
+        try:
+            piece = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        except TimeoutError:
+            return data, False
+        if not piece:
+            return data, True
+        data += piece
+
+
 def request_bytes(method: str, path: str, version: str = "HTTP/1.1",
                   headers: tuple[tuple[str, str], ...] = (), body: bytes = b"",
                   host: bool = True) -> bytes:
@@ -194,3 +227,41 @@ def request_bytes(method: str, path: str, version: str = "HTTP/1.1",
     if body and not any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+TLS_CLIENT_HELLO_START = bytes.fromhex("1603010200010001fc0303")
+
+
+def garbage(rng: random.Random, body_path: str = "/") -> bytes:
+    """One connection's worth of hostile bytes, never a whole request.
+
+    Random bytes, a TLS hello, a head or a body cut short, noise shaped like
+    HTTP, heads past their limits, chunked bodies with broken sizes, NULs and
+    bare line feeds. ``body_path`` is where the POSTs go, a path of the
+    application under test that reads bodies.
+    """
+    kind = rng.randrange(11)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 65536))
+    if kind == 1:
+        return TLS_CLIENT_HELLO_START + rng.randbytes(rng.randrange(500))
+    raw = request_bytes("POST", body_path, body=b"b" * 200)
+    if kind == 2:  # a head cut anywhere, then noise
+        return raw[: rng.randrange(1, len(raw) - 200)] + rng.randbytes(rng.randrange(1, 200))
+    if kind == 3:  # a body cut short: the client goes before sending the rest
+        return raw[: rng.randrange(len(raw) - 200, len(raw))]
+    if kind == 4:  # printable noise with line breaks
+        alphabet = b"GETPOST/ :\r\n\t0123456789abcdefHTTP/1.1;=\"-"
+        return bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 4000)))
+    if kind == 5:  # a field line far past its limit
+        return b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * rng.randrange(8000, 40000)
+    chunked = f"POST {body_path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    if kind == 6:  # noise for chunk sizes
+        return chunked.encode() + rng.randbytes(rng.randrange(1, 2000))
+    if kind == 7:  # a chunk size that is no number
+        return chunked.encode() + b"zz\r\n" + rng.randbytes(100)
+    if kind == 8:  # many fields
+        return b"GET / HTTP/1.1\r\n" + b"X-F: v\r\n" * rng.randrange(50, 400)
+    if kind == 9:  # NULs and bare line feeds
+        return b"GET /\x00 HTTP/1.1\nHost: a\n\n"
+    return b"\r\n" * rng.randrange(1, 3000) + rng.randbytes(100)

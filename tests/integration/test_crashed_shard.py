@@ -15,27 +15,14 @@ import time
 import pytest
 
 from tests.integration.loadgen import (
-    APP,
-    SERVER_ENV,
     Load,
-    deploy,
-    no_request_migration,
     wait_state,
 )
 
 CONCURRENCY = 24
 ARRIVING = 16  # clients that start while a shard is frozen
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
-
-
-def _start(gshard_proc, tmp_path):
-    deploy(tmp_path, "v1")
-    return gshard_proc(APP, "--shards", "2", cwd=tmp_path, env=SERVER_ENV)
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 def _replacement(server, victim: int, mark: int) -> int:
@@ -47,8 +34,8 @@ def _replacement(server, victim: int, mark: int) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
-def test_killed_shard_under_load_loses_at_most_what_it_had_accepted(gshard_proc, tmp_path):
-    server = _start(gshard_proc, tmp_path)
+def test_killed_shard_under_load_loses_at_most_what_it_had_accepted(deployed_gshard):
+    server = deployed_gshard("--shards", "2")
     victim, survivor = server.shard_pids()
     with Load(server.port, fresh=CONCURRENCY, keepalive=0, slow=0, max_seconds=30) as load:
         time.sleep(1.5)
@@ -78,8 +65,8 @@ def test_killed_shard_under_load_loses_at_most_what_it_had_accepted(gshard_proc,
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
-def test_frozen_then_killed_shard_resets_no_queued_connection(gshard_proc, tmp_path):
-    server = _start(gshard_proc, tmp_path)
+def test_frozen_then_killed_shard_resets_no_queued_connection(deployed_gshard):
+    server = deployed_gshard("--shards", "2")
     victim, survivor = server.shard_pids()
     with Load(server.port, fresh=CONCURRENCY, keepalive=0, slow=0, max_seconds=30) as load:
         time.sleep(1.5)

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.integration.rawhttp import Conn, garbage, request_bytes
 
 
 @pytest.fixture
@@ -105,24 +105,6 @@ def test_bad_request_refused_and_server_keeps_serving(gshard_proc, raw, status):
     assert server.shard_pids() == pids
 
 
-def _garbage(rng: random.Random) -> bytes:
-    kind = rng.randrange(6)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(1, 4000))
-    if kind == 1:  # a TLS ClientHello's start
-        return bytes.fromhex("1603010200010001fc0303") + rng.randbytes(500)
-    if kind == 2:  # a request broken at a random point
-        raw = request_bytes("POST", "/ok", body=b"b" * 100)
-        cut = rng.randrange(1, len(raw))
-        return raw[:cut] + rng.randbytes(rng.randrange(1, 50))
-    if kind == 3:  # NULs and bare line feeds
-        return b"GET /\x00 HTTP/1.1\nHost: a\n\n"
-    if kind == 4:  # a chunked body with a bad size
-        return (b"POST /ok HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"zz\r\n" + rng.randbytes(100))
-    return b"\r\n" * rng.randrange(1, 3000) + rng.randbytes(100)
-
-
 @pytest.mark.timeout(45)
 def test_garbage_never_kills_a_shard(failing):
     pids = sorted(failing.shard_pids())
@@ -130,7 +112,7 @@ def test_garbage_never_kills_a_shard(failing):
     for _ in range(60):
         with socket.create_connection(("127.0.0.1", failing.port), timeout=5) as sock:
             try:
-                sock.sendall(_garbage(rng))
+                sock.sendall(garbage(rng, "/ok"))
                 sock.shutdown(socket.SHUT_WR)  # EOF: nothing more is coming
                 while sock.recv(65536):  # the server answers 4xx or closes
                     pass

@@ -7,21 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.integration.rawhttp import fetch
 
 CONNECTIONS = 800
 SHARDS = 4
 
 
 def _fetch_pids(port: int, count: int) -> list[int]:
-    pids = []
-    for _ in range(count):
-        with Conn.tcp(port) as conn:  # a fresh connection, so a fresh client port
-            conn.send(request_bytes("GET", "/", headers=(("Connection", "close"),)))
-            response = conn.read_response()
-            assert response.status == 200
-            pids.append(int(response.body))
-    return pids
+    responses = [fetch(port) for _ in range(count)]  # each from a fresh client port
+    assert all(response.status == 200 for response in responses)
+    return [int(response.body) for response in responses]
 
 
 @pytest.mark.slow

@@ -25,21 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.conftest import START_TIMEOUT, Server, kill_group, launch
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.integration.conftest import (
+    START_TIMEOUT,
+    Server,
+    kill_group,
+    launch,
+    need_descriptors,
+)
+from tests.integration.loadgen import process_state
+from tests.integration.rawhttp import Conn, fetch, garbage, read_to_eof, request_bytes
 
 REFUSALS = {400, 408, 413, 414, 431, 501, 505}
-
-
-def raise_nofile(needed: int) -> None:
-    """Let this process hold ``needed`` descriptors, within the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {soft} < {needed}")
 
 
 def ready(socks: list[socket.socket], timeout: float) -> list[int]:
@@ -62,30 +58,8 @@ def rss_kib(pid: int) -> int:
 def timed_get(port: int, path: str = "/") -> tuple[float, int]:
     """Seconds from connect to the whole response of a fresh GET, and its status."""
     started = time.perf_counter()
-    with Conn.tcp(port, timeout=5) as conn:
-        conn.send(request_bytes("GET", path, headers=(("Connection", "close"),)))
-        response = conn.read_response()
-    return time.perf_counter() - started, response.status
-
-
-def read_to_eof(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Everything the server sends until it closes; (data, closed within ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, False
-        sock.settimeout(remaining)
-        try:
-            piece = sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
-            return data, True
-        except TimeoutError:
-            return data, False
-        if not piece:
-            return data, True
-        data += piece
+    status = fetch(port, path).status
+    return time.perf_counter() - started, status
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +68,7 @@ def shared() -> Iterator[Server]:
     server = launch("hostile_app:app", "--bind", "127.0.0.1:0", "--shards", "2",
                     "--limit-request-body", "1000")
     try:
-        match = server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)", START_TIMEOUT)
-        server.port = int(match.group(1))
-        server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
-        yield server
+        yield server.wait_ready()
     finally:
         kill_group(server)
 
@@ -118,7 +89,7 @@ def test_slowloris_does_not_delay_others_and_is_cut_at_header_timeout(gshard_pro
     half the slots. Holding more than shards x worker-connections would make
     new clients wait in the accept queue until --header-timeout frees slots.
     """
-    raise_nofile(SLOWLORIS + 256)
+    need_descriptors(SLOWLORIS + 256)
     server = gshard_proc("hostile_app:app", "--shards", "2", "--header-timeout", "2")
     assert timed_get(server.port)[1] == 200
     partials = [b"G", b"GET / HT", b"GET / HTTP/1.1\r\nHost: a\r\nX-Drip: "]
@@ -248,31 +219,9 @@ def test_endless_line_refused_as_soon_as_it_passes_the_limit(shared, prefix, fil
 # --- garbage -----------------------------------------------------------------------------
 
 
-def _garbage(rng: random.Random) -> bytes:
-    kind = rng.randrange(8)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(1, 65536))
-    if kind == 1:  # a TLS ClientHello's start
-        return bytes.fromhex("1603010200010001fc0303") + rng.randbytes(rng.randrange(500))
-    if kind == 2:  # a request head cut anywhere, then noise
-        raw = request_bytes("POST", "/body", body=b"b" * 200)
-        return raw[: rng.randrange(1, len(raw) - 200)] + rng.randbytes(rng.randrange(1, 200))
-    if kind == 3:  # printable noise with line breaks
-        alphabet = b"GETPOST/ :\r\n\t0123456789abcdefHTTP/1.1;=\"-"
-        return bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 4000)))
-    if kind == 4:  # a field line far past its limit
-        return b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * rng.randrange(8000, 40000)
-    if kind == 5:  # a chunked body with noise for sizes
-        return (b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + rng.randbytes(rng.randrange(1, 2000)))
-    if kind == 6:  # many fields
-        return b"GET / HTTP/1.1\r\n" + b"X-F: v\r\n" * rng.randrange(50, 400)
-    return b"\r\n" * rng.randrange(1, 3000) + rng.randbytes(100)
-
-
 def _flood_wave(port: int, rng: random.Random, size: int) -> Counter:
     """``size`` connections at once, each sending garbage then EOF; what came back."""
-    payloads = [_garbage(rng) for _ in range(size)]
+    payloads = [garbage(rng, "/body") for _ in range(size)]
     socks = []
     outcomes: Counter = Counter()
     try:
@@ -305,7 +254,7 @@ def test_flood_of_garbage_leaves_every_shard_alive_with_flat_rss(gshard_proc):
     what each connection buffers (a 64 KB receive, up to the head limit) would
     pass 180 MiB over 3,000 connections.
     """
-    raise_nofile(1024)
+    need_descriptors(1024)
     server = gshard_proc("hostile_app:app", "--shards", "2")
     pids = sorted(server.shard_pids())
     rng = random.Random(20250607)
@@ -334,18 +283,7 @@ def test_flood_of_garbage_leaves_every_shard_alive_with_flat_rss(gshard_proc):
 
 @pytest.fixture
 def short_timeouts(gshard_proc):
-    return gshard_proc("hostile_app:app", "--shards", "1", "--keep-alive", "1",
-                       "--body-timeout", "1")
-
-
-def test_idle_keep_alive_connection_closed_after_keep_alive(short_timeouts):
-    with Conn.tcp(short_timeouts.port) as conn:
-        conn.send(request_bytes("GET", "/first"))
-        assert conn.read_response().body == b"ok /first"
-        idle_from = time.monotonic()
-        assert conn.wait_closed(timeout=4), "idle connection still open after 4 s"
-        idle = time.monotonic() - idle_from
-    assert 0.8 <= idle <= 2.0, f"closed after {idle:.2f}s with --keep-alive 1"
+    return gshard_proc("hostile_app:app", "--shards", "1", "--body-timeout", "1")
 
 
 def test_stalled_body_abandoned_after_body_timeout(short_timeouts):
@@ -457,19 +395,26 @@ def test_body_limit_by_chunk_size_before_its_data(shared):
 # --- header injection in responses -------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["a%0D%0ASet-Cookie:%20evil=1", "a%0ASet-Cookie:%20evil=1",
-                                  "a%0DSet-Cookie:%20evil=1", "a%00b"])
-def test_response_header_injection_becomes_a_500(shared, text):
-    """An application that copies request input into a response header cannot
-    be made to split the response: the header is refused, the client gets a
-    plain 500, and the connection closes."""
-    with Conn.tcp(shared.port) as conn:
+INJECTIONS = ["a%0D%0ASet-Cookie:%20evil=1", "a%0ASet-Cookie:%20evil=1",
+              "a%0DSet-Cookie:%20evil=1", "a%00b"]
+
+
+def _assert_injection_refused(port: int, text: str) -> None:
+    with Conn.tcp(port) as conn:
         conn.send(request_bytes("GET", f"/inject?{text}"))
         response = conn.read_response()
         assert response.status == 500
         assert response.header("Set-Cookie") is None
         assert response.header("X-Echo") is None
         assert conn.wait_closed()
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_response_header_injection_becomes_a_500(shared, text):
+    """An application that copies request input into a response header cannot
+    be made to split the response: the header is refused, the client gets a
+    plain 500, and the connection closes."""
+    _assert_injection_refused(shared.port, text)
 
 
 # --- request smuggling -------------------------------------------------------------------
@@ -538,11 +483,8 @@ SMUGGLING = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "status"), SMUGGLING)
-def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, status):
-    """The attempt, then a request behind it in the same write: one refusal, then
-    the close, and the smuggled request is never answered."""
-    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as sock:
+def _assert_smuggling_refused(port: int, raw: bytes, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(raw + SMUGGLED)
         data, closed = read_to_eof(sock)
     assert closed, f"connection left open; got {data[:200]!r}"
@@ -553,15 +495,34 @@ def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, sta
     assert b"\r\nConnection: close\r\n" in data
 
 
-def test_shards_survive_the_battery(shared):
-    # Runs after the parametrized tests above (file order): the same shards serve.
-    assert len(shared.shard_pids()) == 2
-    assert timed_get(shared.port)[1] == 200
-    # The only tracebacks are the injection tests' refused headers (logged as
+@pytest.mark.parametrize(("raw", "status"), SMUGGLING)
+def test_smuggling_attempt_refused_and_nothing_behind_it_served(shared, raw, status):
+    """The attempt, then a request behind it in the same write: one refusal, then
+    the close, and the smuggled request is never answered."""
+    _assert_smuggling_refused(shared.port, raw, status)
+
+
+@pytest.mark.timeout(60)
+def test_shards_survive_the_battery(gshard_proc):
+    """Every smuggling attempt, every header injection and a wave of garbage,
+    one after another against one server: the same shards serve after it all."""
+    server = gshard_proc("hostile_app:app", "--shards", "2", "--limit-request-body", "1000")
+    pids = sorted(server.shard_pids())
+    assert len(pids) == 2
+    for case in SMUGGLING:
+        _assert_smuggling_refused(server.port, *case.values)
+    for text in INJECTIONS:
+        _assert_injection_refused(server.port, text)
+    outcomes = _flood_wave(server.port, random.Random(20250608), 300)
+    assert not [o for o in outcomes if o.startswith("HTTP/1.1 2")], outcomes
+    assert sorted(server.shard_pids()) == pids
+    assert all(process_state(pid) not in (None, "Z") for pid in pids)
+    assert timed_get(server.port)[1] == 200
+    # The only tracebacks are the refused injected headers, one each (logged as
     # application errors, which they are).
-    tracebacks = shared.stderr.count(r"^Traceback")
-    assert tracebacks == shared.stderr.count(r"ValueError: response header .* forbidden"), (
-        shared.stderr.text)
+    log = server.stderr.text
+    assert server.stderr.count(r"^Traceback") == len(INJECTIONS), log
+    assert server.stderr.count(r"ValueError: response header .* forbidden") == len(INJECTIONS), log
 
 
 @pytest.mark.timeout(60)

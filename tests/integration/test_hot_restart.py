@@ -16,13 +16,12 @@ import time
 
 import pytest
 
+from tests.integration.conftest import wait_until
 from tests.integration.loadgen import (
     APP,
-    SERVER_ENV,
     Load,
     Result,
     deploy,
-    no_request_migration,
 )
 
 # After a reload returns, the old generation may still answer what it had in
@@ -30,11 +29,7 @@ from tests.integration.loadgen import (
 SWITCH_SECONDS = 3.0
 RELOADS = 4
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 def _reload(pidfile) -> tuple[subprocess.CompletedProcess, float, float]:
@@ -47,11 +42,9 @@ def _reload(pidfile) -> tuple[subprocess.CompletedProcess, float, float]:
     return result, started, time.monotonic()
 
 
-def _start(gshard_proc, tmp_path, version: str = "v1"):
-    deploy(tmp_path, version)
+def _start(deployed_gshard, tmp_path):
     pidfile = tmp_path / "g.pid"
-    server = gshard_proc(APP, "--shards", "2", "--pid", str(pidfile), "--graceful-timeout", "10",
-                         cwd=tmp_path, env=SERVER_ENV)
+    server = deployed_gshard("--shards", "2", "--pid", str(pidfile), "--graceful-timeout", "10")
     return server, pidfile
 
 
@@ -80,8 +73,8 @@ def _check_switch(results: list[Result], version: str, served_from: float,
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_four_reloads_under_load_lose_no_request(gshard_proc, tmp_path):
-    server, pidfile = _start(gshard_proc, tmp_path)
+def test_four_reloads_under_load_lose_no_request(deployed_gshard, tmp_path):
+    server, pidfile = _start(deployed_gshard, tmp_path)
     reloads = []
     with Load(server.port, fresh=24, keepalive=6, slow=4, max_seconds=60) as load:
         time.sleep(1.0)
@@ -96,8 +89,7 @@ def test_four_reloads_under_load_lose_no_request(gshard_proc, tmp_path):
     summary = f"{load.summary(results)}; reload durations {durations}"
     print(summary)
 
-    failed = [r for r in results if not r.ok]
-    assert not failed, f"{summary}; first failures: {failed[:5]}"
+    load.assert_no_failure(summary)
     for kind in ("fresh", "keepalive", "slow"):
         last = max(r.started for r in results if r.kind == kind)
         assert last > reloads[-1][3] + SWITCH_SECONDS, f"the {kind} clients stopped early"
@@ -123,8 +115,8 @@ def test_four_reloads_under_load_lose_no_request(gshard_proc, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_broken_deploy_keeps_the_serving_generation(gshard_proc, tmp_path):
-    server, pidfile = _start(gshard_proc, tmp_path)
+def test_broken_deploy_keeps_the_serving_generation(deployed_gshard, tmp_path):
+    server, pidfile = _start(deployed_gshard, tmp_path)
     message = "deploy 3 broke: SETTINGS_URL is not set"
     with Load(server.port, fresh=24, keepalive=6, slow=4, max_seconds=60) as load:
         time.sleep(1.0)
@@ -142,10 +134,8 @@ def test_broken_deploy_keeps_the_serving_generation(gshard_proc, tmp_path):
         assert "generation 2 keeps serving" in failed.stderr, failed.stderr
         time.sleep(2.0)
         # The broken generation is gone; the serving shards were left alone.
-        deadline = time.monotonic() + 5
-        while sorted(server.shard_pids()) != serving and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert sorted(server.shard_pids()) == serving
+        wait_until(lambda: sorted(server.shard_pids()) == serving, 5,
+                   f"the serving shards {serving} alone")
 
         deploy(tmp_path, "v3")
         ok3, ok3_start, ok3_end = _reload(pidfile)
@@ -157,8 +147,7 @@ def test_broken_deploy_keeps_the_serving_generation(gshard_proc, tmp_path):
                f"broken {failed_end - failed_start:.2f}s, v3 {ok3_end - ok3_start:.2f}s")
     print(summary)
 
-    failures = [r for r in results if not r.ok]
-    assert not failures, f"{summary}; first failures: {failures[:5]}"
+    load.assert_no_failure(summary)
     # v2 answered everything from shortly after its reload until v3's reload began,
     # the broken deploy included.
     served = _check_switch(results, "v2", ok2_end + SWITCH_SECONDS, ok3_start)
@@ -180,8 +169,8 @@ def _title(pid: int) -> str:
 
 
 @pytest.mark.timeout(30)
-def test_process_titles_name_role_slot_and_generation(gshard_proc, tmp_path):
-    server, pidfile = _start(gshard_proc, tmp_path)
+def test_process_titles_name_role_slot_and_generation(deployed_gshard, tmp_path):
+    server, pidfile = _start(deployed_gshard, tmp_path)
     assert _title(server.pid) == f"gshard: manager {APP}"
     titles = sorted(_title(pid) for pid in server.shard_pids())
     assert titles == [f"gshard: shard 0 gen 1 {APP}", f"gshard: shard 1 gen 1 {APP}"]
@@ -191,9 +180,7 @@ def test_process_titles_name_role_slot_and_generation(gshard_proc, tmp_path):
 
     result, _, _ = _reload(pidfile)
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 10
-    while len(server.shard_pids()) != 2 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first generation drains
+    wait_until(lambda: len(server.shard_pids()) == 2, 10, "the first generation to drain")
     titles = sorted(_title(pid) for pid in server.shard_pids())
     assert titles == [f"gshard: shard 0 gen 2 {APP}", f"gshard: shard 1 gen 2 {APP}"]
     assert _title(server.pid) == f"gshard: manager {APP}"

@@ -8,12 +8,11 @@ starts another on the same listener.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
-from tests.integration.loadgen import Result, fresh_request
+from tests.integration.loadgen import Load
 
 
 @pytest.mark.slow
@@ -28,23 +27,12 @@ def test_blocked_shard_is_killed_and_replaced_with_its_stack_logged(gshard_proc)
     (other,) = before - {hung}
 
     # Meanwhile clients keep coming: the other shard answers, and what the kernel
-    # queues on the blocked shard's listener waits for its replacement.
-    results: list[Result] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        for _ in range(2000):
-            if stop.is_set() or time.monotonic() > blocked_at + 25:
-                return
-            results.append(fresh_request(server.port, "/", timeout=15))
-
-    # Each client waits whenever its connection is hashed to the blocked shard's
-    # queue; with 12 of them, the chance that none reaches the other shard
-    # early is 1 in 4096, not 1 in 16.
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    try:
+    # queues on the blocked shard's listener waits for its replacement. Each
+    # client waits whenever its connection is hashed to that queue; with 12 of
+    # them, the chance that none reaches the other shard early is 1 in 4096,
+    # not 1 in 16.
+    with Load(server.port, fresh=12, keepalive=0, slow=0, max_seconds=25,
+              request_timeout=15) as load:
         server.stderr.wait_for(rf"\(pid {hung}\) blocked for more than 4s; killing it",
                                timeout=10)
         server.stderr.wait_for(rf"\(pid {hung}\) was killed by signal 9", timeout=5)
@@ -52,18 +40,13 @@ def test_blocked_shard_is_killed_and_replaced_with_its_stack_logged(gshard_proc)
                                               timeout=10).group(1))
         replaced_after = time.monotonic() - blocked_at
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=20)
-    summary = (f"{len(results)} requests, {sum(not r.ok for r in results)} failed; "
-               f"replaced {replaced_after:.1f}s after the block")
+    results = load.snapshot()
+    summary = f"{load.summary(results)}; replaced {replaced_after:.1f}s after the block"
     print(summary)
 
     assert replaced_after < 10, summary
     assert set(server.shard_pids()) == {other, newcomer}
-    failures = [r for r in results if not r.ok]
-    assert not failures, f"{summary}: {failures[:5]}"
+    load.assert_no_failure(summary)
     assert {r.pid for r in results} == {other, newcomer}, summary
     assert any(r.pid == newcomer for r in results), summary
     assert any(r.pid == other and r.ended < blocked_at + 3 for r in results), \

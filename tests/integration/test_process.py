@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -19,18 +18,18 @@ import requests
 
 import gshard
 from tests.conftest import FIXTURE_APPS
-from tests.integration.conftest import START_TIMEOUT, Output, Server, kill_group
-from tests.integration.rawhttp import Closed, Conn, request_bytes
+from tests.integration.conftest import (
+    Output,
+    Server,
+    kill_group,
+    listening_sockets,
+    need_descriptors,
+    wait_until,
+)
+from tests.integration.loadgen import process_start_time
+from tests.integration.rawhttp import Closed, Conn, fetch, request_bytes
 
 # --- helpers -------------------------------------------------------------------
-
-
-def _ss_listeners(port: int) -> list[str]:
-    if shutil.which("ss") is None:
-        pytest.skip("`ss` (iproute2) is not installed; CI installs it")
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         timeout=10, check=True).stdout
-    return [line for line in out.splitlines() if line.strip()]
 
 
 def _listening_inodes() -> dict[int, int]:
@@ -56,15 +55,6 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (to tell it from a later process with its PID)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except FileNotFoundError:
-        return None
-
-
 def _group_is_empty(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -87,11 +77,9 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _pid_of_answer(port: int) -> int:
-    with Conn.tcp(port) as conn:
-        conn.send(request_bytes("GET", "/", headers=(("Connection", "close"),)))
-        response = conn.read_response()
-        assert response.status == 200
-        return int(response.body)
+    response = fetch(port)
+    assert response.status == 200
+    return int(response.body)
 
 
 # --- listeners -------------------------------------------------------------------
@@ -100,7 +88,7 @@ def _pid_of_answer(port: int) -> int:
 @pytest.mark.parametrize("shards", [1, 3])
 def test_one_listening_socket_per_shard(gshard_proc, shards):
     server = gshard_proc("hello:app", "--shards", str(shards))
-    lines = _ss_listeners(server.port)
+    lines = listening_sockets(server.port)
     assert len(lines) == shards, lines
     assert all(f"127.0.0.1:{server.port} " in line for line in lines), lines
 
@@ -118,7 +106,7 @@ def test_four_shards_share_the_announced_port(gshard_proc):
         assert listening[mine[0]] == server.port
         held += mine
     assert len(set(held)) == 4, "two shards share one listening socket"
-    assert len(_ss_listeners(server.port)) == 4
+    assert len(listening_sockets(server.port)) == 4
     answered = {_pid_of_answer(server.port) for _ in range(60)}
     assert answered <= set(pids)
     assert len(answered) >= 2  # 60 connections all to one of 4 shards: not by chance
@@ -130,13 +118,13 @@ def test_four_shards_share_the_announced_port(gshard_proc):
 def test_sigterm_exits_0_leaves_no_process_and_frees_the_port(gshard_proc):
     server = gshard_proc("hello:app", "--shards", "2")
     assert requests.get(server.url, timeout=5).status_code == 200
-    shards = {pid: _start_time(pid) for pid in server.shard_pids()}
+    shards = {pid: process_start_time(pid) for pid in server.shard_pids()}
     assert len(shards) == 2
     assert not _port_is_free(server.port)  # the check below can tell
     assert server.stop(timeout=10) == 0
     assert _group_is_empty(server.pid), "processes of the server are still alive"
     for pid, started in shards.items():
-        assert _start_time(pid) != started, f"shard {pid} is still there"
+        assert process_start_time(pid) != started, f"shard {pid} is still there"
     assert _port_is_free(server.port)
     server.stderr.wait_for(r"Shutting down gracefully", timeout=1)
 
@@ -190,10 +178,7 @@ def test_app_failing_at_import_exits_4_once(gshard_proc):
     elapsed = time.monotonic() - started
     assert status == 4
     assert elapsed < 5, f"took {elapsed:.1f}s to give up"
-    deadline = time.monotonic() + 5
-    while not server.stderr.closed and time.monotonic() < deadline:  # all output is in
-        time.sleep(0.05)
-    assert server.stderr.closed
+    wait_until(lambda: server.stderr.closed, 5, "all of stderr to be read")
     log = server.stderr.text
     assert server.stderr.count(r"Traceback \(most recent call last\)") == 1, log
     assert server.stderr.count(r"^RuntimeError: broken_import: the database URL is not set") \
@@ -207,16 +192,11 @@ def test_app_failing_at_import_exits_4_once(gshard_proc):
 @pytest.mark.timeout(30)
 def test_shards_leave_when_the_manager_is_killed(gshard_proc):
     server = gshard_proc("hello:app", "--shards", "2")
-    shards = {pid: _start_time(pid) for pid in server.shard_pids()}
+    shards = {pid: process_start_time(pid) for pid in server.shard_pids()}
     os.kill(server.pid, signal.SIGKILL)
     server.wait(timeout=5)
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
-        if all(_start_time(pid) != started for pid, started in shards.items()):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("orphaned shards still running 8 s after the manager died")
+    wait_until(lambda: all(process_start_time(pid) != started
+                           for pid, started in shards.items()), 8, "the orphaned shards to leave")
     assert _port_is_free(server.port)
 
 
@@ -257,7 +237,7 @@ def test_second_server_cannot_share_a_served_port(gshard_proc):
                          ready=False)
     assert second.wait(timeout=10) == 1
     second.stderr.wait_for(rf"Cannot listen: .*127\.0\.0\.1:{first.port}", timeout=2)
-    assert len(_ss_listeners(first.port)) == 2
+    assert len(listening_sockets(first.port)) == 2
     answered = {_pid_of_answer(first.port) for _ in range(20)}
     assert answered <= set(first.shard_pids())
 
@@ -327,7 +307,7 @@ def test_ipv6_loopback_bind(gshard_proc):
     server.stderr.wait_for(rf"Listening at: http://\[::1\]:{server.port} ", timeout=1)
     response = requests.get(f"http://[::1]:{server.port}/", timeout=5)
     assert response.status_code == 200 and response.text == "hello\n"
-    assert len(_ss_listeners(server.port)) == 2
+    assert len(listening_sockets(server.port)) == 2
     assert server.stop() == 0
     assert _port_is_free(server.port, "::1")
 
@@ -359,7 +339,7 @@ def test_bad_flag_exits_2_with_one_line_before_binding(bad):
 def test_version():
     result = _run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"gshard {gshard.__version__}"
+    assert result.stdout.startswith(f"gshard {gshard.__version__} ({gshard.build()}; Python ")
     assert gshard.__version__[0].isdigit()
 
 
@@ -368,9 +348,7 @@ def test_version():
 def test_manager_works_with_descriptors_numbered_past_1023(tmp_path):
     """select() cannot watch descriptor 1024 or above; the manager's loop must
     still see signals, shard messages and control commands there."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 1400:
-        pytest.skip(f"RLIMIT_NOFILE {soft} < 1400")
+    need_descriptors(1400)  # gshard inherits the limit
     control = tmp_path / "control.sock"
     # Fill descriptors 3..1102 in the child before it becomes gshard, so every
     # descriptor gshard opens is numbered past 1023.
@@ -389,9 +367,8 @@ def test_manager_works_with_descriptors_numbered_past_1023(tmp_path):
     server = Server(proc, Output(), Output())
     threading.Thread(target=server.stderr.pump, args=(proc.stderr,), daemon=True).start()
     try:
-        port = int(server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)",
-                                          START_TIMEOUT).group(1))
-        server.stderr.wait_for(r"Ready: 2 shards serving", START_TIMEOUT)
+        port = server.wait_ready().port
+        assert server.stderr.count(r"Ready: 2 shards serving") == 1
         sockets = [fd for fd in os.listdir(f"/proc/{proc.pid}/fd")
                    if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:")]
         assert sockets and min(int(fd) for fd in sockets) >= 1024

@@ -14,27 +14,19 @@ import time
 import pytest
 
 from tests.integration.loadgen import (
-    APP,
-    SERVER_ENV,
     Load,
     deploy,
     fresh_request,
-    no_request_migration,
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
-def test_recycled_shards_lose_no_request(gshard_proc, tmp_path):
-    deploy(tmp_path, "v1")
-    server = gshard_proc(APP, "--shards", "2", "--max-requests", "40",
-                         "--max-requests-jitter", "10", cwd=tmp_path, env=SERVER_ENV)
+def test_recycled_shards_lose_no_request(deployed_gshard):
+    server = deployed_gshard("--shards", "2", "--max-requests", "40",
+                             "--max-requests-jitter", "10")
     first = set(server.shard_pids())
     with Load(server.port, fresh=12, keepalive=3, slow=1, max_seconds=30) as load:
         time.sleep(8.0)
@@ -45,8 +37,7 @@ def test_recycled_shards_lose_no_request(gshard_proc, tmp_path):
     summary = (f"{load.summary(results)}; {len(recycled)} recycles, "
                f"{len(answering)} shard pids answered")
     print(summary)
-    failures = [r for r in results if not r.ok]
-    assert not failures, f"{summary}; first failures: {failures[:5]}"
+    load.assert_no_failure(summary)
     assert len(recycled) >= 4, summary
     assert {slot for slot, _ in recycled} == {"0", "1"}, recycled
     assert {int(pid) for _, pid in recycled} >= first, "a first-generation shard never recycled"
@@ -60,12 +51,11 @@ def test_recycled_shards_lose_no_request(gshard_proc, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
-def test_shard_past_its_limit_during_a_failed_reload_is_recycled_after_it(gshard_proc, tmp_path):
+def test_shard_past_its_limit_during_a_failed_reload_is_recycled_after_it(deployed_gshard,
+                                                                           tmp_path):
     """The manager ignores a recycle request while a reload boots; the shard must ask again."""
-    deploy(tmp_path, "v1")
     pidfile = tmp_path / "g.pid"
-    server = gshard_proc(APP, "--shards", "1", "--max-requests", "30", "--pid", str(pidfile),
-                         cwd=tmp_path, env=SERVER_ENV)
+    server = deployed_gshard("--shards", "1", "--max-requests", "30", "--pid", str(pidfile))
     (first,) = server.shard_pids()
     deploy(tmp_path, "v2", broken="deploy 2 broke", import_seconds=3.0)
     reload = subprocess.Popen(

@@ -8,46 +8,24 @@ listener only once that shard has exited.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 
 import pytest
 
-from tests.integration.loadgen import APP, SERVER_ENV, Load, deploy, no_request_migration
+from tests.integration.conftest import listening_sockets, wait_until
+from tests.integration.loadgen import Load
 
-
-@pytest.fixture(autouse=True)
-def _no_request_migration():
-    with no_request_migration():
-        yield
-
-
-def _listeners(port: int) -> int:
-    if shutil.which("ss") is None:
-        pytest.skip("`ss` (iproute2) is not installed; CI installs it")
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         timeout=10, check=True).stdout
-    return len([line for line in out.splitlines() if line.strip()])
-
-
-def _wait_listeners(port: int, count: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while (found := _listeners(port)) != count:
-        assert time.monotonic() < deadline, f"{found} listeners, not {count}, after {timeout}s"
-        time.sleep(0.05)
-    return time.monotonic()
+pytestmark = pytest.mark.usefixtures("no_request_migration")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-def test_adding_and_removing_shards_under_load_loses_nothing(gshard_proc, tmp_path):
-    deploy(tmp_path, "v1")
-    server = gshard_proc(APP, "--shards", "2", cwd=tmp_path, env=SERVER_ENV)
+def test_adding_and_removing_shards_under_load_loses_nothing(deployed_gshard):
+    server = deployed_gshard("--shards", "2")
     port = server.port
     first = set(server.shard_pids())
-    assert _listeners(port) == 2
+    assert len(listening_sockets(port)) == 2
     with Load(port, fresh=24, keepalive=2, slow=12, max_seconds=40) as load:
         time.sleep(1.0)
         mark = len(server.stderr.lines)
@@ -61,7 +39,7 @@ def test_adding_and_removing_shards_under_load_loses_nothing(gshard_proc, tmp_pa
                                            start=mark)
             added[slot] = int(match.group(1))
         grown = time.monotonic()
-        assert _listeners(port) == 4
+        assert len(listening_sockets(port)) == 4
         assert set(server.shard_pids()) == first | set(added.values())
         time.sleep(2.0)
 
@@ -72,19 +50,20 @@ def test_adding_and_removing_shards_under_load_loses_nothing(gshard_proc, tmp_pa
         server.stderr.wait_for(r"Removing shard 2$", timeout=5, start=mark)
         removed = time.monotonic()
         # The leaving shards still take what was queued: their listeners stay open.
-        assert _listeners(port) == 4
+        assert len(listening_sockets(port)) == 4
         for slot in (2, 3):
             server.stderr.wait_for(rf"Shard {slot} \(pid {added[slot]}\) exited with status 0 "
                                    r"after draining", timeout=15, start=mark)
-        shrunk = _wait_listeners(port, 2, timeout=5)
+        wait_until(lambda: len(listening_sockets(port)) == 2, 5,
+                   "the leaving shards' listeners to close")
+        shrunk = time.monotonic()
         assert set(server.shard_pids()) == first
         time.sleep(1.5)
     results = load.snapshot()
     summary = (f"{load.summary(results)}; leaving shards exited and listeners closed "
                f"{shrunk - removed:.2f}s after the removal")
     print(summary)
-    failures = [r for r in results if not r.ok]
-    assert not failures, f"{summary}; first failures: {failures[:5]}"
+    load.assert_no_failure(summary)
     # /slow requests the leaving shards had in flight were finished, not cut.
     finished = [r for r in results if r.kind == "slow" and r.pid in added.values()
                 and r.started < removed < r.ended]
@@ -98,20 +77,16 @@ def test_adding_and_removing_shards_under_load_loses_nothing(gshard_proc, tmp_pa
 
 def _new_child(server, known: set[int], timeout: float = 5.0) -> int:
     """The PID of the shard forked since ``known`` was taken."""
-    deadline = time.monotonic() + timeout
-    while not (new := set(server.shard_pids()) - known):
-        assert time.monotonic() < deadline, "no new shard was forked"
-        time.sleep(0.002)
-    (pid,) = new
+    (pid,) = wait_until(lambda: set(server.shard_pids()) - known, timeout, "a new shard",
+                        interval=0.002)
     return pid
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(40)
-def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(gshard_proc,
-                                                                          tmp_path):
-    deploy(tmp_path, "v1")
-    server = gshard_proc(APP, "--shards", "2", cwd=tmp_path, env=SERVER_ENV)
+def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(
+        deployed_gshard):
+    server = deployed_gshard("--shards", "2")
     first = set(server.shard_pids())
     with Load(server.port, fresh=8, keepalive=0, slow=0, max_seconds=30) as load:
         time.sleep(1.0)
@@ -132,7 +107,7 @@ def test_no_connection_waits_for_a_shard_still_booting_when_two_are_added(gshard
         time.sleep(0.5)
     results = load.snapshot()
     summary = load.summary(results)
-    assert not [r for r in results if not r.ok], summary
+    load.assert_no_failure(summary)
     during = [r for r in results if held <= r.started < held + 1.5]
     waited = [r for r in during if r.ended - r.started > 1.0]
     assert len(during) >= 20, summary

@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from tests.integration.loadgen import APP_MODULE, SERVER_ENV, deploy, fresh_request
+from tests.integration.loadgen import deploy, fresh_request
 
 
 @pytest.mark.timeout(60)
-def test_new_connections_avoid_a_slot_whose_replacement_keeps_failing(gshard_proc, tmp_path):
-    deploy(tmp_path, "v1")
-    server = gshard_proc(f"{APP_MODULE}:app", "--shards", "2", cwd=tmp_path, env=SERVER_ENV)
+def test_new_connections_avoid_a_slot_whose_replacement_keeps_failing(deployed_gshard,
+                                                                      tmp_path):
+    server = deployed_gshard("--shards", "2")
     survivor, victim = server.shard_pids()
     deploy(tmp_path, "v2", broken="the database is gone")
     os.kill(victim, signal.SIGKILL)

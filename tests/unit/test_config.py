@@ -8,16 +8,19 @@ import textwrap
 import pytest
 
 from gshard import cli
-from gshard.config import BindAddress, Config, config_names, parse_bind, settings
+from gshard.config import BindAddress, Config, config_names, flag_name, parse_bind, settings
 from gshard.errors import EXIT_USAGE, ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _no_port_env(monkeypatch):
-    # parse_config reads $PORT (as gunicorn does on PaaS) and
-    # $FORWARDED_ALLOW_IPS (as gunicorn does); keep them out of the way.
-    monkeypatch.delenv("PORT", raising=False)
-    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+def _no_port_env(monkeypatch, tmp_path):
+    # parse_config reads variables (as gunicorn does: $PORT on PaaS,
+    # $WEB_CONCURRENCY, ...) and ./gunicorn.conf.py; keep them out of the way.
+    for name in ("PORT", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "SCRIPT_NAME", "SENDFILE",
+                 "GUNICORN_CMD_ARGS", "GSHARD_CMD_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "start").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
 
 
 def parse(*argv: str) -> Config:
@@ -67,6 +70,28 @@ SAMPLES = {
                             {}),
     "proxy_protocol": ("v2", "v2", {}),
     "proxy_allow_ips": ("10.0.0.0/8", ("10.0.0.0/8",), {}),
+    "control_socket_disable": (None, True, {}),
+    "capture_output": (None, True, {}),
+    "logconfig": ("/etc/log.ini", "/etc/log.ini", {}),
+    "logconfig_json": ("/etc/log.json", "/etc/log.json", {}),
+    "raw_env": ("A=b=c", ("A=b=c",), {}),
+    "pythonpath": ("/srv/lib,/srv/app", "/srv/lib,/srv/app", {}),
+    "initgroups": (None, True, {}),
+    "sendfile": (None, False, {}),
+    "reuse_port": (None, True, {}),  # the default: gshard always reuses the port
+    "preload_app": (None, "not supported yet", {}),  # refused, for now
+    "reload": (None, "not supported yet", {}),  # refused, for now
+    "reload_engine": ("poll", "poll", {}),
+    "reload_extra_files": ("templates/*.html", ("templates/*.html",), {}),
+    "check_config": (None, True, {}),
+    "daemon": (None, True, {}),
+    "syslog": (None, True, {}),
+    "syslog_addr": ("unix:///dev/log#dgram", "unix:///dev/log#dgram", {}),
+    "syslog_prefix": ("web", "web", {}),
+    "syslog_facility": ("local0", "local0", {}),
+    "disable_redirect_access_to_syslog": (None, True, {}),
+    "enable_stdio_inheritance": (None, True, {}),
+    "print_config": (None, True, {}),
 }
 
 
@@ -81,25 +106,35 @@ def default_of(spec):
 
 
 def test_every_flagged_setting_has_a_sample():
-    assert {spec.name for spec in flagged_settings()} == set(SAMPLES)
+    # -c has tests of its own: its value is a file that is read.
+    assert {spec.name for spec in flagged_settings()} - {"config"} == set(SAMPLES)
 
 
-@pytest.mark.parametrize("spec", flagged_settings(), ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", [spec for spec in flagged_settings() if spec.name != "config"],
+                         ids=lambda spec: spec.name)
 def test_every_flag_reaches_its_setting(spec):
     text, expected, extra = SAMPLES[spec.name]
-    if spec.name != "worker_class":
+    if spec.name not in ("worker_class", "reuse_port"):
         assert expected != default_of(spec), "the sample must differ from the default"
     extra_argv = []
     for name, value in extra.items():
         extra_argv += [f"--{name.replace('_', '-')}", value]
+    given = [] if text is None else [text]  # a switch takes no value
     parser = cli.build_parser()
     for flag in spec.metadata["flags"]:
-        namespace = vars(parser.parse_args(["app:x", flag, text, *extra_argv]))
+        namespace = vars(parser.parse_args(["app:x", flag, *given, *extra_argv]))
         assert spec.name in namespace, flag
-        config = parse("app:x", flag, text, *extra_argv)
+        if spec.metadata["compat"].kind == "refused":
+            with pytest.raises(ConfigError, match=f"{flag_name(spec)}: {expected}"):
+                parse("app:x", flag, *given, *extra_argv)
+            continue
+        config = parse("app:x", flag, *given, *extra_argv)
         assert getattr(config, spec.name) == expected, flag
+    if spec.metadata["compat"].kind == "refused":
+        return
     # Config.from_values converts the same text when it comes from elsewhere.
-    config = Config.from_values({"app": "app:x", spec.name: text, **extra})
+    raw = text if text is not None else expected
+    config = Config.from_values({"app": "app:x", spec.name: raw, **extra})
     assert getattr(config, spec.name) == expected
 
 
@@ -149,7 +184,11 @@ def test_defaults_and_flags_match_installed_gunicorn():
         # User, group, umask: gshard's None means "leave as started" (gunicorn
         # computes the current ids at import, and applies umask 0).
         if name in ("workers", "worker_class", "chdir", "bind", "control_socket",
-                    "user", "group", "umask"):
+                    "user", "group", "umask", "config", "reuse_port", "sendfile"):
+            continue
+        # gunicorn's hooks default to functions that do nothing; gshard's to None.
+        if callable(theirs.default):
+            assert default_of(ours[target]) is None, name
             continue
         # gshard keeps settings converted (address lists as tuples, not
         # gunicorn's comma-separated text): gunicorn's default, read by
@@ -239,7 +278,14 @@ def test_limits_zero_means_maximum():
         {"app": "a:b", "timeout": "inf"},
         {"app": "a:b", "limit_request_line": 8191},
         {"app": "a:b", "loglevel": "loud"},
-        {"app": "a:b", "worker_class": "sync"},
+        {"app": "a:b", "worker_class": "uvicorn.workers.UvicornWorker"},
+        {"app": "a:b", "worker_class": "tornado"},
+        {"app": "a:b", "raw_env": ["NOVALUE"]},
+        {"app": "a:b", "script_name": "app"},
+        {"app": "a:b", "post_fork": "not callable"},
+        {"app": "a:b", "post_fork": lambda server: None},  # gunicorn's takes two
+        {"app": "a:b", "threads": 4, "statsd_host": "localhost:8125"},
+        {"app": "a:b", "logconfig_dict": [("version", 1)]},
         {"app": "a:b", "bind": []},
         {"app": "a:b", "bind": ["127.0.0.1:1", "127.0.0.1:1"]},
         {"app": "a:b", "max_requests_jitter": 5},
@@ -334,7 +380,14 @@ def nothing_starts(monkeypatch):
         ["app:x", "-b", "[::1"],
         ["app:x", "-b", "::1:8000"],
         ["app:x", "-b", "host:70000"],
-        ["app:x", "-k", "sync"],
+        ["app:x", "-k", "uvicorn.workers.UvicornWorker"],
+        ["app:x", "--preload"],
+        ["app:x", "--reload"],
+        ["app:x", "--statsd-host", "localhost:8125"],
+        ["app:x", "--strip-header-spaces"],
+        ["app:x", "--header-map", "dangerous"],
+        ["app:x", "--log-syslog-to", "http://localhost"],
+        ["app:x", "--logger-class", "myapp.MyLogger"],
         ["app:x", "--timeout", "nan"],
         ["app:x", "--max-requests-jitter", "5"],
         ["app:x", "-c", "/nonexistent/gshard.conf.py"],
@@ -371,7 +424,8 @@ GUNICORN_CONF = """
     bind = ["127.0.0.1:0"]
     keepalive = 5
     wsgi_app = "hello:app"
-    preload_app = True
+    threads = 4
+    cores = 2
     _private = 1
 
     def on_starting(server):
@@ -395,10 +449,11 @@ def test_config_file_with_gunicorn_names(tmp_path, warnings):
     assert config.shards == 3
     assert config.bind == (BindAddress("127.0.0.1", 0),)
     assert config.keepalive == 5.0
-    # Unknown names are reported and ignored; modules and _names are not settings.
-    assert len(warnings) == 2
-    assert any("'preload_app'" in w for w in warnings)
-    assert any("'on_starting'" in w for w in warnings)
+    # The file's own names are reported and ignored; modules, functions and
+    # _names are not settings. Hooks are settings.
+    assert warnings == [f"Ignoring setting 'cores' from {path}: gshard has no such setting"]
+    assert config.on_starting.__name__ == "on_starting"
+    assert config.gunicorn_only == (("threads", 4),)
 
 
 def test_command_line_overrides_config_file(tmp_path, warnings):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 
-from gshard.ipc import MAX_DATAGRAM, Kind, Message, decode, encode
+from gshard.ipc import MAX_DATAGRAM, Kind, Message, decode, encode, send
 
 
 @pytest.mark.parametrize("kind", list(Kind))
@@ -49,3 +52,13 @@ def test_detail_that_just_fits_is_kept_whole():
 def test_garbage_raises_value_error(data):
     with pytest.raises(ValueError):
         decode(data)
+
+
+def test_send_carries_the_senders_pid_and_reports_a_gone_manager():
+    inbox, channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with channel:
+        with inbox:
+            assert send(channel, Kind.BOOT_FAILED, "ImportError")
+            assert decode(inbox.recv(MAX_DATAGRAM)) == Message(
+                Kind.BOOT_FAILED, os.getpid(), "ImportError")
+        assert not send(channel, Kind.READY)  # the manager's end is closed

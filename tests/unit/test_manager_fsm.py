@@ -16,8 +16,8 @@ TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout
 class Driver:
     """Plays the manager loop: performs Spawn actions by inventing PIDs."""
 
-    def __init__(self, slots: int = 3) -> None:
-        self.fsm = fsm.ManagerFSM(slots=slots, timings=TIMINGS)
+    def __init__(self, slots: int = 3, inherited: bool = False) -> None:
+        self.fsm = fsm.ManagerFSM(slots=slots, timings=TIMINGS, inherited=inherited)
         self.now = 0.0
         self.pids = itertools.count(100)
         self.actions: list[fsm.Action] = []
@@ -69,6 +69,18 @@ def exits(actions) -> list[int]:
 
 def reload_results(actions) -> list[bool]:
     return [a.ok for a in actions if isinstance(a, fsm.ReloadFinished)]
+
+
+def logs(actions, level: fsm.Level) -> list[str]:
+    return [a.message for a in actions if isinstance(a, fsm.Log) and a.level is level]
+
+
+def statuses(actions) -> list[fsm.ServiceState]:
+    return [a.state for a in actions if isinstance(a, fsm.Status)]
+
+
+def kinds(actions) -> list[type]:
+    return [type(a) for a in actions]
 
 
 def test_start_spawns_one_shard_per_slot_and_is_ready_only_when_all_are():
@@ -366,3 +378,108 @@ def test_all_slots_serving_leaves_the_kernel_hash_alone():
     d.feed(fsm.Reload)
     assert steers(d.ready(*d.pids_of(2))) == []
     assert d.fsm.steered is None
+
+
+# --- upgrading gshard itself (SIGUSR2) -------------------------------------
+
+SUCCESSOR = 9000
+
+
+def upgrading() -> Driver:
+    """A serving manager whose successor has been started and boots."""
+    d = Driver(slots=2)
+    d.started()
+    assert kinds(d.feed(fsm.UpgradeRequested)) == [fsm.StartSuccessor]
+    d.feed(fsm.SuccessorSpawned, SUCCESSOR)
+    return d
+
+
+def test_a_manager_started_afresh_owns_its_files_from_the_start():
+    d = Driver(slots=2)
+    actions = d.feed(fsm.Start)
+    assert kinds(actions)[0] is fsm.TakeOwnership
+    assert d.fsm.owns_files
+
+
+def test_a_successor_takes_ownership_only_once_its_first_generation_is_ready():
+    d = Driver(slots=2, inherited=True)
+    assert fsm.TakeOwnership not in kinds(d.feed(fsm.Start))
+    first, second = d.pids_of(1)
+    assert fsm.TakeOwnership not in kinds(d.ready(first))
+    assert not d.fsm.owns_files
+    actions = d.ready(second)
+    # Ownership first: the predecessor drains only once the files are ours.
+    assert kinds(actions).index(fsm.TakeOwnership) < kinds(actions).index(fsm.Status)
+    assert d.fsm.owns_files
+    d.feed(fsm.Reload)
+    assert fsm.TakeOwnership not in kinds(d.ready(*d.pids_of(2)))
+
+
+def test_upgrade_drains_only_once_the_successor_is_ready_and_then_leaves_systemd_to_it():
+    d = upgrading()
+    old = d.pids_of(1)
+    assert signals(d.actions) == {}  # nothing drains while the successor boots
+    assert d.fsm.upgrade is fsm.Upgrade.STARTING
+    actions = d.feed(fsm.SuccessorReady)
+    assert signals(actions) == {pid: StopMode.DRAIN for pid in old}
+    assert fsm.Title("manager (upgraded, draining)") in actions
+    assert statuses(actions) == []  # the successor speaks for the service now
+    assert d.fsm.upgrade is fsm.Upgrade.HANDING_OVER
+    assert d.fsm.phase is fsm.Phase.STOPPING
+    assert not d.fsm.owns_files  # the pidfile, control and unix sockets are the successor's
+    assert statuses(d.feed(fsm.Stop, False)) == []
+    assert exits(d.feed(fsm.Exited, old[0], 0)) == []
+    assert exits(d.feed(fsm.Exited, old[1], 0)) == [0]
+
+
+def test_a_successor_that_exits_before_it_is_ready_leaves_this_manager_serving():
+    d = upgrading()
+    actions = d.feed(fsm.SuccessorExited, SUCCESSOR, EXIT_APP_LOAD_ERROR)
+    assert logs(actions, fsm.Level.ERROR) == [
+        f"Upgrade failed: the new manager (pid {SUCCESSOR}) exited with status "
+        f"{EXIT_APP_LOAD_ERROR}; this manager keeps serving"]
+    assert signals(actions) == {} and statuses(actions) == []
+    assert d.fsm.phase is fsm.Phase.RUNNING and d.fsm.owns_files
+    assert d.fsm.upgrade is fsm.Upgrade.NONE and d.fsm.successor is None
+    assert kinds(d.feed(fsm.UpgradeRequested)) == [fsm.StartSuccessor]  # a fixed deploy may retry
+
+
+def test_a_successor_that_cannot_be_started_leaves_the_next_upgrade_possible():
+    d = Driver(slots=1)
+    d.started()
+    d.feed(fsm.UpgradeRequested)
+    actions = d.feed(fsm.SuccessorSpawnFailed, "No such file or directory")
+    assert logs(actions, fsm.Level.ERROR) == [
+        "Upgrade failed: cannot start a new manager: No such file or directory"]
+    assert kinds(d.feed(fsm.UpgradeRequested)) == [fsm.StartSuccessor]
+
+
+def test_a_successor_exiting_after_it_took_over_is_none_of_this_managers_business():
+    d = upgrading()
+    d.feed(fsm.SuccessorReady)
+    actions = d.feed(fsm.SuccessorExited, SUCCESSOR, 0)
+    assert actions == []
+    assert d.fsm.upgrade is fsm.Upgrade.HANDING_OVER
+
+
+def test_a_second_upgrade_is_refused_while_one_is_under_way():
+    d = upgrading()
+    refused = ["Upgrade already under way; SIGUSR2 ignored"]
+    actions = d.feed(fsm.UpgradeRequested)
+    assert logs(actions, fsm.Level.WARNING) == refused
+    assert fsm.StartSuccessor not in kinds(actions)
+    d.feed(fsm.SuccessorReady)
+    d.feed(fsm.SuccessorExited, SUCCESSOR, 0)
+    actions = d.feed(fsm.UpgradeRequested)  # handed over: never upgrades again
+    assert logs(actions, fsm.Level.WARNING) == refused
+    assert fsm.StartSuccessor not in kinds(actions)
+
+
+@pytest.mark.parametrize("inherited", [False, True])
+def test_upgrade_is_refused_before_the_server_serves(inherited):
+    d = Driver(slots=2, inherited=inherited)
+    d.feed(fsm.Start)
+    actions = d.feed(fsm.UpgradeRequested)
+    assert logs(actions, fsm.Level.WARNING) == ["Upgrade refused: the server is not serving yet"]
+    assert fsm.StartSuccessor not in kinds(actions)
+    assert d.fsm.upgrade is fsm.Upgrade.NONE

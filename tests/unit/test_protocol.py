@@ -26,12 +26,20 @@ from gshard.protocol import (
     State,
     parse_head,
 )
+from gshard.response import ResponseWriter
 from gshard.wsgi import split_target
 from tests.conftest import CORPUS_DIR, corpus_runner
 
 run_corpus = corpus_runner()
 
 # --- driving a connection the way gshard/connection.py does -----------------------
+
+
+def answer(conn: ServerConnection) -> None:
+    """Answer the current request with an empty 200, as an application might."""
+    writer = ResponseWriter(conn)
+    writer.head("200 OK", [], 0)
+    writer.end()
 
 
 @dataclass
@@ -65,8 +73,7 @@ def exchange(chunks, limits=None) -> Exchange:
         elif event is END_OF_MESSAGE:
             assert requests[-1][0].chunked
         elif event is Need.PAUSED:
-            conn.response_head("200 OK", [], 0)
-            conn.response_end()
+            answer(conn)
             if not conn.start_next_cycle():
                 return Exchange([tuple(r) for r in requests], "close")
         elif event is CONNECTION_CLOSED:
@@ -531,8 +538,7 @@ def test_keep_alive_rules(line, fields, keep_alive):
     conn.receive_data(head(*fields, line=line) + head("Host: h"))
     assert conn.next_event().keep_alive is keep_alive
     assert conn.next_event() is Need.PAUSED
-    conn.response_head("200 OK", [], 0)
-    conn.response_end()
+    answer(conn)
     assert conn.start_next_cycle() is keep_alive
     if keep_alive:
         assert isinstance(conn.next_event(), Request)
@@ -560,8 +566,7 @@ def test_pipelined_requests_in_order_with_pause_between():
         assert conn.next_event() is Need.PAUSED
         assert conn.next_event() is Need.PAUSED
         assert conn.buffered > 0 or request.target == "/three"
-        conn.response_head("200 OK", [], 0)
-        conn.response_end()
+        answer(conn)
         assert conn.start_next_cycle()
     assert seen == ["/one", "/two", "/three"]
     assert conn.next_event() is Need.DATA
@@ -625,8 +630,7 @@ def test_continue_sent_once():
     assert conn.continue_bytes() == b""
     conn.receive_data(b"hello")
     assert conn.next_event() == Data(b"hello")
-    conn.response_head("200 OK", [], 0)
-    conn.response_end()
+    answer(conn)
     # The body was read after 100 Continue: the connection stays usable.
     assert conn.keep_alive
     assert conn.start_next_cycle()
@@ -636,7 +640,7 @@ def test_no_continue_after_the_response_started():
     conn = ServerConnection()
     conn.receive_data(EXPECT)
     conn.next_event()
-    response = conn.response_head("417 Expectation Failed", [], 0)
+    response = ResponseWriter(conn).head("417 Expectation Failed", [], 0)
     assert conn.continue_bytes() == b""
     # The client may or may not send the body: only a close is safe.
     assert b"Connection: close\r\n" in response
@@ -654,153 +658,11 @@ def test_no_continue_without_a_body_or_on_http10():
     assert not request.expect_continue
 
 
-# --- response framing ---------------------------------------------------------------------
-
-
-def answering(data: bytes) -> ServerConnection:
-    """A connection that has just received the request in ``data``."""
-    conn = ServerConnection()
-    conn.receive_data(data)
-    request = conn.next_event()
-    assert isinstance(request, Request)
-    while conn.next_event() is not Need.PAUSED:
-        pass
-    return conn
-
-
-def parse_response_head(raw: bytes):
-    assert raw.endswith(b"\r\n\r\n")
-    status_line, *lines = raw[:-4].decode("latin-1").split("\r\n")
-    fields = [tuple(line.split(": ", 1)) for line in lines]
-    return status_line, fields
-
-
-def names(fields):
-    return [name.lower() for name, _ in fields]
-
-
-def test_response_with_content_length_is_identity():
-    conn = answering(head("Host: h"))
-    raw = conn.response_head("200 OK", [("Content-Length", "5")], 5)
-    status_line, fields = parse_response_head(raw)
-    assert status_line == "HTTP/1.1 200 OK"
-    assert ("Content-Length", "5") in fields
-    assert "transfer-encoding" not in names(fields)
-    assert "connection" not in names(fields)
-    assert conn.response_data(b"hel") == b"hel"
-    # Beyond the declared length nothing more goes out.
-    assert conn.response_data(b"loEXTRA") == b"lo"
-    assert conn.response_data(b"more") == b""
-    assert conn.response_end() == b""
-    assert conn.keep_alive
-    assert conn.start_next_cycle()
-
-
-def test_response_without_length_is_chunked_on_http11():
-    conn = answering(head("Host: h"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
-    assert ("Transfer-Encoding", "chunked") in fields
-    assert conn.response_data(b"hello") == b"5\r\nhello\r\n"
-    assert conn.response_data(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
-    # An empty piece must not end the body early.
-    assert conn.response_data(b"") == b""
-    assert conn.response_end() == b"0\r\n\r\n"
-    assert conn.keep_alive
-
-
-def test_response_without_length_on_http10_is_close_delimited():
-    conn = answering(head(line="GET / HTTP/1.0"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
-    assert "transfer-encoding" not in names(fields)
-    assert not conn.keep_alive
-    assert conn.response_data(b"hello") == b"hello"
-    assert conn.response_end() == b""
-    assert not conn.start_next_cycle()
-    # A keep-alive 1.0 client is told the connection closes.
-    conn = answering(head("Connection: keep-alive", line="GET / HTTP/1.0"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
-    assert ("Connection", "close") in fields
-    assert not conn.keep_alive
-
-
-def test_http10_keep_alive_is_confirmed():
-    conn = answering(head("Connection: keep-alive", line="GET / HTTP/1.0"))
-    status_line, fields = parse_response_head(conn.response_head("200 OK", [], 0))
-    assert status_line == "HTTP/1.0 200 OK"
-    assert ("Connection", "keep-alive") in fields
-    assert conn.keep_alive
-    # A plain 1.0 request closes without being told.
-    conn = answering(head(line="GET / HTTP/1.0"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], 0))
-    assert "connection" not in names(fields)
-    assert not conn.keep_alive
-
-
-def test_head_response_has_no_body():
-    conn = answering(head("Host: h", line="HEAD / HTTP/1.1"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [("Content-Length", "5")], 5))
-    assert ("Content-Length", "5") in fields
-    assert conn.response_data(b"hello") == b""
-    assert conn.response_end() == b""
-    assert conn.keep_alive  # no body was owed, so nothing fell short
-    conn = answering(head("Host: h", line="HEAD / HTTP/1.1"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], None))
-    assert "transfer-encoding" not in names(fields)
-    assert conn.response_data(b"hello") == b""
-    assert conn.response_end() == b""
-    assert conn.keep_alive
-
-
-@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
-@pytest.mark.parametrize("length", [None, 5])
-def test_bodiless_statuses(status, length):
-    conn = answering(head("Host: h"))
-    _, fields = parse_response_head(conn.response_head(status, [], length))
-    assert "transfer-encoding" not in names(fields)
-    assert conn.response_data(b"hello") == b""
-    assert conn.response_end() == b""
-    assert conn.keep_alive
-
-
-def test_connection_close_added_when_not_keeping_alive():
-    conn = answering(head("Host: h", "Connection: close"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], 0))
-    assert ("Connection", "close") in fields
-    conn = answering(head("Host: h"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [], 0, close=True))
-    assert ("Connection", "close") in fields
-    assert not conn.keep_alive
-    assert not conn.start_next_cycle()
-
-
-def test_date_and_server_fields():
-    conn = answering(head("Host: h"))
-    _, fields = parse_response_head(conn.response_head("200 OK", [("X-A", "1")], 0))
-    assert names(fields).count("date") == 1
-    assert ("Server", "gshard") in fields
-    assert dict(fields)["Date"].endswith(" GMT")
-    conn = answering(head("Host: h"))
-    app_fields = [("Date", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Server", "app")]
-    raw = conn.response_head("200 OK", app_fields, 0, add_date=False, add_server=False)
-    _, fields = parse_response_head(raw)
-    assert fields == app_fields
-
-
-def test_response_shorter_than_its_length_closes():
-    conn = answering(head("Host: h"))
-    conn.response_head("200 OK", [("Content-Length", "10")], 10)
-    conn.response_data(b"short")
-    conn.response_end()
-    assert not conn.keep_alive
-    assert not conn.start_next_cycle()
-
-
 def test_unread_body_does_not_start_the_next_cycle():
     conn = ServerConnection()
     conn.receive_data(head("Host: h", "Content-Length: 10", line="POST / HTTP/1.1") + b"abc")
     conn.next_event()
-    conn.response_head("200 OK", [], 0)
-    conn.response_end()
+    answer(conn)
     assert conn.keep_alive  # the response itself was fine...
     assert not conn.start_next_cycle()  # ...but the rest of the body was never read
 

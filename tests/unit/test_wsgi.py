@@ -10,6 +10,7 @@ import pytest
 
 from gshard import wsgi
 from gshard.protocol import Limits, ServerConnection, parse_head
+from gshard.response import ResponseWriter
 from gshard.wsgi import (
     EMPTY_INPUT,
     FileWrapper,
@@ -175,8 +176,9 @@ def serve(app, raw_request: bytes, pieces=()):
     finally:
         if hasattr(result, "close"):
             result.close()
-    wire = conn.response_head(start.status, start.headers, start.content_length)
-    wire += b"".join(conn.response_data(chunk) for chunk in out) + conn.response_end()
+    writer = ResponseWriter(conn)
+    wire = writer.head(start.status, start.headers, start.content_length)
+    wire += b"".join(writer.data(chunk) for chunk in out) + writer.end()
     return start, wire
 
 
@@ -565,3 +567,22 @@ def test_an_absolute_form_target_names_the_host(target, host):
     request = conn.next_event()
     environ = make_environ(request, base_environ("s", "80", "http", False), None, ("1", "2"))
     assert environ["HTTP_HOST"] == host
+
+
+@pytest.mark.parametrize(
+    ("target", "path_info"),
+    [
+        ("/app", ""),
+        ("/app/", "/"),
+        ("/app/users/7?x=1", "/users/7"),
+        ("/app%2Fusers", "/users"),  # decoded first, as PATH_INFO always is
+        ("/application", "/application"),  # not below the mount point: whole
+        ("/other", "/other"),
+    ],
+)
+def test_script_name_is_the_mount_point(target, path_info):
+    base = base_environ("localhost", "80", "http", True, "/app")
+    environ = make_environ(request_of(f"GET {target} HTTP/1.1", "Host: h"), base,
+                           EMPTY_INPUT, REMOTE)
+    assert environ["SCRIPT_NAME"] == "/app"
+    assert environ["PATH_INFO"] == path_info

@@ -1,0 +1,59 @@
+"""What a connection needs from its shard and listener, built once per listener."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gshard.protocol import Limits
+from gshard.proxy import Forwarded, ProxyProtocol
+
+if TYPE_CHECKING:
+    from gshard.exchange import Exchange
+
+
+@dataclass
+class Lifecycle:
+    """Shard-wide serving state the connections consult.
+
+    ``draining`` makes every response end its connection; ``idle`` maps the
+    sockets parked between keep-alive requests to when they parked, so the
+    shard's reaper can close those idle past ``--keep-alive`` and a drain can
+    close them all at once.
+    """
+
+    draining: bool = False
+    handled: int = 0
+    idle: dict = field(default_factory=dict)
+
+
+@dataclass
+class ServeContext:
+    """The application, limits and timeouts of one listener, shared by its connections."""
+
+    app: Callable
+    base_environ: dict[str, Any]
+    limits: Limits
+    keepalive: float
+    header_timeout: float
+    body_timeout: float
+    lifecycle: Lifecycle
+    # An ssl.SSLContext (typed Any: the manager imports this module and must
+    # never import ssl) on TLS listeners.
+    tls: Any = None
+    proxy: ProxyProtocol | None = None
+    forwarded: Forwarded | None = None
+    # gunicorn's --no-sendfile: files are read and written instead.
+    sendfile: bool = True
+    # Called with each finished exchange, in order: the access log, and
+    # whatever else reads finished requests. Empty, it costs nothing per request.
+    finished: tuple[Callable[[Exchange], None], ...] = ()
+    # The event loop's clock, which it reads once per iteration (libev's
+    # ``now()``): time.time() minus it is how long the greenlets running now
+    # have held the loop since it last polled. The default never yields.
+    loop_time: Callable[[], float] = time.time
+    # Past this, a connection waits for its next request through the loop
+    # instead of serving it at once, so others are not kept waiting.
+    time_slice: float = 0.002
