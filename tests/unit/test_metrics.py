@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 
 from gshard import metrics
+from gshard.manager_fsm import Reason
 from gshard.metrics import DURATION_BOUNDS, LogCounter, ShardMetrics, Snapshot
-from gshard.registry import RATE_WINDOW, RECENT_DEPARTED, Reason, Registry
+from gshard.registry import RATE_WINDOW, RECENT_DEPARTED, Registry
 
 
-def test_request_done_counts_status_bytes_and_duration_bucket():
+def finished(status: str | None, duration: float, body_bytes: int = 0, sent: int = 0):
+    """What ``ShardMetrics`` reads of a finished ``exchange.Exchange``."""
+    return SimpleNamespace(writer=SimpleNamespace(status=status, sent=sent), duration=duration,
+                           body_bytes=body_bytes)
+
+
+def test_a_finished_exchange_counts_status_bytes_and_duration_bucket():
     counters = ShardMetrics()
-    counters.request_done(200, 0.001, 10, 100)
-    counters.request_done(200, 0.3, 0, 50)
-    counters.request_done(404, 99.0, 5, 7)
+    counters.exchange_done(finished("200 OK", 0.001, 10, 100))
+    counters.exchange_done(finished("200 Fine", 0.3, 0, 50))
+    counters.exchange_done(finished("404 Not Found", 99.0, 5, 7))
     snap = counters.snapshot(connections=3, idle=1, rss=4096)
     assert snap.statuses == {200: 2, 404: 1}
     assert snap.requests == 3
@@ -26,27 +34,30 @@ def test_request_done_counts_status_bytes_and_duration_bucket():
     assert snap.buckets[-1] == 1  # past the last bound: +Inf
     assert snap.duration_sum == pytest.approx(99.301)
     assert (snap.connections, snap.idle, snap.in_flight, snap.rss) == (3, 1, 2, 4096)
+    # The next snapshot keeps the totals and adds what came since.
+    counters.exchange_done(finished(None, 0.001))  # the client left before a response
+    assert counters.snapshot(0, 0, 0).statuses == {200: 2, 404: 1, 0: 1}
 
 
 def test_a_duration_on_a_bound_falls_in_that_bucket():
     counters = ShardMetrics()
-    counters.request_done(200, DURATION_BOUNDS[3], 0, 0)
+    counters.exchange_done(finished("200 X", DURATION_BOUNDS[3], 0, 0))
     assert counters.snapshot(0, 0, 0).buckets[3] == 1  # Prometheus buckets are "le"
 
 
 def test_snapshot_is_a_copy():
     counters = ShardMetrics()
-    counters.request_done(200, 0.01, 0, 0)
+    counters.exchange_done(finished("200 X", 0.01, 0, 0))
     snap = counters.snapshot(0, 0, 0)
-    counters.request_done(500, 0.01, 0, 0)
+    counters.exchange_done(finished("500 X", 0.01, 0, 0))
+    counters.snapshot(0, 0, 0)
     assert snap.statuses == {200: 1}
 
 
 def test_encode_decode_round_trip_and_size():
     counters = ShardMetrics()
     for code in (200, 201, 301, 404, 500, 503):
-        counters.request_done(code, 0.02, 100, 1000)
-    counters.blocked = 2
+        counters.exchange_done(finished(f"{code} X", 0.02, 100, 1000))
     counters.logs["error"] = 3
     snap = counters.snapshot(connections=900, idle=850, rss=123_456_789)
     text = metrics.encode(snap)
@@ -55,7 +66,7 @@ def test_encode_decode_round_trip_and_size():
 
 
 @pytest.mark.parametrize("text", ["", "[]", "{}", "[1,2,3]", "not json",
-                                  '[{}, [1], 0, 0, 0, 0, 0, 0, 0, {}]'])
+                                  '[{}, [1], 0, 0, 0, 0, 0, 0, {}]'])
 def test_decode_refuses_what_is_not_a_snapshot(text):
     with pytest.raises(ValueError):
         metrics.decode(text)
@@ -104,11 +115,10 @@ def snap_with(requests: int, connections: int = 0) -> Snapshot:
 
 def test_rate_is_over_the_last_ten_seconds_of_reports():
     registry = Registry()
-    registry.shard_started(10, 0, 1, now=0.0)
     for second in range(0, 31):
         # 100 req/s for 20 s, then 10 req/s.
         requests = 100 * min(second, 20) + 10 * max(second - 20, 0)
-        registry.report(10, snap_with(requests), now=float(second))
+        registry.report(10, 0, 1, snap_with(requests), now=float(second))
     assert registry.shards[10].rate() == pytest.approx(10.0)
     window = registry.shards[10].window
     assert window[-1][0] - window[0][0] == pytest.approx(RATE_WINDOW)
@@ -116,16 +126,14 @@ def test_rate_is_over_the_last_ten_seconds_of_reports():
 
 def test_totals_keep_the_counts_of_shards_that_left_but_not_their_gauges():
     registry = Registry()
-    registry.shard_started(10, 0, 1, now=0.0)
-    registry.shard_started(11, 1, 1, now=0.0)
-    registry.report(10, snap_with(5, connections=3), now=1.0)
-    registry.report(11, snap_with(7, connections=4), now=1.0)
-    registry.shard_gone(10, Reason.CRASHED, "was killed by signal 9", wall=1000.0)
+    registry.report(10, 0, 1, snap_with(5, connections=3), now=1.0)
+    registry.report(11, 1, 1, snap_with(7, connections=4), now=1.0)
+    registry.shard_gone(10, 0, 1, Reason.CRASHED, "was killed by signal 9", wall=1000.0)
     total = registry.totals()
     assert total.requests == 12
     assert total.connections == 4
     # A last report that arrives after the shard was reaped still counts.
-    registry.report(10, snap_with(6, connections=3), now=2.0)
+    registry.report(10, 0, 1, snap_with(6, connections=3), now=2.0)
     assert registry.totals().requests == 13
     assert registry.totals().connections == 4
 
@@ -133,30 +141,25 @@ def test_totals_keep_the_counts_of_shards_that_left_but_not_their_gauges():
 def test_totals_survive_many_departures():
     registry = Registry()
     for pid in range(RECENT_DEPARTED * 2):
-        registry.shard_started(pid, 0, 1, now=0.0)
-        registry.report(pid, snap_with(1), now=1.0)
-        registry.shard_gone(pid, Reason.RECYCLED, "", wall=0.0)
+        registry.report(pid, 0, 1, snap_with(1), now=1.0)
+        registry.shard_gone(pid, 0, 1, Reason.RECYCLED, "", wall=0.0)
     assert len(registry.departed) == RECENT_DEPARTED
     assert registry.totals().requests == RECENT_DEPARTED * 2
 
 
 def test_departures_are_counted_by_reason_and_a_blocked_one_says_where():
     registry = Registry()
-    registry.shard_started(10, 2, 3, now=0.0)
+    registry.report(10, 2, 3, snap_with(1), now=1.0)
     registry.blocked(10, "app.py:12 in slow")
-    registry.shard_gone(10, Reason.BLOCKED, "blocked for more than 5s", wall=100.0)
-    registry.shard_started(11, 2, 3, now=0.0)
-    registry.shard_gone(11, Reason.SCALED_DOWN, "slot removed", wall=101.0)
-    assert registry.departures == {Reason.BLOCKED: 1, Reason.SCALED_DOWN: 1}
+    registry.shard_gone(10, 2, 3, Reason.BLOCKED, "blocked for more than 5s", wall=100.0)
+    # One that never reported (it died booting) is in the history too.
+    registry.shard_gone(11, 1, 3, Reason.BOOT_FAILED, "exited with status 4", wall=101.0)
+    assert registry.departures == {Reason.BLOCKED: 1, Reason.BOOT_FAILED: 1}
     first = registry.history[0]
     assert (first.pid, first.slot, first.generation, first.reason) == (10, 2, 3, Reason.BLOCKED)
     assert first.detail == "blocked for more than 5s; blocked in app.py:12 in slow"
-
-
-def test_reports_from_unknown_pids_are_ignored():
-    registry = Registry()
-    registry.report(99, snap_with(5), now=1.0)
-    assert registry.totals().requests == 0
+    assert registry.history[1].slot == 1
+    assert registry.blocked_events == 1
 
 
 def test_reload_outcomes():
