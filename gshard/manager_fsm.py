@@ -65,6 +65,18 @@ class Upgrade(enum.Enum):
     HANDING_OVER = "handing over"  # the successor serves; this manager drains and exits
 
 
+class Reason(enum.Enum):
+    """Why a shard left: the rule that made it go, for the status and metrics."""
+
+    CRASHED = "crashed"  # exited or was killed without being asked to
+    BLOCKED = "blocked"  # event loop blocked past --timeout: killed
+    RECYCLED = "recycled"  # --max-requests or ``gshard recycle``: a successor took over
+    SCALED_DOWN = "scaled_down"  # its slot was removed
+    RELOADED = "reloaded"  # a newer generation took over
+    BOOT_FAILED = "boot_failed"  # its generation did not boot
+    STOPPED = "stopped"  # the server is stopping
+
+
 class StopMode(enum.Enum):
     """How to ask a shard to leave; manager.py maps these to signals."""
 
@@ -109,6 +121,7 @@ class Shard:
     last_beat: float
     kill_at: float | None = None  # when a leaving shard is killed outright
     killed: bool = False
+    leaving: Reason | None = None  # why it was asked (or forced) to leave
 
 
 # --- events ------------------------------------------------------------------
@@ -299,9 +312,20 @@ class Title:
     role: str
 
 
+@dataclass(frozen=True)
+class Departed:
+    """A shard left, and why (bookkeeping for ``gshard status`` and the metrics)."""
+
+    pid: int
+    slot: int
+    generation: int
+    reason: Reason
+    detail: str  # how it ended: "exited with status 0", "was killed by signal 9", ...
+
+
 Action = (
     Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit | StartSuccessor
-    | TakeOwnership | Title
+    | TakeOwnership | Title | Departed
 )
 
 
@@ -414,7 +438,7 @@ class ManagerFSM:
         ]
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
-                actions += self._leave(other, StopMode.DRAIN, event.now)
+                actions += self._leave(other, StopMode.DRAIN, event.now, Reason.RECYCLED)
         return actions
 
     def _steer(self) -> list[Action]:
@@ -446,7 +470,7 @@ class ManagerFSM:
         actions: list[Action] = []
         for shard in self.of_generation(old):
             if shard.state is not ShardState.DRAINING:
-                actions += self._leave(shard, StopMode.DRAIN, now)
+                actions += self._leave(shard, StopMode.DRAIN, now, Reason.RELOADED)
         if self.phase is Phase.STARTING:
             self.phase = Phase.RUNNING
             message = f"Ready: {self.slots} shards serving"
@@ -458,9 +482,10 @@ class ManagerFSM:
             actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
         return actions + self._status(ServiceState.READY, message)
 
-    def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
+    def _leave(self, shard: Shard, mode: StopMode, now: float, reason: Reason) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
         shard.state = ShardState.DRAINING
+        shard.leaving = shard.leaving or reason
         grace = QUIT_GRACE if mode is StopMode.QUIT else self.timings.graceful_timeout
         if mode is StopMode.RETIRE:
             grace += RETIRE_SETTLE
@@ -480,6 +505,24 @@ class ManagerFSM:
         shard = self.shards.pop(event.pid, None)
         if shard is None:
             return []
+        return [self._departure(shard, event.status), *self._after_exit(shard, event)]
+
+    def _departure(self, shard: Shard, status: int) -> Departed:
+        reason = shard.leaving
+        if reason is None:
+            if self.phase is Phase.STOPPING:
+                reason = Reason.STOPPED
+            elif shard.generation == self.booting:
+                reason = Reason.BOOT_FAILED
+            else:
+                reason = Reason.CRASHED
+        detail = describe_status(status)
+        if reason is Reason.BLOCKED:
+            detail = (f"event loop blocked for more than {self.timings.heartbeat_timeout:g}s; "
+                      f"{detail}")
+        return Departed(shard.pid, shard.slot, shard.generation, reason, detail)
+
+    def _after_exit(self, shard: Shard, event: Exited) -> list[Action]:
         how = describe_status(event.status)
         if self.phase is Phase.STOPPING:
             return [Exit(self.exit_code)] if not self.shards else []
@@ -524,7 +567,7 @@ class ManagerFSM:
         actions: list[Action] = []
         for other in self.of_generation(generation):
             if other.state is not ShardState.DRAINING:
-                actions += self._leave(other, StopMode.QUIT, now)
+                actions += self._leave(other, StopMode.QUIT, now, Reason.BOOT_FAILED)
         if not self.live:
             self.phase = Phase.STOPPING
             self.exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
@@ -569,7 +612,7 @@ class ManagerFSM:
             # Newer code was deployed while the last reload booted: boot that
             # instead. Whoever waits on a reload hears how this one ends.
             for shard in self.of_generation(self.booting):
-                actions += self._leave(shard, StopMode.QUIT, event.now)
+                actions += self._leave(shard, StopMode.QUIT, event.now, Reason.RELOADED)
         actions += self._boot_generation()
         message = f"Reloading: booting generation {self.booting}"
         return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
@@ -586,7 +629,7 @@ class ManagerFSM:
         actions: list[Action] = [Log(Level.INFO, message),
                                  *self._status(ServiceState.STOPPING, message)]
         for shard in self.shards.values():
-            actions += self._leave(shard, mode, event.now)
+            actions += self._leave(shard, mode, event.now, Reason.STOPPED)
         if not self.shards:
             actions.append(Exit(self.exit_code))
         return actions
@@ -621,7 +664,7 @@ class ManagerFSM:
         actions: list[Action] = [Log(Level.INFO, f"Removing shard {slot}"), *self._steer()]
         for shard in list(self.shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
-                actions += self._leave(shard, StopMode.RETIRE, now)
+                actions += self._leave(shard, StopMode.RETIRE, now, Reason.SCALED_DOWN)
         return actions + self._close_unused_listeners()
 
     def _on_tick(self, event: Tick) -> list[Action]:
@@ -645,6 +688,7 @@ class ManagerFSM:
         elif shard.state is ShardState.BOOTING and now - shard.since > self.timings.boot_timeout:
             message = (f"Shard {shard.slot} (pid {shard.pid}) not ready after "
                        f"{self.timings.boot_timeout:g}s; killing it")
+            shard.leaving = Reason.BOOT_FAILED
         elif (
             shard.state is ShardState.READY
             and self.timings.heartbeat_timeout
@@ -652,6 +696,7 @@ class ManagerFSM:
         ):
             message = (f"Shard {shard.slot} (pid {shard.pid}) blocked for more than "
                        f"{self.timings.heartbeat_timeout:g}s; killing it")
+            shard.leaving = Reason.BLOCKED
         else:
             return []
         shard.killed = True

@@ -31,8 +31,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from gshard.config import BindAddress
+from gshard.manager_fsm import Reason
 from gshard.metrics import DURATION_BOUNDS, Snapshot
-from gshard.registry import Reason
 from gshard.status import View
 
 MAX_REQUEST = 8192  # a scrape's request head; more is not a scrape
@@ -66,7 +66,7 @@ class GshardCollector(Collector):
                                   value=totals.bytes_out)
         yield CounterMetricFamily("gshard_blocked_loop_events",
                                   "Times a shard's event loop was seen blocked past half "
-                                  "of --timeout", value=totals.blocked)
+                                  "of --timeout", value=registry.blocked_events)
 
         shard_requests = CounterMetricFamily(
             "gshard_shard_requests", "Responses sent by one shard, by status class",
@@ -153,18 +153,29 @@ class MetricsServer:
     clients: dict[socket.socket, bytes] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, address: BindAddress, observe: Callable[[], View]) -> MetricsServer:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+    def open(cls, address: BindAddress, observe: Callable[[], View],
+             shared: bool = False) -> MetricsServer:
+        """Listen at ``address``. ``shared``: an upgrade's successor, whose
+        predecessor still holds the port; both then answer until it leaves. The
+        first manager sets SO_REUSEPORT only after binding, so a port another
+        server holds is refused rather than shared (as listener.py does)."""
+        try:
+            infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+            family, _, _, _, sockaddr = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"--metrics-bind {address.url()}: {exc}") from None
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(sockaddr)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.listen(16)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(f"--metrics-bind {address.url()}: {exc.strerror}") from None
         sock.setblocking(False)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(GshardCollector(observe))

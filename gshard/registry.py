@@ -12,10 +12,10 @@ No I/O and no clock: every call carries ``now``.
 
 from __future__ import annotations
 
-import enum
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from gshard.manager_fsm import Reason
 from gshard.metrics import Snapshot
 
 # req/s is measured over this many seconds of heartbeats.
@@ -27,27 +27,16 @@ HISTORY = 50
 RECENT_DEPARTED = 64
 
 
-class Reason(enum.Enum):
-    """Why a shard left; the state machine decides, this only counts."""
-
-    CRASHED = "crashed"  # exited or was killed without being asked to
-    BLOCKED = "blocked"  # event loop blocked past --timeout: killed
-    RECYCLED = "recycled"  # --max-requests or ``gshard recycle``: replaced by a successor
-    SCALED_DOWN = "scaled_down"  # its slot was removed
-    RELOADED = "reloaded"  # a new generation took over
-    BOOT_FAILED = "boot_failed"  # its generation did not boot
-    STOPPED = "stopped"  # the server is stopping
-
-
 @dataclass
 class ShardRecord:
     pid: int
     slot: int
     generation: int
-    started: float  # monotonic
+    started: float  # monotonic time of its first report (it reports once serving)
     snapshot: Snapshot = field(default_factory=Snapshot)
     reported: float | None = None  # monotonic time of the last report
     blocked_where: str = ""  # the code the watchdog last saw blocking the loop
+    blocked: int = 0  # times the watchdog reported the loop blocked
     # (time, requests) of recent reports, oldest first, for the rate.
     window: deque[tuple[float, int]] = field(default_factory=deque)
 
@@ -90,18 +79,22 @@ class Registry:
     archived: Snapshot = field(default_factory=Snapshot)
     # The manager's own error-log records by level (metrics.LogCounter), in the totals.
     manager_logs: dict[str, int] = field(default_factory=dict)
+    # Blocked-loop reports from every shard (a blocked shard cannot send a
+    # heartbeat, and is often killed before its next one: counted here).
+    blocked_events: int = 0
 
     # --- events ----------------------------------------------------------
 
-    def shard_started(self, pid: int, slot: int, generation: int, now: float) -> None:
-        self.shards[pid] = ShardRecord(pid, slot, generation, now)
-
-    def report(self, pid: int, snapshot: Snapshot, now: float) -> None:
-        record = self.shards.get(pid) or self.departed.get(pid)
+    def report(self, pid: int, slot: int, generation: int, snapshot: Snapshot,
+               now: float) -> None:
+        """A shard's heartbeat snapshot; its record starts with its first report."""
+        record = self.shards.get(pid)
         if record is None:
-            return
-        if pid not in self.shards:
-            snapshot = snapshot.counters_only()  # its gauges left with it
+            record = self.departed.get(pid)
+            if record is not None:
+                snapshot = snapshot.counters_only()  # its gauges left with it
+            else:
+                record = self.shards[pid] = ShardRecord(pid, slot, generation, now)
         record.snapshot = snapshot
         record.reported = now
         window = record.window
@@ -111,25 +104,26 @@ class Registry:
 
     def blocked(self, pid: int, where: str) -> None:
         """The shard's watchdog saw its loop blocked in ``where``."""
+        self.blocked_events += 1
         record = self.shards.get(pid)
         if record is not None:
             record.blocked_where = where
+            record.blocked += 1
 
-    def shard_gone(self, pid: int, reason: Reason, detail: str, wall: float) -> None:
+    def shard_gone(self, pid: int, slot: int, generation: int, reason: Reason, detail: str,
+                   wall: float) -> None:
+        """A shard left (``manager_fsm.Departed``); its counters stay in the totals."""
         record = self.shards.pop(pid, None)
-        if record is None:
-            return
-        record.snapshot = record.snapshot.counters_only()
-        self.departed[pid] = record
-        while len(self.departed) > RECENT_DEPARTED:
-            oldest = next(iter(self.departed))
-            self.archived = self.archived.plus(self.departed.pop(oldest).snapshot)
-        if reason is Reason.BLOCKED and record.blocked_where:
-            detail = f"{detail}; blocked in {record.blocked_where}"
+        if record is not None:
+            record.snapshot = record.snapshot.counters_only()
+            self.departed[pid] = record
+            while len(self.departed) > RECENT_DEPARTED:
+                oldest = next(iter(self.departed))
+                self.archived = self.archived.plus(self.departed.pop(oldest).snapshot)
+            if reason is Reason.BLOCKED and record.blocked_where:
+                detail = f"{detail}; blocked in {record.blocked_where}"
         self.departures[reason] += 1
-        self.history.append(
-            Departure(wall, pid, record.slot, record.generation, reason, detail)
-        )
+        self.history.append(Departure(wall, pid, slot, generation, reason, detail))
 
     def reload_finished(self, ok: bool, message: str, wall: float) -> None:
         self.reloads[ok] += 1

@@ -71,7 +71,7 @@ def document(view: View) -> dict[str, Any]:
             "queue": depth,
             "queue_limit": limit,
             "rss": snap.rss if snap else 0,
-            "blocked": snap.blocked if snap else 0,
+            "blocked": record.blocked if record else 0,
             "responses": snap.by_class() if snap else {},
             "last_heartbeat": (round(now - record.reported, 1)
                                if record is not None and record.reported is not None else None),
@@ -102,7 +102,7 @@ def document(view: View) -> dict[str, Any]:
             "bytes_out": totals.bytes_out,
             "in_flight": totals.in_flight,
             "connections": totals.connections,
-            "blocked": totals.blocked,
+            "blocked": registry.blocked_events,
         },
         "restarts": [
             {"at": _iso(d.at), "slot": d.slot, "pid": d.pid, "generation": d.generation,
@@ -183,7 +183,8 @@ def header_lines(doc: Mapping[str, Any]) -> list[str]:
         f"manager pid {manager['pid']}  up {human_age(manager['uptime'])}  "
         f"app {manager['app']}",
         f"listening: {' '.join(manager['bind'])}  phase: {manager['phase']}  "
-        f"shards: {manager['shards']}  generations: {generations}",
+        f"shards: {manager['shards']}",
+        f"generations: {generations}",
         f"requests: {totals['requests']:,}  {totals['rps']:,.1f} req/s (10 s)  "
         f"in flight: {totals['in_flight']}  connections: {totals['connections']}",
     ]

@@ -66,7 +66,8 @@ def screen(doc: Mapping[str, Any], trends: Trends, width: int) -> list[str]:
             f"{shard['requests']:,}", status.human_bytes(shard["rss"]),
         ))
     table = status.table(rows)
-    lines = [*status.header_lines(doc), "", _REVERSE + table[0].ljust(width)[:width] + _RESET]
+    lines = [line[:width] for line in status.header_lines(doc)]
+    lines += ["", _REVERSE + table[0].ljust(width)[:width] + _RESET]
     lines += [line[:width] for line in table[1:]]
     recent = doc["restarts"][-5:]
     if recent:

@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gshard import manager_fsm as fsm
 from gshard import status, top
-from gshard.config import BindAddress
+from gshard.config import BindAddress, parse_statsd_host
+from gshard.manager_fsm import Reason
 from gshard.metrics import ShardMetrics
 from gshard.prometheus import MetricsServer
-from gshard.registry import Reason, Registry
-from gshard.statsd import StatsdSender, normalize_prefix, parse_target
+from gshard.registry import Registry
+from gshard.statsd import StatsdSender, normalize_prefix
 
 INFO = status.ManagerInfo(pid=4242, started=0.0, started_wall=1_700_000_000.0,
                           app="hello:app", urls=("http://127.0.0.1:8000",))
@@ -41,7 +43,6 @@ class World:
             out.append(action)
             if isinstance(action, fsm.Spawn):
                 pid, self.next_pid = self.next_pid, self.next_pid + 1
-                self.registry.shard_started(pid, action.slot, action.generation, self.now)
                 self.counters[pid] = ShardMetrics()
                 pending += self.machine.handle(
                     fsm.Spawned(pid, action.slot, action.generation, self.now))
@@ -53,12 +54,15 @@ class World:
 
     def serve(self, pid: int, count: int, code: int = 200) -> None:
         for _ in range(count):
-            self.counters[pid].request_done(code, 0.004, 0, 12)
+            self.counters[pid].exchange_done(SimpleNamespace(
+                writer=SimpleNamespace(status=f"{code} X", sent=12), duration=0.004,
+                body_bytes=0))
 
     def beat(self, seconds: float = 1.0) -> None:
         self.now += seconds
-        for pid in list(self.machine.shards):
-            self.registry.report(pid, self.counters[pid].snapshot(3, 1, 30_000_000), self.now)
+        for pid, shard in self.machine.shards.items():
+            snapshot = self.counters[pid].snapshot(3, 1, 30_000_000)
+            self.registry.report(pid, shard.slot, shard.generation, snapshot, self.now)
 
     def view(self, queues=None) -> status.View:
         queues = {0: (5, 2048), 1: (0, 2048)} if queues is None else queues
@@ -137,7 +141,8 @@ def test_status_lists_departures_with_reasons():
     world = serving_world()
     pid = next(iter(world.machine.shards))
     world.feed(fsm.Exited(pid, -9, world.now))
-    world.registry.shard_gone(pid, Reason.CRASHED, "was killed by signal 9", 1_700_000_060.0)
+    world.registry.shard_gone(pid, 0, 1, Reason.CRASHED, "was killed by signal 9",
+                              1_700_000_060.0)
     doc = status.document(world.view())
     assert doc["restarts"][0]["reason"] == "crashed"
     assert doc["restart_counts"] == {"crashed": 1}
@@ -215,7 +220,7 @@ def test_prometheus_collector_totals_per_shard_series_queues_and_states():
 def test_prometheus_counts_exits_by_reason():
     world = serving_world()
     pid = next(iter(world.machine.shards))
-    world.registry.shard_gone(pid, Reason.BLOCKED, "blocked", 0.0)
+    world.registry.shard_gone(pid, 0, 1, Reason.BLOCKED, "blocked", 0.0)
     found = families(world)
     assert sample(found["gshard_shard_exits"], reason="blocked") == 1
     assert sample(found["gshard_shard_exits"], reason="crashed") == 0
@@ -273,13 +278,13 @@ def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
 
 
 def test_statsd_target_and_prefix_are_read_as_gunicorn_reads_them():
-    assert parse_target("localhost:9125") == (socket.AF_INET, ("localhost", 9125))
-    assert parse_target("127.0.0.1") == (socket.AF_INET, ("127.0.0.1", 8125))
-    assert parse_target("[::1]:9000") == (socket.AF_INET6, ("::1", 9000))
-    assert parse_target("unix:///run/statsd.sock") == (socket.AF_UNIX, "/run/statsd.sock")
+    assert parse_statsd_host("localhost:9125") == (socket.AF_INET, ("localhost", 9125))
+    assert parse_statsd_host("127.0.0.1") == (socket.AF_INET, ("127.0.0.1", 8125))
+    assert parse_statsd_host("[::1]:9000") == (socket.AF_INET6, ("::1", 9000))
+    assert parse_statsd_host("unix:///run/statsd.sock") == (socket.AF_UNIX, "/run/statsd.sock")
     for bad in ("host:port", "host:0", ":80", "unix:"):
         with pytest.raises(ValueError):
-            parse_target(bad)
+            parse_statsd_host(bad)
     assert normalize_prefix("") == ""
     assert normalize_prefix("app") == "app."
     assert normalize_prefix("app...") == "app."
