@@ -22,10 +22,10 @@ import re
 import socket
 from collections.abc import Iterator
 
+from gshard.config import parse_statsd_host
 from gshard.metrics import DURATION_BOUNDS, Snapshot
 from gshard.status import View
 
-DEFAULT_PORT = 8125
 FLUSH_INTERVAL = 1.0
 # The duration (ms) each histogram bucket stands for: the middle of its bounds;
 # the open-ended last bucket is valued at its lower bound.
@@ -34,25 +34,6 @@ _BUCKET_MS = (
       for low, high in zip((0.0, *DURATION_BOUNDS[:-1]), DURATION_BOUNDS, strict=True)),
     DURATION_BOUNDS[-1] * 1000,
 )
-
-
-def parse_target(text: str) -> tuple[int, str | tuple[str, int]]:
-    """gunicorn's ``--statsd-host``: ``HOST:PORT`` (port 8125 if left out) or ``unix:PATH``."""
-    if text.startswith("unix:"):
-        path = text[5:].removeprefix("//")
-        if not path:
-            raise ValueError("unix: needs a path")
-        return socket.AF_UNIX, path
-    host, port = text, str(DEFAULT_PORT)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] or port
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return family, (host, int(port))
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -72,7 +53,7 @@ class StatsdSender:
 
     @classmethod
     def open(cls, target: str, prefix: str = "", tags: str = "") -> StatsdSender:
-        family, address = parse_target(target)
+        family, address = parse_statsd_host(target)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -80,9 +61,9 @@ class StatsdSender:
                 # Resolved once, here, not per datagram.
                 address = socket.getaddrinfo(*address, family, socket.SOCK_DGRAM)[0][4]
             sock.connect(address)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(f"--statsd-host {target}: {exc.strerror or exc}") from None
         return cls(sock, prefix, tags)
 
     def due(self, now: float) -> bool:
