@@ -236,10 +236,15 @@ def test_status_records_a_killed_shard_and_a_broken_deploy(gshard_proc, pidfile,
 @pytest.mark.timeout(40)
 def test_a_blocked_shard_is_recorded_with_where_it_blocked(gshard_proc, pidfile):
     server = gshard_proc("blocking_app:app", "--shards", "1", "--pid", pidfile,
-                         "--timeout", "4")
+                         "--timeout", "4", "--metrics-bind", "127.0.0.1:0")
     blocker = socket.create_connection(("127.0.0.1", server.port), timeout=20)
     try:
         blocker.sendall(b"GET /block HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        server.stderr.wait_for(r"^BLOCKING \d+$", 5)
+        # The only shard is stuck; the manager still answers, and sees it.
+        families = scrape(metrics_port(server))
+        assert total(families, "gshard_shards", "gshard_shards", state="ready") == 1
+        assert status(pidfile)["shards"][0]["state"] == "ready"
         doc = wait_until(lambda: (d := status(pidfile))["restarts"] and d, "a restart recorded",
                          timeout=20)
     finally:
