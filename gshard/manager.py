@@ -93,7 +93,7 @@ class Manager:
         self.control: ControlServer | None = None
         self.commands: CommandHandler | None = None
         # Shard reports, status, /metrics, statsd. Opened here, so a metrics
-        # port that cannot be bound stops gshard before anything forks.
+        # port that cannot be bound stops gshard before any shard is forked.
         self.observer = Observer(config, self.fsm, listeners, shared_ports=inherited is not None)
 
     def run(self) -> int:
