@@ -23,18 +23,23 @@ from gshard import (
     activation,
     app_check,
     build,
+    ctl,
     daemon,
     log,
     privileges,
     process_env,
+    status,
+    top,
     upgrade,
 )
 from gshard.config import Config, config_names, settings
-from gshard.control import send_command
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY
 from gshard.listener import ListenerSet, open_listeners
 from gshard.manager import Manager
+
+# Commands that talk to a running gshard instead of starting one.
+SUBCOMMANDS = ("status", "top", *ctl.COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gshard",
         description="A sharded gevent WSGI server: one SO_REUSEPORT listener per shard.",
         argument_default=argparse.SUPPRESS,
+        epilog=f"To watch or steer a running gshard: gshard {{{','.join(SUBCOMMANDS)}}} "
+               "--pid FILE (gshard COMMAND --help for each).",
     )
     parser.add_argument("app", nargs="?", metavar="APP",
                         help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")
@@ -195,38 +202,24 @@ def check_tls_files(config: Config) -> None:
             raise ConfigError(f"{flag}: {path!r} is not readable")
 
 
-def reload_main(argv: Sequence[str]) -> int:
-    """``gshard reload``: hot-restart a running gshard and wait for the outcome.
-
-    Exit status 0 once the new generation serves; 1, with the reason, when it
-    did not (the old generation then keeps serving).
-    """
-    parser = _Parser(
-        prog="gshard reload",
-        description="Hot-restart a running gshard (re-import the application) and wait.",
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("-p", "--pid", metavar="FILE",
-                       help="The --pid file the server was started with (its socket is FILE.ctl).")
-    where.add_argument("--control-socket", metavar="PATH",
-                       help="The --control-socket the server was started with.")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="How long to wait for the new generation (default 300).")
+def subcommand_main(name: str, argv: Sequence[str]) -> int:
+    """``gshard status|top|reload|scale|recycle|stop|reopen ...``: talk to a running gshard."""
+    parser = _Parser(prog=f"gshard {name}")
     try:
-        args = parser.parse_args(argv)
+        if name == "status":
+            return status.main(argv, parser)
+        if name == "top":
+            return top.main(argv, parser)
+        return ctl.main(name, argv, parser)
     except ConfigError as exc:
-        print(f"gshard reload: error: {exc}", file=sys.stderr)
+        print(f"gshard {name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    path = args.control_socket or f"{args.pid}.ctl"
-    ok, message = send_command(path, "reload", args.timeout)
-    print(message, file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if list(argv[:1]) == ["reload"]:
-        return reload_main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return subcommand_main(argv[0], argv[1:])
     try:
         config = parse_config(argv)
         if config.print_config:
@@ -261,7 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if config.daemon and inherited is None:  # a USR2 successor stays where it was started
         daemon.daemonize(config.enable_stdio_inheritance)
-    return Manager(config, listeners, argv, inherited).run()
+    try:
+        manager = Manager(config, listeners, argv, inherited)
+    except OSError as exc:  # --metrics-bind or --statsd-host
+        log.error_log.error("Cannot start: %s", exc)
+        return 1
+    return manager.run()
 
 
 def _listeners(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,47 @@ def _binds(value: Any) -> tuple[BindAddress, ...]:
     if not items:
         raise ValueError("needs at least one address")
     return tuple(parse_bind(str(item)) for item in items)
+
+
+def _metrics_bind(value: Any) -> BindAddress | None:
+    if value is None:
+        return None
+    address = parse_bind(str(value))
+    if address.is_unix:
+        raise ValueError("must be a TCP address, HOST:PORT")
+    return address
+
+
+STATSD_PORT = 8125
+
+
+def parse_statsd_host(text: str) -> tuple[int, str | tuple[str, int]]:
+    """gunicorn's ``--statsd-host``: ``HOST:PORT`` (port 8125 if left out) or
+    ``unix:PATH``; (socket family, address)."""
+    if text.startswith("unix:"):
+        path = text[5:].removeprefix("//")
+        if not path:
+            raise ValueError("unix: needs a path")
+        return socket.AF_UNIX, path
+    host, port = text, str(STATSD_PORT)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] or port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if ":" in host:
+        ipaddress.IPv6Address(host)  # ValueError if it is not one
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT or unix:PATH, got {text!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host, int(port))
+
+
+def _statsd_host(value: Any) -> str | None:
+    if value is None:
+        return None
+    parse_statsd_host(str(value))
+    return str(value)
 
 
 def _bool(value: Any) -> bool:
@@ -500,6 +542,25 @@ class Config:
         DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
+    metrics_bind: BindAddress | None = setting(
+        None, _metrics_bind,
+        "Serve Prometheus metrics at http://HOST:PORT/metrics, answered by the manager "
+        "(default: off). Not the application's port.",
+        flags=("--metrics-bind",), metavar="HOST:PORT", compat=GSHARD,
+    )
+    statsd_host: str | None = setting(
+        None, _statsd_host,
+        "Send gunicorn's statsd metrics to HOST:PORT (or unix:PATH) once a second.",
+        flags=("--statsd-host",), metavar="HOST:PORT",
+    )
+    statsd_prefix: str = setting(
+        "", str, "Prefix of the statsd metric names (a dot is added).",
+        flags=("--statsd-prefix",), metavar="PREFIX",
+    )
+    dogstatsd_tags: str = setting(
+        "", str, "DogStatsD tags added to every statsd metric: 'key:value,key:value'.",
+        flags=("--dogstatsd-tags",), metavar="TAGS",
+    )
     daemon: bool = setting(
         False, _bool, "Detach from the terminal once the listeners are bound (use a "
         "supervisor's Type=notify instead where there is one).",
@@ -670,6 +731,10 @@ class Config:
         tcp = [b for b in self.bind if not b.is_unix]
         if len({(b.host, b.port) for b in tcp}) != len(tcp):
             raise ConfigError("--bind: the same address is given twice")
+        metrics = self.metrics_bind
+        if metrics is not None and metrics.port and metrics.port in {b.port for b in tcp}:
+            raise ConfigError("--metrics-bind: must not be the application's port "
+                              f"({metrics.port})")
 
     def compat_warnings(self) -> list[str]:
         """One line for each setting given that gshard accepts but that means nothing or

@@ -1,4 +1,4 @@
-"""The control socket: how ``gshard reload`` reaches a running manager and waits.
+"""The control socket: how ``gshard reload``, ``status``, ``scale``... reach a running manager.
 
 A signal cannot carry an answer back, and a deploy script needs one: did the
 new code go live or not? The manager listens on a unix socket (mode 0600);
@@ -8,7 +8,10 @@ a client sends one command line and reads one answer line::
     < ok Generation 3 is serving; generation 2 is draining
     < failed Reload failed, generation 2 keeps serving: the application failed ...
 
-The manager side is non-blocking and driven by the manager's poll loop.
+The manager side is non-blocking and driven by the manager's poll loop. A
+command whose outcome comes later leaves its client waiting: on the reload's
+outcome (``finish_reload``), or on a condition the loop checks after each
+round (``wait`` and ``check_waiters``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,27 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_LINE = 1024
 # Clients served at once; past it new ones wait in the backlog, so a stuck
 # script cannot use up the manager's descriptors.
 MAX_CLIENTS = 64
+
+
+# A waiting command's outcome: None while undecided, else (ok, message).
+Outcome = tuple[bool, str] | None
+
+
+@dataclass
+class Waiter:
+    """A client waiting until ``check`` decides its command's outcome."""
+
+    client: socket.socket
+    check: Callable[[], Outcome]
+    # The answer if the manager exits first (for ``stop``, the outcome itself).
+    at_exit: tuple[bool, str] = (False, "the server is shutting down")
 
 
 @dataclass
@@ -33,6 +51,7 @@ class ControlServer:
     inode: int  # of the socket file, to tell ours from a successor's at the same path
     clients: dict[socket.socket, bytes] = field(default_factory=dict)  # partial command lines
     reload_waiters: list[socket.socket] = field(default_factory=list)
+    waiters: list[Waiter] = field(default_factory=list)
 
     @classmethod
     def open(cls, path: str) -> ControlServer:
@@ -97,14 +116,27 @@ class ControlServer:
         for client in waiters:
             self.reply(client, ok, message)
 
+    def wait(self, waiter: Waiter) -> None:
+        """Answer ``waiter.client`` once ``waiter.check`` decides (checked after each round)."""
+        self.waiters.append(waiter)
+
+    def check_waiters(self) -> None:
+        for waiter in list(self.waiters):
+            outcome = waiter.check()
+            if outcome is not None:
+                self.reply(waiter.client, *outcome)
+
     def _drop(self, client: socket.socket) -> None:
         self.clients.pop(client, None)
         if client in self.reload_waiters:
             self.reload_waiters.remove(client)
+        self.waiters = [w for w in self.waiters if w.client is not client]
         client.close()
 
     def close(self) -> None:
         """Close, unlinking the path only if it is still ours (an upgrade may own it now)."""
+        for waiter in list(self.waiters):
+            self.reply(waiter.client, *waiter.at_exit)
         for client in list(self.clients):
             self._drop(client)
         with contextlib.suppress(OSError):

@@ -5,7 +5,7 @@ gunicorn's settings must be recognised; but a setting that would change
 behaviour must never be dropped without a word. Each setting's verdict is a
 ``Compat`` value: gshard's own settings carry theirs in ``config.Config``'s
 table, and the gunicorn settings gshard has no field for (they configure
-things gshard does not have: threads, HTTP/2, ASGI, statsd...) are declared
+things gshard does not have: threads, HTTP/2, ASGI...) are declared
 in ``GUNICORN_ONLY`` below, with the flag shape the command line needs.
 Nothing here imports gunicorn: the unit tests hold both lists against the
 installed gunicorn.
@@ -65,8 +65,6 @@ def refused(why: str) -> Compat:
 
 
 NOT_YET = "not supported yet"
-METRICS = ("metrics come with `gshard status` and a Prometheus endpoint, not statsd "
-           "(not supported yet)")
 
 
 # --- worker classes -------------------------------------------------------------
@@ -232,11 +230,8 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
                  Compat("refused", "gshard logs through its own loggers (shared by gunicorn.error "
                         "and gunicorn.access); configure them with --log-config or logconfig_dict",
                         judge=_judge_logger_class)),
-    GunicornOnly("statsd_host", ("--statsd-host",), "value", None, refused(METRICS)),
-    GunicornOnly("dogstatsd_tags", ("--dogstatsd-tags",), "value", "", refused(METRICS)),
-    GunicornOnly("statsd_prefix", ("--statsd-prefix",), "value", "", refused(METRICS)),
     GunicornOnly("enable_backlog_metric", ("--enable-backlog-metric",), "switch", False,
-                 refused(METRICS)),
+                 ignored("with --statsd-host, gunicorn.backlog is always sent")),
     GunicornOnly("default_proc_name", (), "value", "gunicorn",
                  ignored("process titles use --name, else the APP")),
     GunicornOnly("paste", ("--paste", "--paster"), "value", None,

@@ -46,9 +46,10 @@ class ShardSpec:
 
 class Kind(enum.Enum):
     READY = "ready"  # the application is loaded and the shard accepts connections
-    BEAT = "beat"  # the event loop is alive
+    BEAT = "beat"  # the event loop is alive; detail holds the shard's counters (metrics.encode)
     BOOT_FAILED = "boot-failed"  # the application did not load; detail holds the traceback
     RECYCLE = "recycle"  # --max-requests reached: replace this shard
+    BLOCKED = "blocked"  # the event loop is blocked; detail says in which code
 
 
 @dataclass(frozen=True)

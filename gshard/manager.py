@@ -23,10 +23,12 @@ from collections.abc import Sequence
 
 from gshard import hooks, ipc, log, systemd, upgrade
 from gshard import manager_fsm as fsm
+from gshard.commands import CommandHandler
 from gshard.config import Config
 from gshard.control import ControlServer
 from gshard.errors import EXIT_BOOT_ERROR
 from gshard.listener import ListenerSet
+from gshard.observe import Observer
 from gshard.shard import preload as preload_shard_modules
 from gshard.shard import run as run_shard
 from gshard.steering import steer
@@ -92,6 +94,10 @@ class Manager:
         self.control: ControlServer | None = None
         # gunicorn's arbiter as the configuration's hooks see it.
         self.server = hooks.Server(config, self.pid, listeners, lambda: self.fsm.slots)
+        self.commands: CommandHandler | None = None
+        # Shard reports, status, /metrics, statsd. Opened here, so a metrics
+        # port that cannot be bound stops gshard before any shard is forked.
+        self.observer = Observer(config, self.fsm, listeners, shared_ports=inherited is not None)
 
     def run(self) -> int:
         """Serve until stopped; the exit status for the command."""
@@ -117,16 +123,19 @@ class Manager:
                 if isinstance(action, fsm.Exit):
                     return action.code
                 pending.extend(self._perform(action))
+            if self.control is not None:
+                self.control.check_waiters()
             now = time.monotonic()
             deadline = self.fsm.next_deadline()
             sleep = MAX_SLEEP if deadline is None else min(max(deadline - now, 0.0), MAX_SLEEP)
-            watched = [self._wakeup_r, self._inbox]
+            watched = [self._wakeup_r, self._inbox, *self.observer.descriptors()]
             if self.control is not None:
                 watched += self.control.descriptors()
             if self._successor_ready is not None:
                 watched.append(self._successor_ready)
             readable = _wait_readable(watched, sleep)
             now = time.monotonic()
+            self.observer.handle(readable)
             events: list[fsm.Event] = []
             if self._wakeup_r in readable:
                 events += self._signal_events(now)
@@ -140,6 +149,7 @@ class Manager:
             events.append(fsm.Tick(now))
             for event in events:
                 pending.extend(self.fsm.handle(event))
+            self.observer.tick(now)
 
     # --- turning the world into events ---------------------------------
 
@@ -154,9 +164,13 @@ class Manager:
             if make is not None:
                 events.append(make(now))
             elif signum == signal.SIGUSR1:
-                log.reopen_files()
-                self._signal_shards(signal.SIGUSR1)
+                self._reopen_logs()
         return events
+
+    def _reopen_logs(self) -> int:
+        """Reopen the log files here and in every shard; the shards told."""
+        log.reopen_files()
+        return self._signal_shards(signal.SIGUSR1)
 
     def _message_events(self, now: float) -> list[fsm.Event]:
         events: list[fsm.Event] = []
@@ -170,6 +184,7 @@ class Manager:
             except ValueError:
                 log.error_log.warning("Ignoring a malformed message from a shard: %r", data[:80])
                 continue
+            self.observer.message(message, now)
             kind = message.kind
             if kind is ipc.Kind.BEAT:
                 events.append(fsm.Beat(message.pid, now))
@@ -189,11 +204,8 @@ class Manager:
                 control.accept()
             elif sock in control.clients:
                 command = control.read(sock)
-                if command == "reload":
-                    control.reload_waiters.append(sock)
-                    events.append(fsm.Reload(now))
-                elif command is not None:
-                    control.reply(sock, False, f"unknown command {command[:40]!r}")
+                if command is not None and self.commands is not None:
+                    events += self.commands.handle(sock, command, now)
         return events
 
     def _reap(self, now: float) -> list[fsm.Event]:
@@ -244,6 +256,8 @@ class Manager:
         self._write_pidfile()
         if self.config.control_path:
             self.control = ControlServer.open(self.config.control_path)
+            self.commands = CommandHandler(self.fsm, self.control, self.observer.status,
+                                           self._reopen_logs)
         if self.inherited is not None:
             self.inherited.announce_ready()
             systemd.notify(f"MAINPID={self.pid}")
@@ -252,6 +266,7 @@ class Manager:
     # --- carrying out actions -----------------------------------------
 
     def _perform(self, action: fsm.Action) -> list[fsm.Action]:
+        self.observer.action(action)
         if isinstance(action, fsm.Spawn):
             pid = self._fork(action.slot, action.generation)
             return self.fsm.handle(fsm.Spawned(pid, action.slot, action.generation,
@@ -319,16 +334,20 @@ class Manager:
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
         self._inbox.close()
+        self.observer.close()
         mine = {id(sock) for sock, _, _ in spec.listeners}
         for listener_set in self.listeners:
             for sock in listener_set.sockets:
                 if id(sock) not in mine:
                     sock.close()
 
-    def _signal_shards(self, signum: int) -> None:
+    def _signal_shards(self, signum: int) -> int:
+        told = 0
         for pid in self.fsm.shards:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+                told += 1
+        return told
 
     # --- process setup and teardown -----------------------------------
 
@@ -350,6 +369,7 @@ class Manager:
         if self.control is not None:
             self.control.finish_reload(False, "the server is shutting down")
             self.control.close()
+        self.observer.close()
         for pid in list(self.fsm.shards):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

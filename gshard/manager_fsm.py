@@ -74,6 +74,18 @@ class Upgrade(enum.Enum):
     HANDING_OVER = "handing over"  # the successor serves; this manager drains and exits
 
 
+class Reason(enum.Enum):
+    """Why a shard left: the rule that made it go, for the status and metrics."""
+
+    CRASHED = "crashed"  # exited or was killed without being asked to
+    BLOCKED = "blocked"  # event loop blocked past --timeout: killed
+    RECYCLED = "recycled"  # --max-requests or ``gshard recycle``: a successor took over
+    SCALED_DOWN = "scaled_down"  # its slot was removed
+    RELOADED = "reloaded"  # a newer generation took over
+    BOOT_FAILED = "boot_failed"  # its generation did not boot
+    STOPPED = "stopped"  # the server is stopping
+
+
 class StopMode(enum.Enum):
     """How to ask a shard to leave; manager.py maps these to signals."""
 
@@ -119,6 +131,7 @@ class Shard:
     last_beat: float
     kill_at: float | None = None  # when a leaving shard is killed outright
     killed: bool = False
+    leaving: Reason | None = None  # why it was asked (or forced) to leave
 
 
 # --- events ------------------------------------------------------------------
@@ -318,9 +331,20 @@ class Hook:
     args: tuple = ()
 
 
+@dataclass(frozen=True)
+class Departed:
+    """A shard left, and why (bookkeeping for ``gshard status`` and the metrics)."""
+
+    pid: int
+    slot: int
+    generation: int
+    reason: Reason
+    detail: str  # how it ended: "exited with status 0", "was killed by signal 9", ...
+
+
 Action = (
     Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit | StartSuccessor
-    | TakeOwnership | Title | Hook
+    | TakeOwnership | Title | Hook | Departed
 )
 
 
@@ -437,7 +461,7 @@ class ManagerFSM:
         ]
         for other in self.of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
-                actions += self._leave(other, StopMode.DRAIN, event.now)
+                actions += self._leave(other, StopMode.DRAIN, event.now, Reason.RECYCLED)
         return actions
 
     def _steer(self) -> list[Action]:
@@ -469,7 +493,7 @@ class ManagerFSM:
         actions: list[Action] = []
         for shard in self.of_generation(old):
             if shard.state is not ShardState.DRAINING:
-                actions += self._leave(shard, StopMode.DRAIN, now)
+                actions += self._leave(shard, StopMode.DRAIN, now, Reason.RELOADED)
         if self.phase is Phase.STARTING:
             self.phase = Phase.RUNNING
             message = f"Ready: {self.slots} shards serving"
@@ -481,9 +505,10 @@ class ManagerFSM:
             actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
         return actions + self._status(ServiceState.READY, message)
 
-    def _leave(self, shard: Shard, mode: StopMode, now: float) -> list[Action]:
+    def _leave(self, shard: Shard, mode: StopMode, now: float, reason: Reason) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
         shard.state = ShardState.DRAINING
+        shard.leaving = shard.leaving or reason
         grace = QUIT_GRACE if mode is StopMode.QUIT else self.timings.graceful_timeout
         if mode is StopMode.RETIRE:
             grace += RETIRE_SETTLE
@@ -505,6 +530,24 @@ class ManagerFSM:
         shard = self.shards.pop(event.pid, None)
         if shard is None:
             return []
+        return [self._departure(shard, event.status), *self._after_exit(shard, event)]
+
+    def _departure(self, shard: Shard, status: int) -> Departed:
+        reason = shard.leaving
+        if reason is None:
+            if self.phase is Phase.STOPPING:
+                reason = Reason.STOPPED
+            elif shard.generation == self.booting:
+                reason = Reason.BOOT_FAILED
+            else:
+                reason = Reason.CRASHED
+        detail = describe_status(status)
+        if reason is Reason.BLOCKED:
+            detail = (f"event loop blocked for more than {self.timings.heartbeat_timeout:g}s; "
+                      f"{detail}")
+        return Departed(shard.pid, shard.slot, shard.generation, reason, detail)
+
+    def _after_exit(self, shard: Shard, event: Exited) -> list[Action]:
         how = describe_status(event.status)
         if self.phase is Phase.STOPPING:
             return [Exit(self.exit_code)] if not self.shards else []
@@ -549,7 +592,7 @@ class ManagerFSM:
         actions: list[Action] = []
         for other in self.of_generation(generation):
             if other.state is not ShardState.DRAINING:
-                actions += self._leave(other, StopMode.QUIT, now)
+                actions += self._leave(other, StopMode.QUIT, now, Reason.BOOT_FAILED)
         if not self.live:
             self.phase = Phase.STOPPING
             self.exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
@@ -596,7 +639,7 @@ class ManagerFSM:
             # Newer code was deployed while the last reload booted: boot that
             # instead. Whoever waits on a reload hears how this one ends.
             for shard in self.of_generation(self.booting):
-                actions += self._leave(shard, StopMode.QUIT, event.now)
+                actions += self._leave(shard, StopMode.QUIT, event.now, Reason.RELOADED)
         actions += self._boot_generation()
         message = f"Reloading: booting generation {self.booting}"
         return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
@@ -614,7 +657,7 @@ class ManagerFSM:
         actions: list[Action] = [Log(Level.INFO, message),
                                  *self._status(ServiceState.STOPPING, message)]
         for shard in self.shards.values():
-            actions += self._leave(shard, mode, event.now)
+            actions += self._leave(shard, mode, event.now, Reason.STOPPED)
         if not self.shards:
             actions.append(Exit(self.exit_code))
         return actions
@@ -651,7 +694,7 @@ class ManagerFSM:
                                  Hook("nworkers_changed", (slot, slot + 1)), *self._steer()]
         for shard in list(self.shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
-                actions += self._leave(shard, StopMode.RETIRE, now)
+                actions += self._leave(shard, StopMode.RETIRE, now, Reason.SCALED_DOWN)
         return actions + self._close_unused_listeners()
 
     def _on_tick(self, event: Tick) -> list[Action]:
@@ -675,6 +718,7 @@ class ManagerFSM:
         elif shard.state is ShardState.BOOTING and now - shard.since > self.timings.boot_timeout:
             message = (f"Shard {shard.slot} (pid {shard.pid}) not ready after "
                        f"{self.timings.boot_timeout:g}s; killing it")
+            shard.leaving = Reason.BOOT_FAILED
         elif (
             shard.state is ShardState.READY
             and self.timings.heartbeat_timeout
@@ -683,6 +727,7 @@ class ManagerFSM:
             # As gunicorn: SIGABRT first (the shard runs worker_abort and exits),
             # then the kill above if it cannot.
             shard.kill_at = now + ABORT_GRACE
+            shard.leaving = Reason.BLOCKED
             return [Log(Level.ERROR, f"Shard {shard.slot} (pid {shard.pid}) blocked for more "
                                      f"than {self.timings.heartbeat_timeout:g}s; aborting it"),
                     Signal(shard.pid, StopMode.ABORT)]

@@ -38,7 +38,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from gshard import hooks, ipc, log
+from gshard import hooks, ipc, log, metrics
 from gshard.connection import Connection
 from gshard.context import Lifecycle, ServeContext
 from gshard.errors import EXIT_OK
@@ -117,10 +117,14 @@ class ShardServer:
         # A hook set worker.alive = False: ask for a successor, as --max-requests does.
         self.retiring = False
         spec.worker.retire = self._retire
+        # Counted here, reported with each heartbeat (gshard status, /metrics, statsd).
+        self.metrics = metrics.ShardMetrics()
+        log.error_log.addHandler(metrics.LogCounter(self.metrics.logs))
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
         starting, post_request = hooks.request_hooks(config, spec.worker)
-        finished = ((access.log,) if access.enabled else ()) + post_request
+        finished = (self.metrics.exchange_done, *((access.log,) if access.enabled else ()),
+                    *post_request)
         scheme = "https" if tls_context is not None else "http"
         proxy = (ProxyProtocol(config.proxy_protocol, AllowList(config.proxy_allow_ips))
                  if config.proxy_protocol != "off" else None)
@@ -170,6 +174,7 @@ class ShardServer:
         if self.config.keepalive:
             gevent.spawn(self._reap_idle)
         self.stopped.wait()
+        send(self.spec.channel, ipc.Kind.BEAT, self._counters())  # the last counts too
         return EXIT_OK
 
     def _retire(self) -> None:
@@ -179,6 +184,12 @@ class ShardServer:
         """Exit now (SIGQUIT, SIGINT), after gunicorn's worker_int hook."""
         self.spec.worker.call("worker_int")
         self.stopped.set()
+
+    def _counters(self) -> str:
+        """This shard's counters and gauges, encoded for a heartbeat."""
+        snapshot = self.metrics.snapshot(len(self.pool), len(self.lifecycle.idle),
+                                         metrics.read_rss())
+        return metrics.encode(snapshot)
 
     def _leave(self, keep_accepting: float) -> None:
         if not self.lifecycle.draining:
@@ -205,7 +216,7 @@ class ShardServer:
         ask_at, retry = 0.0, RECYCLE_RETRY_FIRST
         while not self.stopped.is_set():
             now = self.last_tick = time.monotonic()
-            send(spec.channel, ipc.Kind.BEAT)
+            send(spec.channel, ipc.Kind.BEAT, self._counters())
             if os.getppid() != spec.manager_pid:
                 log.error_log.warning("Shard %d: the manager is gone; draining", spec.slot)
                 self._leave(0.0)
@@ -288,6 +299,9 @@ def _watch_event_loop(shard: ShardServer, threshold: float) -> None:
             stack = "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
             _write_error(f"Shard {shard.spec.slot}: event loop blocked for {blocked:.0f}s "
                          f"(limit --timeout {shard.config.timeout:g}s); it is running:\n{stack}")
+            if frame is not None:  # for the manager's restart history
+                where = f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
+                send(shard.spec.channel, ipc.Kind.BLOCKED, where)
 
     start_thread(watch, ())
 

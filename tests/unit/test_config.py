@@ -70,6 +70,10 @@ SAMPLES = {
                             {}),
     "proxy_protocol": ("v2", "v2", {}),
     "proxy_allow_ips": ("10.0.0.0/8", ("10.0.0.0/8",), {}),
+    "metrics_bind": ("127.0.0.1:9100", BindAddress("127.0.0.1", 9100), {}),
+    "statsd_host": ("localhost:8125", "localhost:8125", {}),
+    "statsd_prefix": ("web", "web", {}),
+    "dogstatsd_tags": ("env:prod,team:web", "env:prod,team:web", {}),
     "control_socket_disable": (None, True, {}),
     "capture_output": (None, True, {}),
     "logconfig": ("/etc/log.ini", "/etc/log.ini", {}),
@@ -284,7 +288,7 @@ def test_limits_zero_means_maximum():
         {"app": "a:b", "script_name": "app"},
         {"app": "a:b", "post_fork": "not callable"},
         {"app": "a:b", "post_fork": lambda server: None},  # gunicorn's takes two
-        {"app": "a:b", "threads": 4, "statsd_host": "localhost:8125"},
+        {"app": "a:b", "statsd_host": "localhost:port"},
         {"app": "a:b", "logconfig_dict": [("version", 1)]},
         {"app": "a:b", "bind": []},
         {"app": "a:b", "bind": ["127.0.0.1:1", "127.0.0.1:1"]},
@@ -383,7 +387,7 @@ def nothing_starts(monkeypatch):
         ["app:x", "-k", "uvicorn.workers.UvicornWorker"],
         ["app:x", "--preload"],
         ["app:x", "--reload"],
-        ["app:x", "--statsd-host", "localhost:8125"],
+        ["app:x", "--statsd-host", "localhost:port"],
         ["app:x", "--strip-header-spaces"],
         ["app:x", "--header-map", "dangerous"],
         ["app:x", "--log-syslog-to", "http://localhost"],
@@ -484,3 +488,16 @@ def test_help_and_version_still_exit_zero(capsys):
             cli.build_parser().parse_args([flag])
         assert info.value.code == 0
     assert "gshard" in capsys.readouterr().out
+
+
+def test_metrics_bind_is_never_the_applications_port():
+    with pytest.raises(ConfigError, match="metrics-bind: must not be the application's port"):
+        parse("app:x", "--bind", "127.0.0.1:8000", "--metrics-bind", "127.0.0.1:8000")
+    with pytest.raises(ConfigError, match="metrics-bind: must be a TCP address"):
+        parse("app:x", "--metrics-bind", "unix:/tmp/m.sock")
+
+
+@pytest.mark.parametrize("bad", ["host:port", "host:0", ":80", "unix:", "a:1:2"])
+def test_statsd_host_must_be_an_address(bad):
+    with pytest.raises(ConfigError, match="--statsd-host"):
+        parse("app:x", "--statsd-host", bad)

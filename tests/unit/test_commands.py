@@ -1,0 +1,153 @@
+"""Control commands against a state machine, answered over a real control socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from gshard import manager_fsm as fsm
+from gshard.commands import CommandHandler
+from gshard.control import ControlServer
+
+
+class Rig:
+    """A state machine with generation 1 serving, a control socket and a handler."""
+
+    def __init__(self, path: str, slots: int = 2) -> None:
+        self.machine = fsm.ManagerFSM(slots=slots)
+        self.control = ControlServer.open(path)
+        self.reopened = 0
+        self.handler = CommandHandler(self.machine, self.control, lambda: {"schema": 1},
+                                      self._reopen)
+        self.now = 0.0
+        self.next_pid = 100
+        self.feed([fsm.Start(self.now)])
+        self.ready_booting()
+
+    def _reopen(self) -> int:
+        self.reopened += 1
+        return len(self.machine.shards)
+
+    def feed(self, events) -> None:
+        pending = []
+        for event in events:
+            pending += self.machine.handle(event)
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, fsm.Spawn):
+                pid, self.next_pid = self.next_pid, self.next_pid + 1
+                pending += self.machine.handle(
+                    fsm.Spawned(pid, action.slot, action.generation, self.now))
+        self.control.check_waiters()
+
+    def ready_booting(self) -> None:
+        for shard in list(self.machine.shards.values()):
+            if shard.state is fsm.ShardState.BOOTING:
+                self.feed([fsm.Ready(shard.pid, self.now)])
+
+    def send(self, line: str) -> socket.socket:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(2)
+        client.connect(self.control.path)
+        self.control.accept()
+        server_side = next(s for s in self.control.clients if s not in self._known())
+        client.sendall(line.encode() + b"\n")
+        command = self.control.read(server_side)
+        self.feed(self.handler.handle(server_side, command, self.now))
+        return client
+
+    def _known(self) -> set:
+        return {w.client for w in self.control.waiters} | set(self.control.reload_waiters)
+
+
+@pytest.fixture
+def rig(tmp_path):
+    rig = Rig(str(tmp_path / "ctl.sock"))
+    yield rig
+    rig.control.close()
+
+
+def answer(client: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def pending(client: socket.socket) -> bool:
+    client.setblocking(False)
+    try:
+        client.recv(1)
+    except BlockingIOError:
+        return True
+    finally:
+        client.setblocking(True)
+    return False
+
+
+def test_status_answers_the_document_at_once(rig):
+    assert json.loads(answer(rig.send("status")).partition(" ")[2]) == {"schema": 1}
+
+
+def test_scale_up_waits_until_the_new_shards_serve(rig):
+    client = rig.send("scale 4")
+    assert rig.machine.slots == 4
+    assert pending(client)
+    rig.ready_booting()
+    assert answer(client) == "ok 4 shards serving\n"
+
+
+def test_scale_down_waits_until_the_removed_shards_are_gone(rig):
+    client = rig.send("scale 1")
+    leaving = [s.pid for s in rig.machine.shards.values() if s.slot == 1]
+    assert pending(client)
+    rig.feed([fsm.Exited(pid, 0, rig.now) for pid in leaving])
+    assert answer(client) == "ok 1 shard serving\n"
+
+
+@pytest.mark.parametrize("line", ["scale", "scale 0", "scale -1", "scale two", "recycle",
+                                  "recycle 99999", "stop now", "dance"])
+def test_bad_commands_fail_at_once(rig, line):
+    assert answer(rig.send(line)).startswith("failed ")
+
+
+def test_scale_is_refused_during_a_reload(rig):
+    rig.feed([fsm.Reload(rig.now)])
+    assert answer(rig.send("scale 3")).startswith("failed Not scaling: the server is starting")
+
+
+def test_recycle_waits_for_the_successor_then_reports_both_pids(rig):
+    old = min(rig.machine.shards)
+    client = rig.send(f"recycle {old}")
+    assert pending(client)
+    successor = max(rig.machine.shards)
+    rig.ready_booting()
+    assert answer(client) == (f"ok Shard 0 (pid {old}) replaced by pid {successor}; "
+                              f"pid {old} is draining\n")
+
+
+def test_recycle_fails_when_the_successor_dies_booting(rig):
+    old = min(rig.machine.shards)
+    client = rig.send(f"recycle {old}")
+    successor = max(rig.machine.shards)
+    rig.feed([fsm.Exited(successor, 1, rig.now)])
+    assert answer(client) == (f"failed The successor of shard 0 did not boot; pid {old} "
+                              "keeps serving\n")
+
+
+def test_stop_is_answered_when_the_manager_exits(rig):
+    client = rig.send("stop fast")
+    assert rig.machine.phase is fsm.Phase.STOPPING
+    assert pending(client)
+    rig.control.close()
+    assert answer(client) == "ok Stopped fast\n"
+
+
+def test_reopen(rig):
+    assert answer(rig.send("reopen")) == "ok Log files reopened by the manager and 2 shards\n"
+    assert rig.reopened == 1
