@@ -9,7 +9,7 @@ psycogreen, so a query waiting on the database lets the shard's other
 requests run; ``post_worker_init`` connects this shard's pool before it
 takes traffic; ``worker_exit`` closes it. Without them every query blocks its
 whole shard: 200 requests of 50 ms on 2 shards take 100 x 50 ms = 5 s, and
-about 0.5 s with them (``tests/integration/test_postgres_app.py`` measures
+about 0.6 s with them (``tests/integration/test_postgres_app.py`` measures
 both).
 
 Each connection carries ``application_name`` = ``pg_app pid PID``, so
