@@ -75,7 +75,8 @@ def _valgrind(tool: str, count: int, env: dict[str, str]) -> int:
 
 def measure(tree: Path, pure: bool, count: int) -> tuple[float, float]:
     """(instructions, allocations) per request for the gshard in ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONMALLOC": "malloc"}
+    # A fixed hash seed: dict layouts, and so the counts, repeat from run to run.
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
     env.pop("GSHARD_PURE_PYTHON", None)
     if pure:
         env["GSHARD_PURE_PYTHON"] = "1"
