@@ -1,3 +1,6 @@
+# Compiled build only: declares connection.py's per-request classes as extension types
+# with typed attribute slots; the .py file stays the one source of the code.
+
 cdef class Connection:
     cdef public object ctx
     cdef public object forwarded

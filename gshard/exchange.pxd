@@ -1,3 +1,6 @@
+# Compiled build only: declares exchange.py's per-request classes as extension types
+# with typed attribute slots; the .py file stays the one source of the code.
+
 cdef class Exchange:
     cdef public object _ctx
     cdef public object _proto

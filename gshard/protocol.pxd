@@ -1,3 +1,6 @@
+# Compiled build only: declares protocol.py's per-request classes as extension types
+# with typed attribute slots; the .py file stays the one source of the code.
+
 cdef class ServerConnection:
     cdef public object limits
     cdef public Py_ssize_t _max_head

@@ -1,6 +1,9 @@
+# Compiled build only: declares response.py's per-request classes as extension types
+# with typed attribute slots; the .py file stays the one source of the code.
+
 cdef class ResponseWriter:
     cdef public object _conn
-    cdef public Py_ssize_t _remaining
+    cdef public object _remaining  # the application's Content-Length: any size
     cdef public object framing
     cdef public list headers
     cdef public object phase

@@ -1,3 +1,6 @@
+# Compiled build only: declares wsgi.py's per-request classes as extension types
+# with typed attribute slots; the .py file stays the one source of the code.
+
 cdef class InputStream:
     cdef public list _chunks
     cdef public bint _done
