@@ -242,16 +242,28 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         content_length, chunked, keep_alive, expect_continue = _framing(framing, http11, limits)
     if method == "CONNECT":
         keep_alive = False  # a tunnel is not ours to serve; answer, then close
-    return Request(
+    return _new_tuple(Request, (
         method, target, "HTTP/1.1" if http11 else "HTTP/1.0", tuple(headers),
         content_length, chunked, keep_alive, expect_continue,
-    )
+    ))
+
+
+# NamedTuple's generated __new__ is Python code; tuple.__new__ makes the same
+# Request at ~40% of the cost, once per request.
+_new_tuple = tuple.__new__
+# Hosts already found valid: clients send the same few, and the regular
+# expression costs ~0.4 us. Bounded, since the values come from clients.
+_valid_hosts: set[str] = set()
 
 
 def _check_host(value: str) -> None:
     """RFC 9112 3.2: a Host that is not ``host[:port]`` gets a 400."""
+    if value in _valid_hosts:
+        return
     if _HOST_FIELD.fullmatch(value) is None:
         raise ProtocolError(f"invalid Host {value[:64]!r}", 400)
+    if len(_valid_hosts) < 1024 and len(value) <= 255:
+        _valid_hosts.add(value)
 
 
 def _framing(

@@ -113,8 +113,9 @@ class ResponseWriter:
             content_length = body_length
         http11 = request.http_version == "HTTP/1.1"
         parts = [_status_line(request.http_version, status)]
-        for name, value in headers:
-            parts += (name, ": ", value, "\r\n")
+        for field in headers:
+            line = _field_lines.get(field)
+            parts.append(line if line is not None else _field_line(field))
         if no_body or request.method == "HEAD":
             framing = _NONE
             if not no_body and content_length is None and not http11:
@@ -201,6 +202,19 @@ def _status_line(version: str, status: str) -> str:
         line = f"{version} {status}\r\n"
         if len(_status_lines) < 1024:  # applications may invent statuses; stay bounded
             _status_lines[version, status] = line
+    return line
+
+
+# Response fields as rendered lines: applications send the same few on
+# every response. Bounded in count and value length, like wsgi's cache of
+# validated fields.
+_field_lines: dict[tuple[str, str], str] = {}
+
+
+def _field_line(field: tuple[str, str]) -> str:
+    line = f"{field[0]}: {field[1]}\r\n"
+    if len(_field_lines) < 4096 and len(field[1]) <= 256:
+        _field_lines[field] = line
     return line
 
 
