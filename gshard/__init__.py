@@ -16,12 +16,15 @@ class _SourceWhereNewer:
     """Imports a compilable module from its ``.py`` file when told to or when it is newer.
 
     ``GSHARD_PURE_PYTHON=1`` runs one installation as pure Python (CI runs
-    the test suite against both builds). Without it, a module edited after
-    it was compiled runs from its source too, so an edit in a checkout is
-    never silently shadowed by a stale extension module.
+    the test suite against both builds). Without it, in a git checkout (an
+    editable install), a module edited after it was compiled runs from its
+    source too, so an edit is never silently shadowed by a stale extension
+    module. (Installed from a wheel, file times say nothing: pip writes each
+    file when it unpacks it.)
     """
 
     pure = bool(os.environ.get("GSHARD_PURE_PYTHON"))
+    checkout = os.path.exists(os.path.join(_HERE, os.pardir, ".git"))
 
     @classmethod
     def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
@@ -30,6 +33,8 @@ class _SourceWhereNewer:
             return None
         source = os.path.join(_HERE, module + ".py")
         if not cls.pure:
+            if not cls.checkout:
+                return None
             compiled = glob.glob(os.path.join(_HERE, module + ".*.so"))
             if not compiled or os.path.getmtime(compiled[0]) >= os.path.getmtime(source):
                 return None  # the regular finders take the compiled module
