@@ -644,14 +644,21 @@ class Config:
         False, _bool, "Import the application once per generation, in a template process that "
         "forks that generation's shards, so they share its memory copy-on-write; a reload "
         "still loads new code.", flags=("--preload",), switch=True,
+        compat=different("one template process per generation imports the application, so a "
+                         "reload loads new code (gunicorn's master keeps the old); post_fork "
+                         "runs after gevent's patching"),
     )
     reload: bool = setting(
         False, _bool, "Hot-reload when a source file of the application (or a "
         "--reload-extra-file) changes; for development.", flags=("--reload",), switch=True,
+        compat=different("a hot reload through the lossless handover; a file that fails to "
+                         "load keeps the old code serving"),
     )
     reload_engine: str = setting(
         "auto", _choice("auto", "poll", "inotify"), "Accepted for gunicorn's sake: gshard "
         "compares modification times once a second, whatever the engine.",
+        compat=different("accepted; gshard compares modification times once a second "
+                         "whatever the engine"),
         flags=("--reload-engine",), metavar="ENGINE",
     )
     reload_extra_files: tuple[str, ...] = setting(

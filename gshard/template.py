@@ -58,6 +58,8 @@ from gshard.listener import ListenerSet
 _PR_SET_CHILD_SUBREAPER = 36
 _REQUEST_SIZE = 256
 _MAX_LISTENERS = 64
+# How many milliseconds a new shard waits at most to become the manager's child.
+ADOPTION_POLLS = 5000
 
 
 def become_subreaper() -> None:
@@ -242,6 +244,20 @@ def _serve_requests(config: Config, requests: socket.socket, listeners: list[Lis
             sock.close()
 
 
+def _wait_for_adoption(manager_pid: int) -> None:
+    """Wait until the manager is this shard's parent: the intermediate child's
+    exit (tearing down a copy of a large template takes a while) reparents it.
+    A shard serves only as the manager's child: it takes any other parent as
+    the sign that the manager is gone. Bounded, in case it really is."""
+    from gevent import monkey
+
+    sleep = monkey.get_original("time", "sleep")
+    for _ in range(ADOPTION_POLLS):
+        if os.getppid() == manager_pid:
+            return
+        sleep(0.001)
+
+
 def _fork_shard(fork: Callable[[], int], requests: socket.socket, spec: ipc.ShardSpec,
                 preloaded: Any) -> NoReturn:
     """In the intermediate child: fork the shard and exit, so the manager (the
@@ -255,6 +271,7 @@ def _fork_shard(fork: Callable[[], int], requests: socket.socket, spec: ipc.Shar
             # message from it, and before it can reap it.
             ipc.send(spec.channel, ipc.Kind.SPAWNED,
                      f"{os.getpid()} {spec.generation} {spec.worker.age}")
+            _wait_for_adoption(spec.manager_pid)
             shard.run(spec, preloaded)
     finally:
         os._exit(0)

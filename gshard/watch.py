@@ -80,7 +80,7 @@ class Watcher:
             return []
         self.next_check = now + POLL_INTERVAL
         changed = []
-        for path in self._paths():
+        for path in sorted(self._paths() | set(self.stamps)):  # removed ones too
             stamp = _mtime(path)
             if path in self.stamps and self.stamps[path] != stamp:
                 changed.append(path)
