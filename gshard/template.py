@@ -35,7 +35,9 @@ messages before it handles what it reaped), reach the manager after it has
 learned the shard exists. A
 template that dies with spawns pending makes the first of them a shard that
 exited (the template's own pid and status), so a booting generation fails
-and a serving slot is respawned, from a new template.
+and a serving slot is respawned, from a new template (which imports the
+code on disk then: a template that dies costs that generation its sharing
+and, if the code changed since, its uniformity; the next reload restores both).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -118,4 +120,47 @@ def test_preload_reloads_under_load_serve_new_code_and_lose_nothing(deployed_gsh
     assert {"v1", "v2", "v4"} <= served, served
     wait_until(lambda: len(_templates(server.pid)) == 1, 15, "one template left")
     assert "gen 4" in _templates(server.pid)[0]
+    assert server.stop() == 0
+
+
+def _shards(pid: int) -> list[int]:
+    return [p for p in child_pids(pid) if "template gen" not in _title(p)]
+
+
+def _title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _template_pid(pid: int) -> int:
+    return next(p for p in child_pids(pid) if "template gen" in _title(p))
+
+
+@pytest.mark.timeout(60)
+def test_a_crashed_shard_is_respawned_by_its_template_and_a_lost_template_replaced(
+        deployed_gshard):
+    server = deployed_gshard("--preload", "--shards", "2")
+    template_pid = _template_pid(server.pid)
+    first = _shards(server.pid)
+    assert len(first) == 2
+
+    os.kill(first[0], signal.SIGKILL)
+    respawned = wait_until(lambda: (s := _shards(server.pid)) and len(s) == 2
+                           and first[0] not in s and s, 15, "a respawned shard")
+    server.stderr.wait_for(r"Shard \d \(pid \d+\) is serving", 15)
+    assert _template_pid(server.pid) == template_pid  # the same template forked it
+
+    # The template dies; the shards serve on, and the next respawn starts a new one.
+    os.kill(template_pid, signal.SIGKILL)
+    wait_until(lambda: template_pid not in child_pids(server.pid), 10, "the template reaped")
+    assert fresh_request(server.port, "/").version == "v1"
+    os.kill(respawned[0], signal.SIGKILL)
+    wait_until(lambda: len(_shards(server.pid)) == 2 and respawned[0] not in _shards(server.pid),
+               15, "a shard respawned from a new template")
+    assert _template_pid(server.pid) != template_pid
+    wait_until(lambda: server.stderr.count(r"is serving") >= 2, 15, "the respawn serving")
+    assert all(fresh_request(server.port, "/").ok for _ in range(20))
     assert server.stop() == 0
