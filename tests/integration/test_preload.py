@@ -115,6 +115,7 @@ def test_preload_reloads_under_load_serve_new_code_and_lose_nothing(deployed_gsh
         assert done.returncode == 0, (done.stdout, done.stderr)
         wait_until(lambda: _served_version(server.port) == "v4", 10, "v4 served")
         time.sleep(1.0)
+    print(load.summary())
     load.assert_no_failure()
     served = {r.version for r in load.snapshot() if r.ok}
     assert {"v1", "v2", "v4"} <= served, served
