@@ -19,7 +19,7 @@ from typing import Any
 from gshard import gunicorn_compat as compat
 from gshard import syslog_handler
 from gshard.errors import ConfigError
-from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored, refused
+from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored
 from gshard.log import DEFAULT_ACCESS_FORMAT
 
 # --- bind addresses ----------------------------------------------------------
@@ -641,15 +641,24 @@ class Config:
         compat=ignored("always on: each shard has its own SO_REUSEPORT listener"),
     )
     preload_app: bool = setting(
-        False, _bool, "Load the application before forking the shards (not supported yet).",
-        flags=("--preload",), switch=True, compat=refused(compat.NOT_YET),
+        False, _bool, "Import the application once per generation, in a template process that "
+        "forks that generation's shards, so they share its memory copy-on-write; a reload "
+        "still loads new code.", flags=("--preload",), switch=True,
+        compat=different("one template process per generation imports the application, so a "
+                         "reload loads new code (gunicorn's master keeps the old); post_fork "
+                         "runs after gevent's patching"),
     )
     reload: bool = setting(
-        False, _bool, "Restart the shards when code changes (not supported yet).",
-        flags=("--reload",), switch=True, compat=refused(compat.NOT_YET),
+        False, _bool, "Hot-reload when a source file of the application (or a "
+        "--reload-extra-file) changes; for development.", flags=("--reload",), switch=True,
+        compat=different("a hot reload through the lossless handover; a file that fails to "
+                         "load keeps the old code serving"),
     )
     reload_engine: str = setting(
-        "auto", _choice("auto", "poll", "inotify"), "How --reload watches files.",
+        "auto", _choice("auto", "poll", "inotify"), "Accepted for gunicorn's sake: gshard "
+        "compares modification times once a second, whatever the engine.",
+        compat=different("accepted; gshard compares modification times once a second "
+                         "whatever the engine"),
         flags=("--reload-engine",), metavar="ENGINE",
     )
     reload_extra_files: tuple[str, ...] = setting(

@@ -64,9 +64,6 @@ def refused(why: str) -> Compat:
     return Compat("refused", why)
 
 
-NOT_YET = "not supported yet"
-
-
 # --- worker classes -------------------------------------------------------------
 
 _GEVENT = {"gevent", "gunicorn.workers.ggevent.geventworker", "egg:gunicorn#gevent"}

@@ -50,6 +50,9 @@ class Kind(enum.Enum):
     BOOT_FAILED = "boot-failed"  # the application did not load; detail holds the traceback
     RECYCLE = "recycle"  # --max-requests reached: replace this shard
     BLOCKED = "blocked"  # the event loop is blocked; detail says in which code
+    # --preload: a template forked a shard; detail: "PID GENERATION AGE" (the shard's)
+    SPAWNED = "spawned"
+    SOURCES = "sources"  # --reload: source files of the application's modules, one a line
 
 
 @dataclass(frozen=True)

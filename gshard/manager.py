@@ -21,7 +21,7 @@ import traceback
 from collections import deque
 from collections.abc import Sequence
 
-from gshard import hooks, ipc, log, systemd, upgrade
+from gshard import hooks, ipc, log, systemd, template, upgrade, watch
 from gshard import manager_fsm as fsm
 from gshard.commands import CommandHandler
 from gshard.config import Config
@@ -98,10 +98,16 @@ class Manager:
         # Shard reports, status, /metrics, statsd. Opened here, so a metrics
         # port that cannot be bound stops gshard before any shard is forked.
         self.observer = Observer(config, self.fsm, listeners, shared_ports=inherited is not None)
+        # --preload: one template process per generation forks its shards.
+        self.templates = template.Templates(self._fork_template) if config.preload_app else None
+        # --reload: the application's source files, watched for changes.
+        self.watcher = watch.Watcher(config.reload_extra_files) if config.reload else None
 
     def run(self) -> int:
         """Serve until stopped; the exit status for the command."""
         self._install_signals()
+        if self.templates is not None:
+            template.become_subreaper()
         preload_shard_modules()
         log.set_process_title("manager", self.config)
         for listener_set in self.listeners:
@@ -139,16 +145,24 @@ class Manager:
             events: list[fsm.Event] = []
             if self._wakeup_r in readable:
                 events += self._signal_events(now)
-            if self._inbox in readable:
-                events += self._message_events(now)
+            # Exits are collected before messages and handled after them:
+            # whatever a process sent before it exited is then seen first.
+            reaped = self._reap(now)
+            events += self._message_events(now)
             if self.control is not None:
                 events += self._control_events(readable, now)
             if self._successor_ready is not None and self._successor_ready in readable:
                 events += self._successor_events(now)
-            events += self._reap(now)
+            events += reaped
+            if self.watcher is not None and (changed := self.watcher.changed(now)):
+                log.error_log.info("Reloading: %s changed", ", ".join(changed[:3]))
+                events.append(fsm.Reload(now))
             events.append(fsm.Tick(now))
             for event in events:
                 pending.extend(self.fsm.handle(event))
+            if self.templates is not None:
+                self.templates.prune((self.fsm.live, self.fsm.booting),
+                                     (s.generation for s in self.fsm.shards.values()))
             self.observer.tick(now)
 
     # --- turning the world into events ---------------------------------
@@ -194,6 +208,12 @@ class Manager:
                 events.append(fsm.BootFailed(message.pid, message.detail, now))
             elif kind is ipc.Kind.RECYCLE:
                 events.append(fsm.RecycleRequested(message.pid, now))
+            elif kind is ipc.Kind.SPAWNED and self.templates is not None:
+                spawned = self.templates.spawned(message.detail)
+                if spawned is not None:
+                    events += self._spawned(spawned, now)
+            elif kind is ipc.Kind.SOURCES and self.watcher is not None:
+                self.watcher.add(message.detail.split("\n"))
 
     def _control_events(self, readable: list, now: float) -> list[fsm.Event]:
         control = self.control
@@ -218,12 +238,52 @@ class Manager:
             if pid == 0:
                 return events
             code = os.waitstatus_to_exitcode(status)
-            if pid == self.fsm.successor:
+            if self.templates is not None and self.templates.is_template(pid):
+                events += self._template_exited(pid, code, now)
+            elif pid == self.fsm.successor:
                 self._close_successor_ready()
                 events.append(fsm.SuccessorExited(pid, code, now))
             else:
                 self.server.reaped(pid)
                 events.append(fsm.Exited(pid, code, now))
+
+    # --- preloading (--preload) -------------------------------------------
+
+    def _spawn_from_template(self, slot: int, generation: int) -> None:
+        assert self.templates is not None
+        worker = self.server.forking(slot, generation)
+        self.templates.spawn(slot, generation, worker,
+                             [ls.socket_for(slot) for ls in self.listeners])
+
+    def _spawned(self, shard: template.Spawned, now: float) -> list[fsm.Event]:
+        self.server.forked(shard.worker, shard.pid)
+        return [fsm.Spawned(shard.pid, shard.slot, shard.generation, now)]
+
+    def _template_exited(self, pid: int, code: int, now: float) -> list[fsm.Event]:
+        assert self.templates is not None
+        lost = self.templates.reaped(pid, code)
+        if lost is None:
+            return []
+        return [*self._spawned(lost, now), fsm.Exited(pid, code, now)]
+
+    def _fork_template(self, generation: int, requests: socket.socket,
+                       others: list[socket.socket]) -> int:
+        """Fork the template of ``generation``; it keeps no listener (see ``template``)."""
+        spec = ipc.ShardSpec(self.config, -1, generation, [], self._outbox, self.pid)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        pid = os.fork()
+        if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
+            return pid
+        try:
+            self._forget_manager_state(spec)
+            for sock in others:
+                sock.close()
+            template.run(self.config, generation, requests, self.listeners, self._outbox,
+                         self.pid, self.server)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(EXIT_BOOT_ERROR)
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
@@ -267,7 +327,9 @@ class Manager:
 
     def _perform(self, action: fsm.Action) -> list[fsm.Action]:
         self.observer.action(action)
-        if isinstance(action, fsm.Spawn):
+        if isinstance(action, fsm.Spawn) and self.templates is not None:
+            self._spawn_from_template(action.slot, action.generation)
+        elif isinstance(action, fsm.Spawn):
             pid = self._fork(action.slot, action.generation)
             return self.fsm.handle(fsm.Spawned(pid, action.slot, action.generation,
                                                time.monotonic()))
@@ -370,6 +432,8 @@ class Manager:
             self.control.finish_reload(False, "the server is shutting down")
             self.control.close()
         self.observer.close()
+        if self.templates is not None:
+            self.templates.close()
         for pid in list(self.fsm.shards):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

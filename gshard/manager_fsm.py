@@ -432,9 +432,14 @@ class ManagerFSM:
         return [Spawn(slot, self.booting) for slot in range(self.slots)]
 
     def _on_spawned(self, event: Spawned) -> list[Action]:
-        self.shards[event.pid] = Shard(
+        shard = self.shards[event.pid] = Shard(
             event.pid, event.slot, event.generation, ShardState.BOOTING, event.now, event.now
         )
+        if self.phase is Phase.STOPPING or event.generation not in (self.live, self.booting):
+            # Reported late (--preload's template forks asynchronously): its
+            # generation failed, was replaced or is stopping meanwhile.
+            reason = Reason.STOPPED if self.phase is Phase.STOPPING else Reason.BOOT_FAILED
+            return self._leave(shard, StopMode.QUIT, event.now, reason)
         return []
 
     def _on_beat(self, event: Beat) -> list[Action]:

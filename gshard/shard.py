@@ -14,9 +14,11 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from gshard import hooks, ipc, log, privileges
+from gshard import hooks, ipc, log, privileges, watch
+from gshard.config import Config
 from gshard.errors import (
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
@@ -39,8 +41,12 @@ def preload() -> None:
     import gshard.serving  # noqa: F401
 
 
-def run(spec: ipc.ShardSpec) -> NoReturn:
-    """Become a shard; never returns, so the manager's stack is never unwound here."""
+def run(spec: ipc.ShardSpec, preloaded: Preloaded | None = None) -> NoReturn:
+    """Become a shard; never returns, so the manager's stack is never unwound here.
+
+    ``preloaded``: the application a template already loaded (``--preload``);
+    without it the shard patches the standard library and loads its own.
+    """
     spec.worker.pid = os.getpid()
     # Until the loop installs its handlers, being told to stop means exiting
     # (through worker_exit, as a gunicorn worker's exit always goes).
@@ -55,7 +61,7 @@ def run(spec: ipc.ShardSpec) -> NoReturn:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     status = EXIT_BOOT_ERROR
     try:
-        status = _run(spec)
+        status = _run(spec, preloaded)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -114,24 +120,23 @@ def _patch_stdlib() -> None:
         metadata.entry_points = scan
 
 
-def _run(spec: ipc.ShardSpec) -> int:
-    worker = spec.worker
-    try:
-        # Before patching, as gunicorn's gevent worker calls it (it patches in
-        # init_process, after post_fork): a post_fork that makes a database
-        # driver cooperative (psycogreen) sees the same process in both.
-        worker.call_with_server("post_fork")
-    except hooks.HookFailed as exc:
-        return _boot_failed(spec, str(exc), EXIT_BOOT_ERROR)
-    _patch_stdlib()
+@dataclass
+class Preloaded:
+    """The application a template process loaded for the shards it forks (``--preload``).
 
+    ``failure`` holds (detail, exit status) when loading failed: each shard
+    forked from the template then reports it and exits, exactly as a shard
+    that failed to load the application itself does.
+    """
+
+    app: Any = None
+    tls_context: Any = None
+    failure: tuple[str, int] | None = None
+
+
+def load(config: Config) -> Preloaded:
+    """Load what serving needs, in a patched process: TLS context, privileges, the app."""
     from gshard.loader import load_app
-    from gshard.serving import ShardServer
-
-    config = spec.config
-    log.set_process_title(f"shard {spec.slot} gen {spec.generation}", config)
-    log.configure_for(config)
-    spec.channel.setblocking(False)
 
     try:
         # TLS files are read before dropping privileges, so a key may be
@@ -144,16 +149,51 @@ def _run(spec: ipc.ShardSpec) -> int:
         privileges.drop(privileges.resolve(config.user, config.group, config.initgroups))
         if config.chdir:
             os.chdir(config.chdir)
-        app = load_app(config.app, os.getcwd())
-        worker.wsgi = app
+        return Preloaded(load_app(config.app, os.getcwd()), tls_context)
+    except hooks.HookFailed as exc:
+        return Preloaded(failure=(str(exc), EXIT_BOOT_ERROR))
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, (AppLoadError, TLSError)) else traceback.format_exc()
+        return Preloaded(failure=(detail, EXIT_APP_LOAD_ERROR))
+
+
+def _run(spec: ipc.ShardSpec, preloaded: Preloaded | None) -> int:
+    worker = spec.worker
+    try:
+        # Before patching, as gunicorn's gevent worker calls it (it patches in
+        # init_process, after post_fork): a post_fork that makes a database
+        # driver cooperative (psycogreen) sees the same process in both. A
+        # preloaded shard was forked from a patched template, as with
+        # gunicorn's --preload, where the application is imported first.
+        worker.call_with_server("post_fork")
+    except hooks.HookFailed as exc:
+        return _boot_failed(spec, str(exc), EXIT_BOOT_ERROR)
+    if preloaded is None:
+        _patch_stdlib()
+    else:
+        import gevent
+
+        gevent.reinit()  # the template's event loop state belongs to the template
+
+    from gshard.serving import ShardServer
+
+    config = spec.config
+    log.set_process_title(f"shard {spec.slot} gen {spec.generation}", config)
+    log.configure_for(config)
+    spec.channel.setblocking(False)
+
+    loaded = load(config) if preloaded is None else preloaded
+    if loaded.failure is not None:
+        return _boot_failed(spec, *loaded.failure)
+    try:
+        worker.wsgi = loaded.app
         worker.call("post_worker_init")
     except hooks.HookFailed as exc:
         return _boot_failed(spec, str(exc), EXIT_BOOT_ERROR)
-    except Exception as exc:
-        detail = str(exc) if isinstance(exc, (AppLoadError, TLSError)) else traceback.format_exc()
-        return _boot_failed(spec, detail, EXIT_APP_LOAD_ERROR)
+    if config.reload:
+        watch.report_sources(spec.channel)
     worker.booted = True
-    return ShardServer(spec, app, tls_context).serve()
+    return ShardServer(spec, loaded.app, loaded.tls_context).serve()
 
 
 def _boot_failed(spec: ipc.ShardSpec, detail: str, status: int) -> int:

@@ -83,8 +83,8 @@ SAMPLES = {
     "initgroups": (None, True, {}),
     "sendfile": (None, False, {}),
     "reuse_port": (None, True, {}),  # the default: gshard always reuses the port
-    "preload_app": (None, "not supported yet", {}),  # refused, for now
-    "reload": (None, "not supported yet", {}),  # refused, for now
+    "preload_app": (None, True, {}),
+    "reload": (None, True, {}),
     "reload_engine": ("poll", "poll", {}),
     "reload_extra_files": ("templates/*.html", ("templates/*.html",), {}),
     "check_config": (None, True, {}),
@@ -385,8 +385,6 @@ def nothing_starts(monkeypatch):
         ["app:x", "-b", "::1:8000"],
         ["app:x", "-b", "host:70000"],
         ["app:x", "-k", "uvicorn.workers.UvicornWorker"],
-        ["app:x", "--preload"],
-        ["app:x", "--reload"],
         ["app:x", "--statsd-host", "localhost:port"],
         ["app:x", "--strip-header-spaces"],
         ["app:x", "--header-map", "dangerous"],

@@ -168,8 +168,6 @@ def test_gevent_worker_class_is_silent():
     ("argv", "reason"),
     [
         (["-k", "uvicorn.workers.UvicornWorker"], "gshard serves WSGI"),
-        (["--preload"], "--preload: not supported yet"),
-        (["--reload"], "--reload: not supported yet"),
         (["--strip-header-spaces"], "weaken a protection described in SECURITY.md"),
         (["--header-map", "dangerous"], "weaken a protection described in SECURITY.md"),
         (["--permit-obsolete-folding"], "SECURITY.md"),

@@ -182,6 +182,29 @@ def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed()
     assert signals(d.ready(*newer)) == {pid: StopMode.DRAIN for pid in old}
 
 
+def test_a_shard_reported_after_its_generation_failed_is_told_to_quit():
+    # --preload: a template forks asynchronously, so a shard of a generation
+    # can be reported after another shard of it already failed the boot.
+    d = Driver(slots=2)
+    old = d.started()
+    d.fsm.handle(fsm.Reload(d.now))  # the spawns are not answered yet
+    first = d.fsm.handle(fsm.Spawned(200, 0, 2, d.now))
+    assert first == []
+    d.feed(fsm.Exited, 200, EXIT_APP_LOAD_ERROR)
+    assert d.fsm.booting is None
+    late = d.fsm.handle(fsm.Spawned(201, 1, 2, d.now))
+    assert signals(late) == {201: StopMode.QUIT}
+    assert d.fsm.shards[201].kill_at is not None  # killed if it does not go
+    assert all(d.fsm.shards[pid].state is fsm.ShardState.READY for pid in old)
+
+
+def test_a_shard_reported_while_stopping_is_told_to_quit():
+    d = Driver(slots=1)
+    d.started()
+    d.feed(fsm.Stop, True)
+    assert signals(d.fsm.handle(fsm.Spawned(300, 0, 1, d.now))) == {300: StopMode.QUIT}
+
+
 def test_reload_boot_timeout_keeps_the_old_generation():
     d = Driver(slots=1)
     (old,) = d.started()

@@ -1,0 +1,167 @@
+"""--preload: shards share their template's memory, and hot reloads still load new code."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import child_pids, wait_until
+from tests.integration.loadgen import Load, deploy, fresh_request
+
+BLOB_MIB = 64
+_BIG_APP = f'''\
+import os
+
+BLOB = bytearray(b"\\x01") * ({BLOB_MIB} * 1024 * 1024)
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"v%d %d" % (BLOB[-1], os.getpid())]
+'''
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    found = [pid]
+    for child in child_pids(pid):
+        found += _tree(child)
+    return found
+
+
+def _pss_mib(pids: list[int]) -> float:
+    total_kib = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            total_kib += int(re.search(r"^Pss:\s+(\d+) kB", handle.read(), re.M).group(1))
+    return total_kib / 1024
+
+
+def _titles(pid: int) -> list[str]:
+    titles = []
+    for child in child_pids(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as handle:
+                titles.append(handle.read().replace(b"\0", b" ").decode().strip())
+        except FileNotFoundError:
+            pass
+    return titles
+
+
+def _templates(pid: int) -> list[str]:
+    return [t for t in _titles(pid) if "template gen" in t]
+
+
+@pytest.mark.timeout(90)
+def test_preloaded_shards_share_the_application_memory(gshard_proc, tmp_path):
+    (tmp_path / "big_app.py").write_text(_BIG_APP)
+    totals = {}
+    for preload in (False, True):
+        args = ("--shards", "4", *(("--preload",) if preload else ()))
+        server = gshard_proc("big_app:app", *args, cwd=tmp_path)
+        assert fresh_request(server.port, "/").ok
+        pids = _tree(server.pid)
+        assert len(pids) == (6 if preload else 5), _titles(server.pid)
+        totals[preload] = _pss_mib(pids)
+        server.stop()
+    # Four private copies without; one shared copy (plus interpreters) with.
+    assert totals[False] > 4 * BLOB_MIB, totals
+    assert totals[True] < 2 * BLOB_MIB, totals
+
+
+def _reload(pidfile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gshard", "reload", "--pid", str(pidfile), "--timeout", "30"],
+        capture_output=True, text=True, timeout=45,
+    )
+
+
+def _served_version(port: int) -> str | None:
+    return fresh_request(port, "/").version
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_preload_reloads_under_load_serve_new_code_and_lose_nothing(deployed_gshard, tmp_path):
+    pidfile = tmp_path / "g.pid"
+    server = deployed_gshard("--preload", "--shards", "2", "--pid", str(pidfile),
+                             "--graceful-timeout", "5")
+    assert _templates(server.pid) == [_templates(server.pid)[0]]
+    with Load(server.port, fresh=8, keepalive=4, slow=2, max_seconds=60) as load:
+        time.sleep(1.0)
+        deploy(tmp_path, "v2")
+        done = _reload(pidfile)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        wait_until(lambda: _served_version(server.port) == "v2", 10, "v2 served")
+        # Generation 1 drains; its template exits once its shards are gone.
+        wait_until(lambda: [t for t in _templates(server.pid) if "gen 1 " in t] == [], 15,
+                   "generation 1's template to exit")
+
+        deploy(tmp_path, "v-broken", broken="deploy 3 broke")
+        failed = _reload(pidfile)
+        assert failed.returncode == 1, (failed.stdout, failed.stderr)
+        assert "RuntimeError: deploy 3 broke" in failed.stderr, failed.stderr
+        assert "generation 2 keeps serving" in failed.stderr, failed.stderr
+        assert _served_version(server.port) == "v2"
+
+        deploy(tmp_path, "v4")
+        done = _reload(pidfile)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        wait_until(lambda: _served_version(server.port) == "v4", 10, "v4 served")
+        time.sleep(1.0)
+    print(load.summary())
+    load.assert_no_failure()
+    served = {r.version for r in load.snapshot() if r.ok}
+    assert {"v1", "v2", "v4"} <= served, served
+    wait_until(lambda: len(_templates(server.pid)) == 1, 15, "one template left")
+    assert "gen 4" in _templates(server.pid)[0]
+    assert server.stop() == 0
+
+
+def _shards(pid: int) -> list[int]:
+    return [p for p in child_pids(pid) if "template gen" not in _title(p)]
+
+
+def _title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _template_pid(pid: int) -> int:
+    return next(p for p in child_pids(pid) if "template gen" in _title(p))
+
+
+@pytest.mark.timeout(60)
+def test_a_crashed_shard_is_respawned_by_its_template_and_a_lost_template_replaced(
+        deployed_gshard):
+    server = deployed_gshard("--preload", "--shards", "2")
+    template_pid = _template_pid(server.pid)
+    first = _shards(server.pid)
+    assert len(first) == 2
+
+    os.kill(first[0], signal.SIGKILL)
+    respawned = wait_until(lambda: (s := _shards(server.pid)) and len(s) == 2
+                           and first[0] not in s and s, 15, "a respawned shard")
+    server.stderr.wait_for(r"Shard \d \(pid \d+\) is serving", 15)
+    assert _template_pid(server.pid) == template_pid  # the same template forked it
+
+    # The template dies; the shards serve on, and the next respawn starts a new one.
+    os.kill(template_pid, signal.SIGKILL)
+    wait_until(lambda: template_pid not in child_pids(server.pid), 10, "the template reaped")
+    assert fresh_request(server.port, "/").version == "v1"
+    os.kill(respawned[0], signal.SIGKILL)
+    wait_until(lambda: len(_shards(server.pid)) == 2 and respawned[0] not in _shards(server.pid),
+               15, "a shard respawned from a new template")
+    assert _template_pid(server.pid) != template_pid
+    wait_until(lambda: server.stderr.count(r"is serving") >= 2, 15, "the respawn serving")
+    assert all(fresh_request(server.port, "/").ok for _ in range(20))
+    assert server.stop() == 0
