@@ -172,7 +172,8 @@ class Connection:
             sock.settimeout(None)
         lifecycle.idle[sock] = time.monotonic()
         try:
-            if self.raw is not None and time.time() - self.ctx.loop_time() > self.ctx.time_slice:
+            ctx = self.ctx
+            if self.raw is not None and ctx.clock() - ctx.loop_time() > ctx.time_slice:
                 # The loop has not polled for a whole slice: a client whose next
                 # request is already here would be served at once, again and
                 # again, while others wait. Queue behind them for one poll.

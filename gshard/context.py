@@ -50,10 +50,12 @@ class ServeContext:
     # Called with each finished exchange, in order: the access log, and
     # whatever else reads finished requests. Empty, it costs nothing per request.
     finished: tuple[Callable[[Exchange], None], ...] = ()
-    # The event loop's clock, which it reads once per iteration (libev's
-    # ``now()``): time.time() minus it is how long the greenlets running now
-    # have held the loop since it last polled. The default never yields.
+    # The event loop's clock, which it reads once per iteration (``now()``),
+    # and the clock it copies (wall time under libev, monotonic time under
+    # libuv): clock() minus loop_time() is how long the greenlets running now
+    # have held the loop since it last polled. The defaults never yield.
     loop_time: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time
     # Past this, a connection waits for its next request through the loop
     # instead of serving it at once, so others are not kept waiting.
     time_slice: float = 0.002

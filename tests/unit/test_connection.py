@@ -284,3 +284,20 @@ def test_no_sendfile_reads_the_file_instead(serve):
     response = served.client.read_response()
     # Iterated, not sent by the kernel: no length known before the head.
     assert response.chunked and response.body == b"abc" * 1000
+
+
+class _MonotonicLoop:
+    """A loop whose clock is monotonic time, as gevent's libuv loop's is."""
+
+    def update_now(self) -> None:
+        pass
+
+    def now(self) -> float:
+        return time.monotonic()
+
+
+def test_the_time_slice_reads_the_clock_the_loop_copies():
+    from gshard.serving import _loop_clock
+
+    assert _loop_clock(gevent.get_hub().loop) is time.time  # libev: wall time
+    assert _loop_clock(_MonotonicLoop()) is time.monotonic  # libuv
