@@ -49,11 +49,6 @@ _HEAD, _BODY, _DONE = Phase.HEAD, Phase.BODY, Phase.DONE
 _NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
 
 
-def bodyless(code: int) -> bool:
-    """Whether a status never carries a body (RFC 9110 15.2, 15.3.5, 15.4.5)."""
-    return code < 200 or code == 204 or code == 304
-
-
 class ResponseWriter:
     """Frames one response to the request that ``conn`` received last.
 
@@ -107,7 +102,8 @@ class ResponseWriter:
             # The client may or may not send the body it was never asked for:
             # only closing leaves no doubt about where the next request starts.
             close = True
-        no_body = code < 200 or code == 204 or code == 304  # bodyless(), inlined: per response
+        # Statuses that never carry a body (RFC 9110 15.2, 15.3.5, 15.4.5).
+        no_body = code < 200 or code == 204 or code == 304
         if content_length is None and body_length is not None and not no_body:
             headers = [*headers, ("Content-Length", str(body_length))]
             content_length = body_length

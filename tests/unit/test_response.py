@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gshard.protocol import Need, Request, ServerConnection
-from gshard.response import Framing, Phase, ResponseWriter, bodyless, error_response
+from gshard.response import Framing, Phase, ResponseWriter, error_response
 
 
 def head(*fields: str, line: str = "GET / HTTP/1.1") -> bytes:
@@ -222,10 +222,6 @@ def test_a_refusal_replaces_a_response_not_started_and_closes():
     with pytest.raises(RuntimeError):
         writer.refusal(500)
 
-
-def test_bodyless_codes():
-    assert [c for c in (100, 101, 199, 200, 204, 205, 304, 404) if bodyless(c)] == \
-        [100, 101, 199, 204, 304]
 
 
 def test_any_declared_length_is_framed_in_either_build():
