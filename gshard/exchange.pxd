@@ -3,6 +3,7 @@
 
 cdef class Exchange:
     cdef public object _ctx
+    cdef public object _input
     cdef public object _proto
     cdef public object _transport
     cdef public object request

@@ -75,7 +75,7 @@ class Exchange:
     """A request being answered; afterwards, the record of how it went."""
 
     __slots__ = (
-        "_ctx", "_proto", "_transport", "body_bytes", "body_since", "duration",
+        "_ctx", "_input", "_proto", "_transport", "body_bytes", "body_since", "duration",
         "environ", "forwarded", "outcome", "request", "start", "started", "writer",
     )
 
@@ -102,8 +102,8 @@ class Exchange:
         self.outcome = _COMPLETE
         self.writer = ResponseWriter(proto)
         self.start = ResponseStart(self._write)
-        wsgi_input = EMPTY_INPUT if proto.state is State.DONE else InputStream(self._pull_body)
-        self.environ = make_environ(request, ctx.base_environ, wsgi_input, remote)
+        self._input = EMPTY_INPUT if proto.state is State.DONE else InputStream(self._pull_body)
+        self.environ = make_environ(request, ctx.base_environ, self._input, remote)
 
     @property
     def status(self) -> str | None:
@@ -148,6 +148,13 @@ class Exchange:
                 except Exception:
                     error_log.exception("Error closing the response of %s", self.request.target)
             self.duration = time.perf_counter() - self.started
+            # start_response's write() and wsgi.input hold bound methods of this
+            # exchange, which holds them. Cut, the exchange is freed as soon as
+            # the connection drops it; left, every request made a cycle for the
+            # cyclic collector (a collection every ~50 requests, ~6% of a shard).
+            self.start.write = None
+            if self._input is not EMPTY_INPUT:
+                self._input.end()
 
     # --- the request body -----------------------------------------------
 

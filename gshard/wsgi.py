@@ -170,6 +170,16 @@ class InputStream:
         self._size += len(piece)
         return True
 
+    def end(self) -> None:
+        """The request is over: reads past what is buffered see the end of the body.
+
+        Drops ``pull``, which holds the exchange that holds this stream, so the
+        exchange is freed by reference counting rather than by the cyclic
+        garbage collector.
+        """
+        self._done = True
+        self._pull = _no_more_body
+
     def _take(self, size: int) -> bytes:
         """The first ``size`` buffered bytes (``size`` <= what is buffered)."""
         chunks = self._chunks
@@ -237,13 +247,17 @@ class InputStream:
         return line
 
 
+def _no_more_body() -> bytes:
+    return b""
+
+
 class _EmptyInput(InputStream):
     """``wsgi.input`` for requests without a body; stateless, so shared."""
 
     __slots__ = ()
 
     def __init__(self) -> None:
-        super().__init__(lambda: b"")
+        super().__init__(_no_more_body)
         self._done = True
 
 

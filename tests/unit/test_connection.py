@@ -301,3 +301,28 @@ def test_the_time_slice_reads_the_clock_the_loop_copies():
 
     assert _loop_clock(gevent.get_hub().loop) is time.time  # libev: wall time
     assert _loop_clock(_MonotonicLoop()) is time.monotonic  # libuv
+
+
+def test_a_finished_exchange_is_freed_without_the_cyclic_collector(serve):
+    """start_response's write() and wsgi.input point back at their exchange; the
+    exchange cuts those links when it ends, or each request would leave a cycle
+    for the garbage collector to find (a collection every ~50 requests)."""
+    import gc
+
+    served = serve(echo)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for body in (b"", b"a body", b""):
+            served.client.send(request_bytes("POST", "/", body=body))
+            assert served.client.read_response().body == body
+        assert len(served.finished) == 3
+        served.finished.clear()  # the connection's last reference to them
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not {"Exchange", "ResponseWriter", "ResponseStart", "InputStream"} & set(left), left
