@@ -6,5 +6,6 @@ cdef class Connection:
     cdef public object forwarded
     cdef public object proto
     cdef public object raw
+    cdef public object readable
     cdef public object remote
     cdef public object sock

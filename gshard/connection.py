@@ -15,7 +15,8 @@ import os
 import socket
 import time
 
-from gevent.socket import wait_read, wait_write
+from gevent import get_hub
+from gevent.socket import wait_write
 
 from gshard import linger
 from gshard.context import ServeContext
@@ -44,7 +45,7 @@ class Connection:
     """Serves requests on one socket until either side ends it; the ``Transport``
     of its exchanges."""
 
-    __slots__ = ("ctx", "forwarded", "proto", "raw", "remote", "sock")
+    __slots__ = ("ctx", "forwarded", "proto", "raw", "readable", "remote", "sock")
 
     def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
         self.sock = sock
@@ -56,6 +57,8 @@ class Connection:
         self.forwarded: Forwarded | None = None
         self.ctx = ctx
         self.proto = ServerConnection(ctx.limits)
+        # The loop's read watcher on the raw socket, made at the first keep-alive wait.
+        self.readable = None
 
     def serve(self) -> None:
         unread = False
@@ -67,6 +70,8 @@ class Connection:
             if exc.errno not in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
                 error_log.debug("connection from %s ended: %s", self.remote[0], exc)
         finally:
+            if self.readable is not None:
+                self.readable.close()
             linger.close(self.sock, unread)
 
     def _start(self) -> bool:
@@ -172,20 +177,36 @@ class Connection:
             sock.settimeout(None)
         lifecycle.idle[sock] = time.monotonic()
         try:
-            ctx = self.ctx
-            if self.raw is not None and ctx.clock() - ctx.loop_time() > ctx.time_slice:
-                # The loop has not polled for a whole slice: a client whose next
-                # request is already here would be served at once, again and
-                # again, while others wait. Queue behind them for one poll.
-                # (Not under TLS, where the next request may be decrypted already.)
-                wait_read(sock.fileno())
-            data = sock.recv(RECV_SIZE)
+            # Under TLS the next request may be decrypted already: read at once.
+            data = sock.recv(RECV_SIZE) if self.raw is None else self._recv_when_readable()
         except OSError:
             return False
         finally:
             lifecycle.idle.pop(sock, None)
         self.proto.receive_data(data)
         return bool(data)
+
+    def _recv_when_readable(self) -> bytes:
+        """Wait for the loop to report the socket readable, then read.
+
+        Waiting first, before any recv, is what keeps a shard fair: a client
+        whose next request is already here queues behind the others for one
+        poll, instead of being served again at once while they wait. It is
+        also cheaper than trying first: the try fails most of the time (the
+        client is still reading our response), and each failure is a system
+        call and an exception.
+        """
+        raw = self.raw
+        readable = self.readable
+        if readable is None:
+            readable = self.readable = get_hub().loop.io(raw.fileno(), 1)
+        wait = get_hub().wait
+        while True:
+            wait(readable)
+            try:
+                return raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
 
     def receive_body(self, exchange: Exchange) -> bytes:
         """The next piece of the request body; ``b""`` at its end (the Transport's)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,15 +49,6 @@ class ServeContext:
     # Called with each finished exchange, in order: the access log, and
     # whatever else reads finished requests. Empty, it costs nothing per request.
     finished: tuple[Callable[[Exchange], None], ...] = ()
-    # The event loop's clock, which it reads once per iteration (``now()``),
-    # and the clock it copies (wall time under libev, monotonic time under
-    # libuv): clock() minus loop_time() is how long the greenlets running now
-    # have held the loop since it last polled. The defaults never yield.
-    loop_time: Callable[[], float] = time.time
-    clock: Callable[[], float] = time.time
-    # Past this, a connection waits for its next request through the loop
-    # instead of serving it at once, so others are not kept waiting.
-    time_slice: float = 0.002
     # Called with each exchange before the application runs (gunicorn's
     # pre_request hook); one raising fails the request with a 500.
     starting: tuple[Callable[[Exchange], None], ...] = ()

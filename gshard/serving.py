@@ -131,8 +131,6 @@ class ShardServer:
         forwarded = (Forwarded(AllowList(config.forwarded_allow_ips),
                                config.secure_scheme_headers)
                      if config.forwarded_allow_ips else None)
-        loop = gevent.get_hub().loop
-        loop_clock = _loop_clock(loop)
         self.servers = []
         for sock, address, port in spec.listeners:
             ctx = ServeContext(
@@ -150,8 +148,6 @@ class ShardServer:
                 proxy=proxy,
                 forwarded=forwarded,
                 finished=finished,
-                loop_time=loop.now,
-                clock=loop_clock,
                 sendfile=config.sendfile,
                 starting=starting,
             )
@@ -245,14 +241,6 @@ class ShardServer:
             for sock, since in list(idle.items()):
                 if since <= expired:
                     _close_idle(sock)
-
-
-def _loop_clock(loop: Any) -> Callable[[], float]:
-    """The clock the event loop's ``now()`` copies: libev reads wall time,
-    libuv (``GEVENT_LOOP=libuv``) monotonic time."""
-    loop.update_now()
-    now = loop.now()
-    return min((time.time, time.monotonic), key=lambda clock: abs(clock() - now))
 
 
 def _close_idle(sock: socket.socket) -> None:

@@ -286,23 +286,6 @@ def test_no_sendfile_reads_the_file_instead(serve):
     assert response.chunked and response.body == b"abc" * 1000
 
 
-class _MonotonicLoop:
-    """A loop whose clock is monotonic time, as gevent's libuv loop's is."""
-
-    def update_now(self) -> None:
-        pass
-
-    def now(self) -> float:
-        return time.monotonic()
-
-
-def test_the_time_slice_reads_the_clock_the_loop_copies():
-    from gshard.serving import _loop_clock
-
-    assert _loop_clock(gevent.get_hub().loop) is time.time  # libev: wall time
-    assert _loop_clock(_MonotonicLoop()) is time.monotonic  # libuv
-
-
 def test_a_finished_exchange_is_freed_without_the_cyclic_collector(serve):
     """start_response's write() and wsgi.input point back at their exchange; the
     exchange cuts those links when it ends, or each request would leave a cycle
