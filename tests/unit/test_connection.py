@@ -298,7 +298,7 @@ def test_a_finished_exchange_is_freed_without_the_cyclic_collector(serve):
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         for body in (b"", b"a body", b""):
-            served.client.send(request_bytes("POST", "/", body=body))
+            served.client.send(request_bytes("POST", "/freed", body=body))
             assert served.client.read_response().body == body
         assert len(served.finished) == 3
         served.finished.clear()  # the connection's last reference to them
