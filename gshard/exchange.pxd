@@ -1,10 +1,14 @@
 # Compiled build only: declares exchange.py's per-request classes as extension types
 # with typed attribute slots; the .py file stays the one source of the code.
 
+from gshard.protocol cimport ServerConnection
+from gshard.response cimport ResponseWriter
+from gshard.wsgi cimport InputStream, ResponseStart
+
 cdef class Exchange:
     cdef public object _ctx
-    cdef public object _input
-    cdef public object _proto
+    cdef public InputStream _input
+    cdef public ServerConnection _proto
     cdef public object _transport
     cdef public object request
     cdef public object forwarded
@@ -13,6 +17,6 @@ cdef class Exchange:
     cdef public object body_bytes
     cdef public object body_since
     cdef public object outcome
-    cdef public object writer
-    cdef public object start
+    cdef public ResponseWriter writer
+    cdef public ResponseStart start
     cdef public object environ

@@ -19,3 +19,10 @@ cdef class ServerConnection:
     cdef public Py_ssize_t _line_checked
     cdef public bint keep_alive
     cdef public bint _continue_pending
+
+    # Called once or more per request from the other compiled modules: C calls there.
+    cpdef receive_data(self, data)
+    cpdef next_event(self)
+    cpdef abandon(self)
+    cpdef begin_response(self)
+    cpdef start_next_cycle(self)

@@ -213,6 +213,41 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         raise ProtocolError(f"HTTP version {major}.{minor} not supported", 505)
     if target[0] != "/" or method == "CONNECT":
         _check_target(method, target)
+    http11 = minor == "1"
+    # A client sends the same field lines again and again (every request of a
+    # keep-alive connection, every client of one kind): what they parse to is
+    # remembered, bounded, for the same limits. Any other block is parsed in full.
+    fields = text[line_end + 2 :]
+    known = _parsed_fields.get(fields)
+    if known is not None and known[0] is limits and known[1] == http11:
+        headers, content_length, chunked, keep_alive, expect_continue = known[2]
+    else:
+        parsed = _parse_fields(text, line_end, http11, limits)
+        headers, content_length, chunked, keep_alive, expect_continue = parsed
+        if len(fields) <= _PARSED_FIELDS_LONGEST:
+            if len(_parsed_fields) >= _PARSED_FIELDS_KEPT:
+                _parsed_fields.clear()
+            _parsed_fields[fields] = (limits, http11, parsed)
+    if method == "CONNECT":
+        keep_alive = False  # a tunnel is not ours to serve; answer, then close
+    return _new_tuple(Request, (
+        method, target, "HTTP/1.1" if http11 else "HTTP/1.0", headers,
+        content_length, chunked, keep_alive, expect_continue,
+    ))
+
+
+# Field blocks already parsed, keyed by their text: (limits, http11, result).
+# Bounded in count and size, since the text comes from clients.
+_parsed_fields: dict[str, tuple[Limits, bool, tuple]] = {}
+_PARSED_FIELDS_KEPT = 256
+_PARSED_FIELDS_LONGEST = 2048
+
+
+def _parse_fields(
+    text: str, line_end: int, http11: bool, limits: Limits
+) -> tuple[tuple[tuple[str, str], ...], int | None, bool, bool, bool]:
+    """(headers, Content-Length, chunked, keep-alive, expects 100-continue) from
+    the field lines that follow the request line at ``line_end``."""
     if _FIELD_LINES.fullmatch(text, line_end + 2, len(text) - 2) is None:
         raise ProtocolError("malformed header field", 400)
 
@@ -233,19 +268,13 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         headers.append((name, value))
         if name in _FRAMING_FIELDS:
             framing.append((name, value))
-    http11 = minor == "1"
     if http11 and len(framing) == 1 and framing[0][0] == "HOST":
         # Most requests: one Host, no body, default keep-alive.
         _check_host(framing[0][1])
         content_length, chunked, keep_alive, expect_continue = None, False, True, False
     else:
         content_length, chunked, keep_alive, expect_continue = _framing(framing, http11, limits)
-    if method == "CONNECT":
-        keep_alive = False  # a tunnel is not ours to serve; answer, then close
-    return _new_tuple(Request, (
-        method, target, "HTTP/1.1" if http11 else "HTTP/1.0", tuple(headers),
-        content_length, chunked, keep_alive, expect_continue,
-    ))
+    return tuple(headers), content_length, chunked, keep_alive, expect_continue
 
 
 # NamedTuple's generated __new__ is Python code; tuple.__new__ makes the same

@@ -698,3 +698,33 @@ def test_a_head_within_the_total_limit_is_accepted():
     conn = ServerConnection(Limits(head_total=4096))
     conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
     assert isinstance(conn.next_event(), Request)
+
+
+def test_remembered_field_blocks_still_obey_each_connections_limits():
+    """A field block parsed once is remembered, but only for the limits it was
+    checked against: the same bytes under stricter limits are refused."""
+    head = (b"POST / HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nX-Two: 2\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    assert parse_head(head, Limits()).content_length == 100
+    assert parse_head(head, Limits()).headers == (
+        ("HOST", "a"), ("X-ONE", "1"), ("X-TWO", "2"), ("CONTENT-LENGTH", "100"))
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(head, Limits(fields=2))
+    assert refused.value.status == 431
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(head, Limits(body=10))
+    assert refused.value.status == 413
+    # HTTP/1.0 reads the same block differently: no Host needed, no keep-alive.
+    assert parse_head(head.replace(b"HTTP/1.1", b"HTTP/1.0", 1), Limits()).keep_alive is False
+
+
+def test_remembered_field_blocks_are_bounded():
+    from gshard import protocol
+
+    for n in range(protocol._PARSED_FIELDS_KEPT * 3):
+        parse_head(f"GET / HTTP/1.1\r\nHost: a\r\nX-Id: {n}\r\n\r\n".encode(), Limits())
+        assert len(protocol._parsed_fields) <= protocol._PARSED_FIELDS_KEPT
+    long_value = "v" * protocol._PARSED_FIELDS_LONGEST
+    fields = f"Host: a\r\nX-Long: {long_value}\r\n\r\n"
+    parse_head(f"GET / HTTP/1.1\r\n{fields}".encode(), Limits())
+    assert fields not in protocol._parsed_fields
