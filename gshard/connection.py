@@ -197,12 +197,12 @@ class Connection:
         call and an exception.
         """
         raw = self.raw
+        hub = get_hub()
         readable = self.readable
         if readable is None:
-            readable = self.readable = get_hub().loop.io(raw.fileno(), 1)
-        wait = get_hub().wait
+            readable = self.readable = hub.loop.io(raw.fileno(), 1)
         while True:
-            wait(readable)
+            hub.wait(readable)
             try:
                 return raw.recv(RECV_SIZE)
             except BlockingIOError:
