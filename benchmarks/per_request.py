@@ -11,6 +11,14 @@ compared on a busy machine:
 
     python benchmarks/per_request.py                     # this checkout, compiled and pure
     python benchmarks/per_request.py --tree /path/to/other/checkout
+    python benchmarks/per_request.py --breakdown         # where a compiled request's go
+
+``--breakdown`` counts the compiled build's steps of a request one by one,
+each run in a loop without a socket (parsing, the environ, the exchange, the
+response head, the application's run), against the whole round trip: what
+is left is the I/O, the event loop, greenlet switches and the client.
+(Callgrind's per-function totals cannot be read across greenlet switches,
+so the steps are measured apart instead.)
 """
 
 from __future__ import annotations
@@ -73,6 +81,100 @@ def _valgrind(tool: str, count: int, env: dict[str, str]) -> int:
                    .group(1).replace(",", ""))
 
 
+# The steps of one request, run on their own without a socket (``--step``),
+# in the order a request meets them; indented ones are part of the one above.
+STEPS = {
+    "parse": "parsing the request head (ServerConnection: receive_data, next_event)",
+    "exchange": "Exchange(): the per-request record, environ included",
+    "environ": "  of which the environ",
+    "run": "Exchange.run(): application, start_response, head, body (send discarded)",
+    "head": "  of which the response head and its framing (ResponseWriter.head)",
+    "cycle": "all of the above, and freeing them: one request without I/O",
+}
+
+
+def step(name: str, count: int) -> None:
+    """The measured program for ``--step``: ``count`` runs of one step after 200."""
+    from gshard.context import Lifecycle, ServeContext
+    from gshard.exchange import Exchange
+    from gshard.protocol import Limits, ServerConnection, State
+    from gshard.response import ResponseWriter
+    from gshard.wsgi import EMPTY_INPUT, base_environ, make_environ
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"Hello, World!"]
+
+    class Discard:
+        sends_files = False
+
+        def send(self, data: bytes) -> None:
+            pass
+
+    ctx = ServeContext(app=app, base_environ=base_environ("localhost", "80", "http", True),
+                       limits=Limits(), keepalive=2.0, header_timeout=2.0, body_timeout=2.0,
+                       lifecycle=Lifecycle())
+    remote, transport = ("127.0.0.1", "1"), Discard()
+    proto = ServerConnection(ctx.limits)
+
+    def parse():
+        if proto.state is State.DONE:
+            proto.start_next_cycle()
+        proto.receive_data(REQUEST)
+        return proto.next_event()
+
+    request = parse()
+    steps = {
+        "parse": parse,
+        "environ": lambda: make_environ(request, ctx.base_environ, EMPTY_INPUT, remote),
+        "exchange": lambda: Exchange(ctx, proto, request, remote, None, transport),
+        "head": lambda: ResponseWriter(proto).head(
+            "200 OK", [("Content-Type", "text/plain")], None, body_length=13),
+        "run": lambda: Exchange(ctx, proto, request, remote, None, transport).run(),
+        "cycle": lambda: Exchange(ctx, proto, parse(), remote, None, transport).run(),
+    }
+    # The parser keeps its state between runs: a fresh request for the steps that
+    # finish one (run, cycle), so every run is the same request's first response.
+    fresh = name in ("head", "run")
+    run = steps[name]
+    for _ in range(200 + count):
+        if fresh:
+            parse()
+        run()
+
+
+def _step_instructions(name: str, count: int, env: dict[str, str]) -> float:
+    """Instructions per run of one step (the difference of 2N and N runs, over N)."""
+    totals = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for n in (count, 2 * count):
+            done = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
+                 sys.executable, __file__, "--step", name, str(n)],
+                capture_output=True, text=True, env=env, cwd=scratch, check=True)
+            totals.append(int(re.search(r"Collected : (\d+)", done.stderr).group(1)))
+    return (totals[1] - totals[0]) / count
+
+
+def breakdown(tree: Path, count: int) -> None:
+    """Print the compiled build's instructions per request, by step."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    env.pop("GSHARD_PURE_PYTHON", None)
+    whole = (_valgrind("callgrind", 2 * count, env) - _valgrind("callgrind", count, env)) / count
+    # Steps that run before "head"/"run" to set them up are counted out.
+    setup = {"head": ("parse",), "run": ("parse", "exchange")}
+    counted = {name: _step_instructions(name, count, env) for name in STEPS}
+    print(f"| step, compiled build ({tree}) | instructions | share of the round trip |")
+    print("| --- | ---: | ---: |")
+    for name, label in STEPS.items():
+        value = counted[name] - sum(counted[before] for before in setup.get(name, ()))
+        print(f"| {label} | {value:,.0f} | {value / whole:.0%} |")
+    io = whole - counted["cycle"]
+    print(f"| the rest: recv, send, waiting through the loop, switching greenlets, "
+          f"the connection loop, the client's side | {io:,.0f} | {io / whole:.0%} |")
+    print(f"| one keep-alive round trip (the default measurement) | {whole:,.0f} | 100% |")
+
+
 def measure(tree: Path, pure: bool, count: int) -> tuple[float, float]:
     """(instructions, allocations) per request for the gshard in ``tree``."""
     # A fixed hash seed: dict layouts, and so the counts, repeat from run to run.
@@ -88,12 +190,22 @@ def measure(tree: Path, pure: bool, count: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, action="append",
                         help="a gshard checkout to measure (default: this one); repeatable")
     parser.add_argument("--requests", type=int, default=1000, metavar="N")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instructions per request by step, compiled build")
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
+        return
+    if args.step is not None:
+        step(args.step[0], int(args.step[1]))
+        return
+    if args.breakdown:
+        for tree in args.tree or [HERE.parent]:
+            breakdown(tree, args.requests)
         return
     print("| gshard | build | instructions per request | allocations per request |")
     print("| --- | --- | ---: | ---: |")
