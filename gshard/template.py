@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import os
 import signal
 import socket
@@ -206,11 +205,7 @@ def run(config: Config, generation: int, requests: socket.socket, listeners: lis
         log.set_process_title(f"template gen {generation}", config)
         shard._patch_stdlib()
         log.configure_for(config)
-        preloaded = shard.load(config)
-        # The collector writes to the header of every object it examines, which
-        # would copy the application's pages into each shard at its first full
-        # collection: what was loaded here is left out of collections for good.
-        gc.freeze()
+        preloaded = shard.load(config)  # which freezes what it loaded (gc.freeze)
         _serve_requests(config, requests, listeners, channel, manager_pid, server, preloaded)
         status = EXIT_OK
     except BaseException:

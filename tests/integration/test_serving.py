@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 
+import pytest
 import requests
 
 from tests.integration.rawhttp import Conn, request_bytes
@@ -106,3 +107,14 @@ def test_access_log_line_per_response(gshard_proc, tmp_path):
     for pattern in expected:
         server.stdout.wait_for(r"^127\.0\.0\.1 - - \[[^]]+\] " + pattern, timeout=5)
     assert len(server.stdout.lines) == 4, server.stdout.text
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["import-in-shard", "preload"])
+def test_objects_made_by_the_import_are_frozen(gshard_proc, preload):
+    """After the application's import a shard freezes what exists (gc.freeze), so
+    full collections stop walking modules and classes; with --preload the
+    template freezes before it forks, and its shards inherit that."""
+    server = gshard_proc("gc_app:app", "--shards", "1", *(["--preload"] if preload else []))
+    frozen = int(requests.get(server.url + "/", timeout=5).text)
+    # gshard, gevent and the standard library alone are tens of thousands of objects.
+    assert frozen > 10_000
