@@ -67,18 +67,25 @@ def serve(count: int) -> None:
         client.recv(65536)
 
 
-def _valgrind(tool: str, count: int, env: dict[str, str]) -> int:
-    """The total the tool reports for a run of ``count`` requests."""
+def _valgrind(tool: str, env: dict[str, str], *program: str) -> int:
+    """The total the tool reports for this script run with ``program``'s arguments."""
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "out")
         args = ["valgrind", f"--tool={tool}"]
         args += [f"--callgrind-out-file={out}"] if tool == "callgrind" else ["--leak-check=no"]
-        done = subprocess.run([*args, sys.executable, __file__, "--serve", str(count)],
+        done = subprocess.run([*args, sys.executable, __file__, *program],
                               capture_output=True, text=True, env=env, cwd=scratch, check=True)
         if tool == "callgrind":
             return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
         return int(re.search(r"total heap usage: ([\d,]+) allocs", done.stderr)
                    .group(1).replace(",", ""))
+
+
+def _per_run(tool: str, env: dict[str, str], count: int, *program: str) -> float:
+    """The tool's count for one run of the loop ``program`` repeats ``count`` times:
+    the difference of 2N and N runs over N, so start-up is left out."""
+    return (_valgrind(tool, env, *program, str(2 * count))
+            - _valgrind(tool, env, *program, str(count))) / count
 
 
 # The steps of one request, run on their own without a socket (``--step``),
@@ -91,10 +98,12 @@ STEPS = {
     "head": "  of which the response head and its framing (ResponseWriter.head)",
     "cycle": "all of the above, and freeing them: one request without I/O",
 }
+# What a step needs run before each of its runs; its count is taken out of the step's.
+SETUP = {"head": ("parse",), "run": ("parse", "exchange")}
 
 
 def step(name: str, count: int) -> None:
-    """The measured program for ``--step``: ``count`` runs of one step after 200."""
+    """The measured program for ``--step NAME --serve N``: N runs of one step after 200."""
     from gshard.context import Lifecycle, ServeContext
     from gshard.exchange import Exchange
     from gshard.protocol import Limits, ServerConnection, State
@@ -133,9 +142,9 @@ def step(name: str, count: int) -> None:
         "run": lambda: Exchange(ctx, proto, request, remote, None, transport).run(),
         "cycle": lambda: Exchange(ctx, proto, parse(), remote, None, transport).run(),
     }
-    # The parser keeps its state between runs: a fresh request for the steps that
-    # finish one (run, cycle), so every run is the same request's first response.
-    fresh = name in ("head", "run")
+    # The parser keeps its state between runs: the steps that answer a request
+    # (head, run) get a freshly parsed one each time, as their first response.
+    fresh = "parse" in SETUP.get(name, ())
     run = steps[name]
     for _ in range(200 + count):
         if fresh:
@@ -143,31 +152,17 @@ def step(name: str, count: int) -> None:
         run()
 
 
-def _step_instructions(name: str, count: int, env: dict[str, str]) -> float:
-    """Instructions per run of one step (the difference of 2N and N runs, over N)."""
-    totals = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for n in (count, 2 * count):
-            done = subprocess.run(
-                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
-                 sys.executable, __file__, "--step", name, str(n)],
-                capture_output=True, text=True, env=env, cwd=scratch, check=True)
-            totals.append(int(re.search(r"Collected : (\d+)", done.stderr).group(1)))
-    return (totals[1] - totals[0]) / count
-
-
 def breakdown(tree: Path, count: int) -> None:
     """Print the compiled build's instructions per request, by step."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
     env.pop("GSHARD_PURE_PYTHON", None)
-    whole = (_valgrind("callgrind", 2 * count, env) - _valgrind("callgrind", count, env)) / count
-    # Steps that run before "head"/"run" to set them up are counted out.
-    setup = {"head": ("parse",), "run": ("parse", "exchange")}
-    counted = {name: _step_instructions(name, count, env) for name in STEPS}
+    whole = _per_run("callgrind", env, count, "--serve")
+    counted = {name: _per_run("callgrind", env, count, "--step", name, "--serve")
+               for name in STEPS}
     print(f"| step, compiled build ({tree}) | instructions | share of the round trip |")
     print("| --- | ---: | ---: |")
     for name, label in STEPS.items():
-        value = counted[name] - sum(counted[before] for before in setup.get(name, ()))
+        value = counted[name] - sum(counted[before] for before in SETUP.get(name, ()))
         print(f"| {label} | {value:,.0f} | {value / whole:.0%} |")
     io = whole - counted["cycle"]
     print(f"| the rest: recv, send, waiting through the loop, switching greenlets, "
@@ -182,26 +177,24 @@ def measure(tree: Path, pure: bool, count: int) -> tuple[float, float]:
     env.pop("GSHARD_PURE_PYTHON", None)
     if pure:
         env["GSHARD_PURE_PYTHON"] = "1"
-    instructions = (_valgrind("callgrind", 2 * count, env) - _valgrind("callgrind", count, env))
-    allocations = (_valgrind("memcheck", 2 * count, env) - _valgrind("memcheck", count, env))
-    return instructions / count, allocations / count
+    return _per_run("callgrind", env, count, "--serve"), _per_run("memcheck", env, count, "--serve")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, action="append",
                         help="a gshard checkout to measure (default: this one); repeatable")
     parser.add_argument("--requests", type=int, default=1000, metavar="N")
     parser.add_argument("--breakdown", action="store_true",
                         help="instructions per request by step, compiled build")
     args = parser.parse_args()
+    if args.step is not None:
+        step(args.step, args.serve)
+        return
     if args.serve is not None:
         serve(args.serve)
-        return
-    if args.step is not None:
-        step(args.step[0], int(args.step[1]))
         return
     if args.breakdown:
         for tree in args.tree or [HERE.parent]:
