@@ -173,12 +173,16 @@ class Connection:
         if lifecycle.draining:
             return False
         sock = self.sock
-        if sock.timeout is not None:
-            sock.settimeout(None)
         lifecycle.idle[sock] = time.monotonic()
         try:
-            # Under TLS the next request may be decrypted already: read at once.
-            data = sock.recv(RECV_SIZE) if self.raw is None else self._recv_when_readable()
+            if self.raw is not None:
+                data = self._recv_when_readable()
+            else:
+                # TLS: the next request may be decrypted already, so read at
+                # once, through the TLS socket and without its timeout.
+                if sock.timeout is not None:
+                    sock.settimeout(None)
+                data = sock.recv(RECV_SIZE)
         except OSError:
             return False
         finally:
@@ -200,7 +204,7 @@ class Connection:
         hub = get_hub()
         readable = self.readable
         if readable is None:
-            readable = self.readable = hub.loop.io(raw.fileno(), 1)
+            readable = self.readable = hub.loop.io(raw.fileno(), 1)  # 1: readable
         while True:
             hub.wait(readable)
             try:
