@@ -127,6 +127,19 @@ def child_pids(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
+def process_title(pid: int) -> str:
+    """The command line ``pid`` shows (gshard sets its processes' titles); "" once it is gone.
+
+    A process exiting while its cmdline is read fails the read with ESRCH
+    rather than the open with ENOENT: either way it has no title.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def listening_sockets(port: int) -> list[str]:
     """``ss``'s line for each socket listening on TCP ``port`` (each SO_REUSEPORT listener)."""
     if shutil.which("ss") is None:

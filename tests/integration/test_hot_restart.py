@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import process_title, wait_until
 from tests.integration.loadgen import (
     APP,
     Load,
@@ -163,16 +163,11 @@ def test_broken_deploy_keeps_the_serving_generation(deployed_gshard, tmp_path):
         == 1
 
 
-def _title(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as handle:
-        return handle.read().replace(b"\0", b" ").decode().strip()
-
-
 @pytest.mark.timeout(30)
 def test_process_titles_name_role_slot_and_generation(deployed_gshard, tmp_path):
     server, pidfile = _start(deployed_gshard, tmp_path)
-    assert _title(server.pid) == f"gshard: manager {APP}"
-    titles = sorted(_title(pid) for pid in server.shard_pids())
+    assert process_title(server.pid) == f"gshard: manager {APP}"
+    titles = sorted(process_title(pid) for pid in server.shard_pids())
     assert titles == [f"gshard: shard 0 gen 1 {APP}", f"gshard: shard 1 gen 1 {APP}"]
     ps = subprocess.run(["ps", "-o", "args=", "-p", str(server.pid)], capture_output=True,
                         text=True, timeout=10)
@@ -181,6 +176,6 @@ def test_process_titles_name_role_slot_and_generation(deployed_gshard, tmp_path)
     result, _, _ = _reload(pidfile)
     assert result.returncode == 0, result.stderr
     wait_until(lambda: len(server.shard_pids()) == 2, 10, "the first generation to drain")
-    titles = sorted(_title(pid) for pid in server.shard_pids())
+    titles = sorted(process_title(pid) for pid in server.shard_pids())
     assert titles == [f"gshard: shard 0 gen 2 {APP}", f"gshard: shard 1 gen 2 {APP}"]
-    assert _title(server.pid) == f"gshard: manager {APP}"
+    assert process_title(server.pid) == f"gshard: manager {APP}"

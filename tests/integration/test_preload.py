@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import child_pids, wait_until
+from tests.integration.conftest import child_pids, process_title, wait_until
 from tests.integration.loadgen import Load, deploy, fresh_request
 
 BLOB_MIB = 64
@@ -44,14 +44,7 @@ def _pss_mib(pids: list[int]) -> float:
 
 
 def _titles(pid: int) -> list[str]:
-    titles = []
-    for child in child_pids(pid):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as handle:
-                titles.append(handle.read().replace(b"\0", b" ").decode().strip())
-        except FileNotFoundError:
-            pass
-    return titles
+    return [process_title(child) for child in child_pids(pid)]
 
 
 def _templates(pid: int) -> list[str]:
@@ -125,19 +118,11 @@ def test_preload_reloads_under_load_serve_new_code_and_lose_nothing(deployed_gsh
 
 
 def _shards(pid: int) -> list[int]:
-    return [p for p in child_pids(pid) if "template gen" not in _title(p)]
-
-
-def _title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
+    return [p for p in child_pids(pid) if "template gen" not in process_title(p)]
 
 
 def _template_pid(pid: int) -> int:
-    return next(p for p in child_pids(pid) if "template gen" in _title(p))
+    return next(p for p in child_pids(pid) if "template gen" in process_title(p))
 
 
 @pytest.mark.timeout(60)
