@@ -4,17 +4,20 @@ Metadata, dependencies and the console script live in pyproject.toml; this
 file only adds the optional extension modules. The compiled modules are the
 same ``.py`` files (one source of truth for every rule), and a build that
 cannot compile them (no compiler, no Cython, ``GSHARD_PURE_PYTHON=1``)
-installs the pure-Python package instead of failing.
+installs the pure-Python package instead of failing. Which modules are
+compiled is ``gshard/http/compiled.py``'s ``COMPILED``, the list the runtime
+reads too: the set is used whole or not at all.
 """
 
 import os
+import runpy
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# The modules every request runs through (gshard.COMPILABLE); the rest runs
-# once per process. (setup.py cannot import gshard before it is built.)
-HOT_PATH = ("protocol", "response", "exchange", "wsgi", "connection", "context")
+# Read without importing gshard, which is not built yet (compiled.py imports
+# only the standard library).
+COMPILED = runpy.run_path(os.path.join("gshard", "http", "compiled.py"))["COMPILED"]
 
 
 class OptionalBuildExt(build_ext):
@@ -30,7 +33,8 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self.warn(f"gshard: {ext.name} not compiled ({exc}); its .py is used")
+            self.warn(f"gshard: {ext.name} not compiled ({exc}); the whole set runs as "
+                      "pure Python")
 
 
 def extensions() -> list:
@@ -40,7 +44,7 @@ def extensions() -> list:
         from Cython.Build import cythonize
     except ImportError:
         return []
-    modules = [Extension(f"gshard.{name}", [f"gshard/{name}.py"]) for name in HOT_PATH]
+    modules = [Extension(f"gshard.http.{name}", [f"gshard/http/{name}.py"]) for name in COMPILED]
     # annotation_typing off: annotations stay documentation, so a compiled
     # module refuses a wrong type exactly as the Python one does.
     return cythonize(modules, build_dir="build/cython", quiet=True,

@@ -24,15 +24,35 @@ so the steps are measured apart instead.)
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+
+
+def _hot_path() -> SimpleNamespace:
+    """The per-request classes, wherever the measured revision keeps them
+    (``gshard/http/`` since the layout split; flat before)."""
+    import gshard
+
+    root = Path(gshard.__file__).parent
+    prefix = "gshard.http." if (root / "http").is_dir() else "gshard."
+    found = {module: importlib.import_module(prefix + module)
+             for module in ("connection", "exchange", "protocol", "response", "wsgi")}
+    extra = {}
+    if (root / "http" / "context.py").exists() or (root / "context.py").exists():
+        found["context"] = importlib.import_module(prefix + "context")
+    else:  # revisions before the connection was split (eebd8c7 and older)
+        found["context"] = found["connection"]
+        extra = {"access": importlib.import_module("gshard.log").AccessLogger()}
+    return SimpleNamespace(extra=extra, **found)
 
 
 def serve(count: int) -> None:
@@ -40,28 +60,18 @@ def serve(count: int) -> None:
     import gevent
     from gevent import socket as gsocket
 
-    import gshard
-    from gshard.connection import Connection
-    from gshard.protocol import Limits
-    from gshard.wsgi import base_environ
-
-    if (Path(gshard.__file__).parent / "context.py").exists():
-        from gshard.context import Lifecycle, ServeContext
-        extra = {}
-    else:  # revisions before the connection was split (eebd8c7 and older)
-        from gshard.connection import Lifecycle, ServeContext
-        from gshard.log import AccessLogger
-        extra = {"access": AccessLogger()}
+    hot = _hot_path()
+    Lifecycle, ServeContext = hot.context.Lifecycle, hot.context.ServeContext
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"Hello, World!"]
 
     server, client = gsocket.socketpair()
-    ctx = ServeContext(app=app, base_environ=base_environ("localhost", "80", "http", True),
-                       limits=Limits(), keepalive=2.0, header_timeout=2.0, body_timeout=2.0,
-                       lifecycle=Lifecycle(), **extra)
-    gevent.spawn(Connection(server, ("127.0.0.1", "1"), ctx).serve)
+    ctx = ServeContext(app=app, base_environ=hot.wsgi.base_environ("localhost", "80", "http", True),
+                       limits=hot.protocol.Limits(), keepalive=2.0, header_timeout=2.0,
+                       body_timeout=2.0, lifecycle=Lifecycle(), **hot.extra)
+    gevent.spawn(hot.connection.Connection(server, ("127.0.0.1", "1"), ctx).serve)
     for _ in range(200 + count):
         client.sendall(REQUEST)
         client.recv(65536)
@@ -104,11 +114,13 @@ SETUP = {"head": ("parse",), "run": ("parse", "exchange")}
 
 def step(name: str, count: int) -> None:
     """The measured program for ``--step NAME --serve N``: N runs of one step after 200."""
-    from gshard.context import Lifecycle, ServeContext
-    from gshard.exchange import Exchange
-    from gshard.protocol import Limits, ServerConnection, State
-    from gshard.response import ResponseWriter
-    from gshard.wsgi import EMPTY_INPUT, base_environ, make_environ
+    hot = _hot_path()
+    Lifecycle, ServeContext = hot.context.Lifecycle, hot.context.ServeContext
+    Exchange, ResponseWriter = hot.exchange.Exchange, hot.response.ResponseWriter
+    Limits, ServerConnection, State = (hot.protocol.Limits, hot.protocol.ServerConnection,
+                                       hot.protocol.State)
+    EMPTY_INPUT, base_environ, make_environ = (hot.wsgi.EMPTY_INPUT, hot.wsgi.base_environ,
+                                               hot.wsgi.make_environ)
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])

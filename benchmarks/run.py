@@ -492,9 +492,9 @@ def main() -> int:
     programs = [p for p in programs if p.name not in skipped]
     args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
     machine = machine_info(wrk_version, gshard_from, args.gshard_path)
-    if "partly compiled" in machine["gshard build"]:
-        # A module edited since `pip install -e .` runs from its source: its
-        # numbers would be neither build's.
+    if "rebuild" in machine["gshard build"]:
+        # A compiled module older than its source (edited since `pip install
+        # -e .`) sends the whole set to pure Python: not the build meant.
         print(f"{machine['gshard build']}: rebuild first (pip install -e .)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

@@ -1,5 +1,5 @@
 """``python -m gshard`` is the same as the ``gshard`` console script."""
 
-from gshard.cli import run
+from gshard.cli.main import run
 
 run()

@@ -1,7 +1,7 @@
 """Every setting, declared once: its type, default, check, help and CLI flags.
 
 Each field of ``Config`` carries its own metadata, so the command line
-(``cli.py``), config files and validation all read the same table and cannot
+(``cli/main.py``), config files and validation all read the same table and cannot
 drift apart. Nothing here touches the network, the file system or the
 application: ``Config`` is checked data, built before anything binds.
 """
@@ -11,80 +11,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gshard import gunicorn_compat as compat
 from gshard import syslog_handler
+from gshard.addresses import DEFAULT_PORT, BindAddress, parse_bind, parse_statsd_host
 from gshard.errors import ConfigError
 from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored
-from gshard.log import DEFAULT_ACCESS_FORMAT
 
-# --- bind addresses ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BindAddress:
-    """Where to listen: a TCP host and port, or a unix socket path."""
-
-    host: str = ""
-    port: int = 0
-    unix_path: str | None = None
-
-    @property
-    def is_unix(self) -> bool:
-        return self.unix_path is not None
-
-    @property
-    def is_ipv6(self) -> bool:
-        return ":" in self.host
-
-    def __str__(self) -> str:
-        """The address as ``--bind`` spells it."""
-        if self.unix_path is not None:
-            return f"unix:{self.unix_path}"
-        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
-
-    def url(self, port: int | None = None) -> str:
-        if self.unix_path is not None:
-            return f"unix:{self.unix_path}"
-        host = f"[{self.host}]" if self.is_ipv6 else self.host
-        return f"http://{host}:{self.port if port is None else port}"
-
-
-DEFAULT_PORT = 8000
-
-
-def parse_bind(text: str) -> BindAddress:
-    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT``, ``HOST`` or ``unix:PATH``, read as gunicorn does."""
-    text = text.strip()
-    if text.startswith("unix:"):
-        path = text[5:]
-        if not path:
-            raise ValueError("unix: needs a path")
-        return BindAddress(unix_path=path)
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"malformed IPv6 address {text!r}")
-        port_text = rest[1:] if rest else str(DEFAULT_PORT)
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"invalid IPv6 address {host!r}") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, str(DEFAULT_PORT)
-        if ":" in host:
-            raise ValueError(f"an IPv6 address needs brackets: [{host}]:{port_text}")
-        host = host or "0.0.0.0"
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"invalid port {port_text!r} (0-65535)")
-    return BindAddress(host=host, port=int(port_text))
-
+# gunicorn's access-log format: the default of --access-logformat.
+DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 # --- converters: each takes a CLI string or a config-file value ----------
 
@@ -144,31 +82,6 @@ def _metrics_bind(value: Any) -> BindAddress | None:
     if address.is_unix:
         raise ValueError("must be a TCP address, HOST:PORT")
     return address
-
-
-STATSD_PORT = 8125
-
-
-def parse_statsd_host(text: str) -> tuple[int, str | tuple[str, int]]:
-    """gunicorn's ``--statsd-host``: ``HOST:PORT`` (port 8125 if left out) or
-    ``unix:PATH``; (socket family, address)."""
-    if text.startswith("unix:"):
-        path = text[5:].removeprefix("//")
-        if not path:
-            raise ValueError("unix: needs a path")
-        return socket.AF_UNIX, path
-    host, port = text, str(STATSD_PORT)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] or port
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    if ":" in host:
-        ipaddress.IPv6Address(host)  # ValueError if it is not one
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT or unix:PATH, got {text!r}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return family, (host, int(port))
 
 
 def _statsd_host(value: Any) -> str | None:

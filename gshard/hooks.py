@@ -3,9 +3,11 @@
 A gunicorn config file's hooks receive gunicorn's own objects: the arbiter as
 ``server``, a ``Worker``, the parsed ``Request`` and its ``Response``. gshard
 has none of those, so this module builds look-alikes from gshard's own state
-(the manager's slots, a shard's spec, an ``Exchange``), with the attribute
-names hooks actually use, and ``call`` runs a hook and decides what its
-failure means:
+(the manager's slots, a shard's spec), with the attribute names hooks
+actually use, and ``call`` runs a hook and decides what its failure means.
+The manager and the shards both read it (a ``Worker`` is made before the
+fork, as gunicorn's is); the per-request look-alikes are the shard's
+(``shard/request_hooks.py``):
 
 * a hook a shard's boot depends on (``post_fork``, ``post_worker_init``,
   ``ssl_context``) fails that boot: the shard reports the traceback and exits,
@@ -15,25 +17,16 @@ failure means:
   carries on (gunicorn's master dies of one; gshard's manager never does);
 * ``pre_request`` is run by the exchange, inside its error handling, so a
   raising one answers 500 as gunicorn does.
-
-Per-request hooks cost nothing when undefined: ``request_hooks`` returns empty
-tuples, and the connection loops over them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 from gshard import log
 from gshard.config import Config, config_names
-
-if TYPE_CHECKING:
-    from gshard.exchange import Exchange
-    from gshard.listener import ListenerSet
 
 # Hooks whose failure fails the shard's boot.
 BOOT_HOOKS = frozenset({"post_fork", "post_worker_init", "ssl_context"})
@@ -123,7 +116,7 @@ class Server:
         self,
         config: Config,
         pid: int,
-        listeners: Sequence[ListenerSet],
+        addresses: Sequence[str | tuple[str, int]],
         count: Callable[[], int],
     ) -> None:
         self.config = config
@@ -133,7 +126,7 @@ class Server:
         self.timeout = config.timeout
         self.proc_name = config.proc_name or config.app
         # Where the server listens, as gunicorn lists it: (host, port) or a unix path.
-        self.address = [ls.address.unix_path or (ls.address.host, ls.port) for ls in listeners]
+        self.address = list(addresses)
         self.WORKERS: dict[int, Worker] = {}
         self.worker_age = 0
         self._count = count
@@ -217,93 +210,6 @@ class Worker:
     def call_with_server(self, name: str) -> None:
         """A shard-side hook taking the server and the worker (post_fork, worker_exit)."""
         call(self.server.config, name, self.server, self)
-
-
-# --- one request: gunicorn's Request and Response ---------------------------------------
-
-
-class Request:
-    """gunicorn's ``req`` for one exchange: the request line and header fields.
-
-    ``headers`` is a list of (UPPER-CASE NAME, value), as gunicorn's parser
-    gives it; ``remote_addr`` is the peer (gshard's REMOTE_ADDR before any
-    forwarded header is believed). Hooks may set attributes on it:
-    ``post_request`` gets the object ``pre_request`` got.
-    """
-
-    def __init__(self, exchange: Exchange) -> None:
-        request = exchange.request
-        environ = exchange.environ
-        self.method = request.method
-        self.uri = request.target
-        parts = urlsplit(request.target)
-        self.path = parts.path
-        self.query = parts.query
-        self.fragment = parts.fragment
-        version = request.http_version  # "HTTP/1.1"
-        self.version = (int(version[5]), int(version[7]))
-        self.headers = list(request.headers)
-        self.trailers: list[tuple[str, str]] = []
-        self.scheme = environ["wsgi.url_scheme"]
-        self.body = environ["wsgi.input"]
-        port = environ.get("REMOTE_PORT")
-        self.remote_addr = self.peer_addr = (
-            (environ["REMOTE_ADDR"], int(port)) if port else environ["REMOTE_ADDR"]
-        )
-        self._keep_alive = request.keep_alive
-
-    def should_close(self) -> bool:
-        return not self._keep_alive
-
-
-@dataclasses.dataclass
-class Response:
-    """gunicorn's ``resp`` once a request is finished.
-
-    ``status`` is None when no response went out (the client left first);
-    ``sent`` counts body bytes, ``response_length`` is the Content-Length
-    the application declared, if any.
-    """
-
-    status: str | None
-    status_code: int | None
-    headers: list[tuple[str, str]]
-    sent: int
-    response_length: int | None
-    headers_sent: bool
-
-    @classmethod
-    def of(cls, exchange: Exchange) -> Response:
-        status = exchange.status
-        return cls(status, int(status[:3]) if status else None, exchange.response_headers,
-                   exchange.sent, exchange.start.content_length, status is not None)
-
-
-def request_hooks(config: Config, worker: Worker) -> tuple[tuple, tuple]:
-    """The ``(starting, finished)`` callables of ``ServeContext`` for the defined request hooks.
-
-    Both tuples are empty when neither hook is defined. With both, the
-    ``Request`` built for ``pre_request`` is kept until ``post_request``.
-    """
-    pre, post = config.pre_request, config.post_request
-    started: dict[Exchange, Request] = {}
-    starting: tuple = ()
-    finished: tuple = ()
-    if pre is not None:
-        def pre_request(exchange: Exchange) -> None:
-            req = Request(exchange)
-            if post is not None:
-                started[exchange] = req
-            pre(worker, req)  # raising: the exchange logs it and answers 500
-
-        starting = (pre_request,)
-    if post is not None:
-        def post_request(exchange: Exchange) -> None:
-            req = started.pop(exchange, None) or Request(exchange)
-            call(config, "post_request", worker, req, exchange.environ, Response.of(exchange))
-
-        finished = (post_request,)
-    return starting, finished
 
 
 def ssl_context(config: Config, default: Callable[[], Any]) -> Any:

@@ -7,8 +7,9 @@ socket for all shards means the manager polls a single descriptor. The
 sender's PID is in each message; the manager knows which slot and generation
 it belongs to.
 
-The manager and a shard import this module and nothing of each other, so the
-manager's side (``manager``, ``shard``) never imports the serving side.
+Both sides import this module; the manager imports nothing else of the
+serving side but the two entry points it runs in the processes it forks
+(``shard.boot.run``, ``shard.template.run``), a rule import-linter checks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from gshard.config import BindAddress, Config
+from gshard.addresses import BindAddress
+from gshard.config import Config
 
 # Comfortably below the default unix datagram limit, traceback included.
 MAX_DATAGRAM = 32768

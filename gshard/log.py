@@ -1,33 +1,24 @@
 """Logging for the manager and the shards: gunicorn's formats, so log tooling carries over.
 
 The error log says what the server did (``[time] [pid] [LEVEL] message``); the
-access log has one line per response in gunicorn's ``--access-logformat``
-atoms. Log files are reopened on SIGUSR1 so logrotate can move them.
+access log has one line per response (its format, gunicorn's atoms, is the
+HTTP side's: ``http/access_log.py``). Log files are reopened on SIGUSR1 so
+logrotate can move them.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import logging.config
 import os
 import sys
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from gshard.config import Config
-    from gshard.exchange import Exchange
 
 from gshard import syslog_handler
+from gshard.config import Config
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
-DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 error_log = logging.getLogger("gshard.error")
 access_log = logging.getLogger("gshard.access")
@@ -62,7 +53,7 @@ def configure(level: str, error_logfile: str, access_logfile: str | None) -> Non
         theirs.propagate = False
 
 
-def configure_for(config: Any) -> None:
+def configure_for(config: Config) -> None:
     """``configure`` from a ``Config``, then its capture_output and logging configs.
 
     As in gunicorn, a user's logging config is applied over gshard's setup, so
@@ -121,112 +112,6 @@ def reopen_files() -> None:
                     handler.release()
     if _captured_path is not None:
         _capture_output(_captured_path)
-
-
-@dataclass
-class AccessAtoms(Mapping):
-    """gunicorn's access-log atoms, computed only when the format asks for them.
-
-    ``format % atoms`` looks each key up here; unknown atoms print ``-`` as in
-    gunicorn, so a format written for gunicorn never raises.
-    """
-
-    environ: dict[str, Any]
-    status: str
-    response_headers: list[tuple[str, str]]
-    body_bytes: int
-    duration: float
-
-    def __getitem__(self, key: str) -> str:
-        value = self._atom(key)
-        return "-" if value is None or value == "" else str(value)
-
-    def _atom(self, key: str) -> Any:
-        env = self.environ
-        simple = _SIMPLE_ATOMS.get(key)
-        if simple is not None:
-            return simple(self)
-        if key.startswith("{") and len(key) > 3 and key[-2] == "}":
-            name, kind = key[1:-2], key[-1]
-            if kind == "i":
-                if name.lower() == "content-type":
-                    return env.get("CONTENT_TYPE")
-                if name.lower() == "content-length":
-                    return env.get("CONTENT_LENGTH")
-                return env.get("HTTP_" + name.upper().replace("-", "_"))
-            if kind == "o":
-                wanted = name.lower()
-                return next(
-                    (v for n, v in self.response_headers if n.lower() == wanted), None
-                )
-            if kind == "e":
-                return env.get(name, os.environ.get(name))
-        return None
-
-    def __iter__(self):
-        return iter(_SIMPLE_ATOMS)
-
-    def __len__(self) -> int:
-        return len(_SIMPLE_ATOMS)
-
-
-def _request_line(a: AccessAtoms) -> str:
-    env = a.environ
-    return f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
-
-
-def _user(a: AccessAtoms) -> str | None:
-    auth = a.environ.get("HTTP_AUTHORIZATION", "")
-    if auth[:6].lower() != "basic ":
-        return None
-    try:
-        return base64.b64decode(auth[6:].strip()).decode("latin-1").partition(":")[0]
-    except (binascii.Error, ValueError):
-        return None
-
-
-_SIMPLE_ATOMS = {
-    "h": lambda a: a.environ.get("REMOTE_ADDR"),
-    "l": lambda a: "-",
-    "u": _user,
-    "t": lambda a: time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
-    "r": _request_line,
-    "m": lambda a: a.environ["REQUEST_METHOD"],
-    "U": lambda a: a.environ["PATH_INFO"],
-    "q": lambda a: a.environ["QUERY_STRING"],
-    "H": lambda a: a.environ["SERVER_PROTOCOL"],
-    "s": lambda a: a.status.split(None, 1)[0],
-    "B": lambda a: a.body_bytes,
-    "b": lambda a: a.body_bytes or "-",
-    "f": lambda a: a.environ.get("HTTP_REFERER"),
-    "a": lambda a: a.environ.get("HTTP_USER_AGENT"),
-    "T": lambda a: int(a.duration),
-    "M": lambda a: int(a.duration * 1000),
-    "D": lambda a: int(a.duration * 1_000_000),
-    "L": lambda a: f"{a.duration:.6f}",
-    "p": lambda a: f"<{os.getpid()}>",
-}
-
-
-class AccessLogger:
-    """Writes one access-log line per finished exchange, in gunicorn's format."""
-
-    def __init__(self, fmt: str = DEFAULT_ACCESS_FORMAT) -> None:
-        self.fmt = fmt
-
-    @property
-    def enabled(self) -> bool:
-        return not access_log.disabled and bool(access_log.handlers)
-
-    def log(self, exchange: Exchange) -> None:
-        atoms = AccessAtoms(exchange.environ, exchange.status or "-",
-                            exchange.response_headers, exchange.sent, exchange.duration)
-        try:
-            line = self.fmt % atoms
-        except (TypeError, ValueError, KeyError) as exc:
-            error_log.warning("access log format %r failed: %s", self.fmt, exc)
-            return
-        access_log.info(line)
 
 
 def set_process_title(role: str, config: Config) -> None:

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     httptools = None
 
 from gshard.errors import ProtocolError
-from gshard.protocol import (
+from gshard.http.protocol import (
     CONNECTION_CLOSED,
     END_OF_MESSAGE,
     Data,
@@ -37,7 +37,7 @@ from gshard.protocol import (
     ServerConnection,
     State,
 )
-from gshard.response import ResponseWriter
+from gshard.http.response import ResponseWriter
 
 # Statuses a refusal may carry (None: the peer closed mid-message, nothing to answer).
 REFUSALS = frozenset({400, 413, 414, 431, 501, 505, None})

@@ -111,7 +111,7 @@ def hypothesis_engine(seconds: float, first_seed: int | None, out: pathlib.Path)
     from hypothesis import strategies as st
 
     from gshard.errors import ProtocolError
-    from gshard.protocol import Need, ServerConnection
+    from gshard.http.protocol import Need, ServerConnection
     from tests import protocol_checks as pc
 
     stats: Counter = Counter()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from gshard.steering import steer
+from gshard.sockets.steering import steer
 
 
 def _group(count: int, family: int = socket.AF_INET, host: str = "127.0.0.1"):

@@ -16,7 +16,8 @@ import time
 import pytest
 import requests
 
-import gshard
+from gshard.http import compiled
+from gshard.version import __version__
 from tests.conftest import FIXTURE_APPS
 from tests.integration.conftest import (
     Output,
@@ -339,8 +340,8 @@ def test_bad_flag_exits_2_with_one_line_before_binding(bad):
 def test_version():
     result = _run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.startswith(f"gshard {gshard.__version__} ({gshard.build()}; Python ")
-    assert gshard.__version__[0].isdigit()
+    assert result.stdout.startswith(f"gshard {__version__} ({compiled.build()}; Python ")
+    assert __version__[0].isdigit()
 
 
 

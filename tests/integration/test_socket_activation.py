@@ -255,7 +255,7 @@ def test_a_reuseport_socket_gets_one_sibling_per_shard(activate):
 # connections over each family. Prints how many each socket accepted.
 _DUAL_STACK_SIBLINGS = """
 import json, socket, subprocess
-from gshard.listener import add_siblings, systemd_listener
+from gshard.sockets.listener import add_siblings, systemd_listener
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 passed = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 passed.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

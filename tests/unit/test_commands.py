@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from gshard import manager_fsm as fsm
-from gshard.commands import CommandHandler
-from gshard.control import ControlServer
+from gshard.manager import fsm
+from gshard.manager.commands import CommandHandler
+from gshard.manager.control import ControlServer
 
 
 class Rig:

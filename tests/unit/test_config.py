@@ -7,8 +7,11 @@ import textwrap
 
 import pytest
 
-from gshard import cli
-from gshard.config import BindAddress, Config, config_names, flag_name, parse_bind, settings
+from gshard import log
+from gshard.addresses import BindAddress, parse_bind
+from gshard.cli import arguments, serve
+from gshard.cli.main import main
+from gshard.config import Config, config_names, flag_name, settings
 from gshard.errors import EXIT_USAGE, ConfigError
 
 
@@ -24,7 +27,7 @@ def _no_port_env(monkeypatch, tmp_path):
 
 
 def parse(*argv: str) -> Config:
-    return cli.parse_config(list(argv))
+    return arguments.parse_config(list(argv))
 
 
 # For each setting with flags: a command-line value, what it converts to, and
@@ -124,7 +127,7 @@ def test_every_flag_reaches_its_setting(spec):
     for name, value in extra.items():
         extra_argv += [f"--{name.replace('_', '-')}", value]
     given = [] if text is None else [text]  # a switch takes no value
-    parser = cli.build_parser()
+    parser = arguments.build_parser()
     for flag in spec.metadata["flags"]:
         namespace = vars(parser.parse_args(["app:x", flag, *given, *extra_argv]))
         assert spec.name in namespace, flag
@@ -170,7 +173,7 @@ def test_defaults_and_flags_match_installed_gunicorn():
     ours = {spec.name: spec for spec in settings()}
     dests = {
         option: action.dest
-        for action in cli.build_parser()._actions
+        for action in arguments.build_parser()._actions
         for option in action.option_strings
     }
     shared = 0
@@ -368,9 +371,9 @@ def nothing_starts(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("reached past the command-line checks")
 
-    monkeypatch.setattr(cli, "open_listeners", forbidden)
-    monkeypatch.setattr(cli, "Manager", forbidden)
-    monkeypatch.setattr(cli.log, "configure", forbidden)
+    monkeypatch.setattr(serve, "open_listeners", forbidden)
+    monkeypatch.setattr(serve, "Manager", forbidden)
+    monkeypatch.setattr(log, "configure", forbidden)
 
 
 @pytest.mark.parametrize(
@@ -402,7 +405,7 @@ def nothing_starts(monkeypatch):
     ],
 )
 def test_main_refuses_bad_command_lines_with_one_line(argv, nothing_starts, capsys):
-    assert cli.main(argv) == EXIT_USAGE == 2
+    assert main(argv) == EXIT_USAGE == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("gshard: error: ")
@@ -439,7 +442,7 @@ GUNICORN_CONF = """
 def warnings(monkeypatch):
     seen = []
     monkeypatch.setattr(
-        cli.log.error_log, "warning", lambda message, *args: seen.append(message % args)
+        log.error_log, "warning", lambda message, *args: seen.append(message % args)
     )
     return seen
 
@@ -483,7 +486,7 @@ def test_config_file_that_raises(tmp_path, warnings):
 def test_help_and_version_still_exit_zero(capsys):
     for flag in ("--help", "--version"):
         with pytest.raises(SystemExit) as info:
-            cli.build_parser().parse_args([flag])
+            arguments.build_parser().parse_args([flag])
         assert info.value.code == 0
     assert "gshard" in capsys.readouterr().out
 

@@ -17,13 +17,13 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from gshard.connection import Connection
-from gshard.context import Lifecycle, ServeContext
 from gshard.errors import ClientDisconnected, ProtocolError
-from gshard.exchange import Exchange, Outcome
-from gshard.protocol import Limits
-from gshard.serving import _close_idle
-from gshard.wsgi import base_environ
+from gshard.http.connection import Connection
+from gshard.http.context import Lifecycle, ServeContext
+from gshard.http.exchange import Exchange, Outcome
+from gshard.http.protocol import Limits
+from gshard.http.wsgi import base_environ
+from gshard.shard.serving import _close_idle
 from tests.integration.rawhttp import Closed, Conn, request_bytes
 
 pytestmark = pytest.mark.timeout(10)

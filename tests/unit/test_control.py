@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from gshard.control import MAX_CLIENTS, MAX_LINE, ControlServer
+from gshard.manager.control import MAX_CLIENTS, MAX_LINE, ControlServer
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from gshard import manager_fsm as fsm
-from gshard.manager_fsm import Reason
+from gshard.manager import fsm
+from gshard.manager.fsm import Reason
 
 TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
 

@@ -14,10 +14,13 @@ import textwrap
 import pytest
 from gunicorn.config import KNOWN_SETTINGS
 
-from gshard import cli, log, privileges, syslog_handler
+from gshard import log, syslog_handler
+from gshard.cli import arguments, serve
+from gshard.cli.main import main
 from gshard.config import Config, config_names, settings
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY, migration_table
+from gshard.shard import privileges
 
 ENV_NAMES = ("PORT", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "SCRIPT_NAME", "SENDFILE",
              "GUNICORN_CMD_ARGS", "GSHARD_CMD_ARGS")
@@ -36,7 +39,7 @@ def _clean_start(monkeypatch, tmp_path):
 
 
 def parse(*argv: str, env: dict | None = None) -> Config:
-    return cli.parse_config(list(argv), env or {})
+    return arguments.parse_config(list(argv), env or {})
 
 
 def gunicorn_flag_shape(setting) -> str:
@@ -60,7 +63,7 @@ def test_every_gunicorn_setting_is_known_once():
 
 @pytest.mark.parametrize("setting", KNOWN_SETTINGS, ids=lambda s: s.name)
 def test_every_gunicorn_flag_parses_with_gunicorns_shape(setting):
-    parser = cli.build_parser()
+    parser = arguments.build_parser()
     dest = config_names().get(setting.name, setting.name)
     for flag in setting.cli or ():
         # A value is consumed, and the APP stays positional.
@@ -181,8 +184,8 @@ def test_gevent_worker_class_is_silent():
 def test_refused_with_the_reason(argv, reason, capsys, monkeypatch):
     with pytest.raises(ConfigError, match=reason.replace(".", r"\.")):
         parse("app:x", *argv)
-    monkeypatch.setattr(cli, "Manager", None)  # never reached
-    assert cli.main(["app:x", *argv]) == EXIT_USAGE
+    monkeypatch.setattr(serve, "Manager", None)  # never reached
+    assert main(["app:x", *argv]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("gshard: error: ") and err.count("\n") == 1, err
 
@@ -250,8 +253,8 @@ def test_args_variables_are_split_like_a_shell():
 
 def test_a_broken_logging_config_is_one_line(capsys, monkeypatch, _clean_start, restore_logging):
     (_clean_start / "gshard.conf.py").write_text("logconfig_dict = {'version': 99}\n")
-    monkeypatch.setattr(cli, "open_listeners", None)  # never reached
-    assert cli.main(["app:x"]) == EXIT_USAGE
+    monkeypatch.setattr(serve, "open_listeners", None)  # never reached
+    assert main(["app:x"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("gshard: error: logging config: ") and err.count("\n") == 1
 
@@ -315,7 +318,7 @@ def test_a_hook_named_by_its_dotted_path():
 
 
 def test_print_config_prints_every_setting_and_exits_zero(capsys):
-    assert cli.main(["app:x", "-w", "3", "--print-config"]) == 0
+    assert main(["app:x", "-w", "3", "--print-config"]) == 0
     lines = capsys.readouterr().out.splitlines()
     shown = {line.split(" = ")[0].strip(): line.split(" = ", 1)[1] for line in lines}
     assert shown["shards"] == "3"

@@ -15,12 +15,14 @@ import pytest
 from gevent import socket as gsocket
 
 from gshard import hooks
-from gshard.config import BindAddress, Config
-from gshard.connection import Connection
-from gshard.context import Lifecycle, ServeContext
-from gshard.listener import ListenerSet
-from gshard.protocol import Limits
-from gshard.wsgi import base_environ
+from gshard.addresses import BindAddress
+from gshard.config import Config
+from gshard.http.connection import Connection
+from gshard.http.context import Lifecycle, ServeContext
+from gshard.http.protocol import Limits
+from gshard.http.wsgi import base_environ
+from gshard.shard import request_hooks
+from gshard.sockets.listener import ListenerSet
 from tests.integration.rawhttp import Conn, request_bytes
 
 pytestmark = pytest.mark.timeout(10)
@@ -33,7 +35,7 @@ def make_config(**values) -> Config:
 def make_server(config: Config, count: int = 3) -> hooks.Server:
     listeners = [ListenerSet(BindAddress("127.0.0.1", 0), 8123, []),
                  ListenerSet(BindAddress(unix_path="/tmp/x.sock"), 0, [])]
-    return hooks.Server(config, 4242, listeners, lambda: count)
+    return hooks.Server(config, 4242, [ls.hook_address for ls in listeners], lambda: count)
 
 
 # --- call: what a failure means ---------------------------------------------------
@@ -112,8 +114,8 @@ def test_cfg_reads_gunicorn_names_gshard_names_and_gunicorn_only_settings():
 def test_server_carries_gunicorn_arbiter_attributes():
     count = [3]
     config = make_config(timeout=10)
-    server = hooks.Server(config, 4242, [ListenerSet(BindAddress("0.0.0.0", 0), 8123, [])],
-                          lambda: count[0])
+    listener = ListenerSet(BindAddress("0.0.0.0", 0), 8123, [])
+    server = hooks.Server(config, 4242, [listener.hook_address], lambda: count[0])
     assert (server.pid, server.timeout, server.cfg.workers) == (4242, 10, 3)
     assert server.address == [("0.0.0.0", 8123)]
     assert server.num_workers == 3
@@ -165,7 +167,7 @@ def serve() -> Iterator:
 
     def make(config: Config, app=hello) -> Conn:
         worker = make_server(config).forking(0, 1)
-        starting, finished = hooks.request_hooks(config, worker)
+        starting, finished = request_hooks.request_hooks(config, worker)
         ctx = ServeContext(
             app=app, base_environ=base_environ("localhost", "80", "http", False),
             limits=Limits(), keepalive=2.0, header_timeout=2.0, body_timeout=2.0,
@@ -185,7 +187,7 @@ def serve() -> Iterator:
 
 def test_no_request_hooks_means_empty_tuples():
     worker = make_server(make_config()).forking(0, 1)
-    assert hooks.request_hooks(make_config(), worker) == ((), ())
+    assert request_hooks.request_hooks(make_config(), worker) == ((), ())
 
 
 def test_pre_and_post_request_get_gunicorn_shaped_req_and_resp(serve):

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from gshard.errors import AppLoadError
-from gshard.loader import load_app
+from gshard.shard.loader import load_app
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from gshard import manager_fsm as fsm
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
-from gshard.manager_fsm import StopMode
+from gshard.manager import fsm
+from gshard.manager.fsm import StopMode
 
 TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
 

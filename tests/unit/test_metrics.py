@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from gshard import metrics
-from gshard.manager_fsm import Reason
-from gshard.metrics import DURATION_BOUNDS, LogCounter, ShardMetrics, Snapshot
-from gshard.registry import RATE_WINDOW, RECENT_DEPARTED, Registry
+from gshard import snapshot
+from gshard.manager.fsm import Reason
+from gshard.manager.observe.registry import RATE_WINDOW, RECENT_DEPARTED, Registry
+from gshard.shard.metrics import ShardMetrics, read_rss
+from gshard.snapshot import DURATION_BOUNDS, LogCounter, Snapshot
 
 
 def finished(status: str | None, duration: float, body_bytes: int = 0, sent: int = 0):
@@ -62,20 +63,20 @@ def test_encode_decode_round_trip_and_size():
         counters.exchange_done(finished(f"{code} X", 0.02, 100, 1000))
     counters.logs["error"] = 3
     snap = counters.snapshot(connections=900, idle=850, rss=123_456_789)
-    text = metrics.encode(snap)
+    text = snapshot.encode(snap)
     assert len(text) < 300  # fits a heartbeat datagram many times over
-    assert metrics.decode(text) == snap
+    assert snapshot.decode(text) == snap
 
 
 @pytest.mark.parametrize("text", ["", "[]", "{}", "[1,2,3]", "not json",
                                   '[{}, [1], 0, 0, 0, 0, 0, 0, {}]'])
 def test_decode_refuses_what_is_not_a_snapshot(text):
     with pytest.raises(ValueError):
-        metrics.decode(text)
+        snapshot.decode(text)
 
 
 def test_read_rss_reads_this_process():
-    assert metrics.read_rss() > 1_000_000
+    assert read_rss() > 1_000_000
 
 
 def test_log_counter_counts_levels_and_exceptions_as_gunicorn_does():

@@ -12,14 +12,16 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gshard import manager_fsm as fsm
-from gshard import status, top
-from gshard.config import BindAddress, parse_statsd_host
-from gshard.manager_fsm import Reason
-from gshard.metrics import ShardMetrics
-from gshard.prometheus import MetricsServer
-from gshard.registry import Registry
-from gshard.statsd import StatsdSender, normalize_prefix
+from gshard.addresses import BindAddress, parse_statsd_host
+from gshard.cli import status as status_cli
+from gshard.cli import top
+from gshard.manager import fsm
+from gshard.manager.fsm import Reason
+from gshard.manager.observe import status
+from gshard.manager.observe.prometheus import MetricsServer
+from gshard.manager.observe.registry import Registry
+from gshard.manager.observe.statsd import StatsdSender, normalize_prefix
+from gshard.shard.metrics import ShardMetrics
 
 INFO = status.ManagerInfo(pid=4242, started=0.0, started_wall=1_700_000_000.0,
                           app="hello:app", urls=("http://127.0.0.1:8000",))
@@ -116,7 +118,7 @@ def test_status_during_a_reload_shows_both_generations():
         {"generation": 2, "state": "booting", "shards": 2},
         {"generation": 1, "state": "serving", "shards": 2},
     ]
-    text = status.render(doc)
+    text = status_cli.render(doc)
     assert "gen 2 booting (2)" in text and "gen 1 serving (2)" in text
     rows = [line.split() for line in text.splitlines() if line[:1].isdigit()]
     assert sorted((row[2], row[3]) for row in rows) == [
@@ -134,7 +136,7 @@ def test_status_after_a_reload_shows_old_generation_draining_and_the_outcome():
     assert [(g["generation"], g["state"]) for g in doc["generations"]] == [
         (2, "serving"), (1, "draining")]
     assert doc["last_reload"]["ok"] is True
-    assert "Generation 2 is serving" in status.render(doc)
+    assert "Generation 2 is serving" in status_cli.render(doc)
 
 
 def test_status_lists_departures_with_reasons():
@@ -147,7 +149,7 @@ def test_status_lists_departures_with_reasons():
     assert doc["restarts"][0]["reason"] == "crashed"
     assert doc["restart_counts"] == {"crashed": 1}
     assert doc["totals"]["requests"] == 60  # its requests still count
-    assert "crashed: was killed by signal 9" in status.render(doc)
+    assert "crashed: was killed by signal 9" in status_cli.render(doc)
 
 
 # --- top -----------------------------------------------------------------------

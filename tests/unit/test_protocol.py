@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from gshard.errors import ProtocolError
-from gshard.protocol import (
+from gshard.http.protocol import (
     CONNECTION_CLOSED,
     END_OF_MESSAGE,
     Data,
@@ -26,8 +26,8 @@ from gshard.protocol import (
     State,
     parse_head,
 )
-from gshard.response import ResponseWriter
-from gshard.wsgi import split_target
+from gshard.http.response import ResponseWriter
+from gshard.http.wsgi import split_target
 from tests.conftest import CORPUS_DIR, corpus_runner
 
 run_corpus = corpus_runner()
@@ -719,7 +719,7 @@ def test_remembered_field_blocks_still_obey_each_connections_limits():
 
 
 def test_remembered_field_blocks_are_bounded():
-    from gshard import protocol
+    from gshard.http import protocol
 
     for n in range(protocol._PARSED_FIELDS_KEPT * 3):
         parse_head(f"GET / HTTP/1.1\r\nHost: a\r\nX-Id: {n}\r\n\r\n".encode(), Limits())

@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gshard.errors import ProtocolError
-from gshard.protocol import END_OF_MESSAGE, Data, Limits, Need, Request, ServerConnection, State
+from gshard.http.protocol import (
+    END_OF_MESSAGE,
+    Data,
+    Limits,
+    Need,
+    Request,
+    ServerConnection,
+    State,
+)
 from tests.protocol_checks import (
     DEFAULT_LIMITS,
     SMALL_LIMITS,

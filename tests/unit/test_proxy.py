@@ -12,8 +12,8 @@ import ipaddress
 import pytest
 
 from gshard.errors import ProtocolError
-from gshard.protocol import Request
-from gshard.proxy import (
+from gshard.http.protocol import Request
+from gshard.http.proxy import (
     MAX_HEADER,
     V1_MAX,
     V2_MAX_BLOCK,
@@ -25,7 +25,7 @@ from gshard.proxy import (
     forwarded_scheme,
     parse_proxy_header,
 )
-from gshard.wsgi import EMPTY_INPUT, base_environ, make_environ
+from gshard.http.wsgi import EMPTY_INPUT, base_environ, make_environ
 from tests.conftest import CORPUS_DIR, corpus_runner
 
 run_corpus = corpus_runner()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gshard.protocol import Need, Request, ServerConnection
-from gshard.response import Framing, Phase, ResponseWriter, error_response
+from gshard.http.protocol import Need, Request, ServerConnection
+from gshard.http.response import Framing, Phase, ResponseWriter, error_response
 
 
 def head(*fields: str, line: str = "GET / HTTP/1.1") -> bytes:

@@ -8,8 +8,8 @@ import sys
 CHECK = """
 from importlib import metadata
 original = metadata.entry_points
-from gshard.shard import _patch_stdlib
-_patch_stdlib()
+from gshard.shard.boot import patch_stdlib
+patch_stdlib()
 from gevent import monkey
 assert monkey.is_module_patched("socket") and monkey.is_module_patched("ssl")
 assert monkey.is_module_patched("threading") and monkey.is_module_patched("select")
@@ -18,7 +18,7 @@ print("ok")
 """
 
 
-def test_patch_stdlib_patches_everything_and_restores_the_plugin_lookup():
+def testpatch_stdlib_patches_everything_and_restores_the_plugin_lookup():
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
                             timeout=30)
     assert result.stdout.strip() == "ok", result.stderr

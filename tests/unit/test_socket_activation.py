@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gshard.activation import Activation, PassedSocket, take
+from gshard.sockets.activation import Activation, PassedSocket, take
 
 PID = 4242
 

@@ -36,7 +36,7 @@ def files(tmp_path_factory):
 
 
 def context(**values):
-    from gshard.tls import server_context
+    from gshard.shard.tls import server_context
 
     return server_context(Config.from_values({"app": "a:b", **values}))
 
@@ -68,6 +68,7 @@ def test_what_does_not_load_is_named(files, values, message):
 
 def test_the_manager_side_never_imports_ssl():
     # gevent must patch ssl before anything imports it, and only shards patch.
-    code = ("import sys, gshard.cli, gshard.manager, gshard.shard, gshard.proxy; "
+    code = ("import sys, gshard.cli.main, gshard.manager.loop, gshard.shard.boot, "
+            "gshard.http.proxy; "
             "bad = {'ssl', '_ssl', 'gevent'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)

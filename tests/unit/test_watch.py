@@ -7,7 +7,8 @@ import json
 import os
 import sys
 
-from gshard import watch
+from gshard.manager.watcher import Watcher
+from gshard.shard.sources import application_sources
 
 
 def _touch(path, stamp: float) -> None:
@@ -18,7 +19,7 @@ def test_a_changed_source_is_reported_once_at_the_next_check(tmp_path):
     source = tmp_path / "app.py"
     source.write_text("x = 1\n")
     _touch(source, 1000)
-    watcher = watch.Watcher(())
+    watcher = Watcher(())
     watcher.add([str(source)])
     assert watcher.changed(0.0) == []
     _touch(source, 2000)
@@ -30,7 +31,7 @@ def test_a_changed_source_is_reported_once_at_the_next_check(tmp_path):
 def test_extra_file_globs_cover_files_created_later_and_removed(tmp_path):
     first = tmp_path / "a.html"
     first.write_text("a")
-    watcher = watch.Watcher([str(tmp_path / "*.html")])
+    watcher = Watcher([str(tmp_path / "*.html")])
     assert watcher.changed(0.0) == []
     (tmp_path / "b.html").write_text("b")
     assert watcher.changed(1.0) == []  # a new match is watched from now on
@@ -43,7 +44,7 @@ def test_application_sources_exclude_the_standard_library_and_packages(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("my_watched_app")
     try:
-        sources = watch.application_sources()
+        sources = application_sources()
     finally:
         del sys.modules["my_watched_app"]
     assert str(tmp_path / "my_watched_app.py") in sources

@@ -8,10 +8,10 @@ from wsgiref.validate import validator
 
 import pytest
 
-from gshard import wsgi
-from gshard.protocol import Limits, ServerConnection, parse_head
-from gshard.response import ResponseWriter
-from gshard.wsgi import (
+from gshard.http import wsgi
+from gshard.http.protocol import Limits, ServerConnection, parse_head
+from gshard.http.response import ResponseWriter
+from gshard.http.wsgi import (
     EMPTY_INPUT,
     FileWrapper,
     InputStream,

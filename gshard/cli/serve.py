@@ -1,0 +1,135 @@
+"""Starting a server from a ``Config``: the one path of the ``gshard`` command and ``gshard.run``.
+
+``serve`` checks what can only be checked against the machine (TLS files,
+the user to run as), applies the environment the application is imported
+in, binds the listeners (or takes them from systemd or an upgrading
+predecessor), detaches if asked, and runs the manager until it exits.
+Anything wrong before a socket is bound is a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gshard import log
+from gshard.cli import app_check, daemon, process_env
+from gshard.cli.arguments import load_config_file
+from gshard.config import Config
+from gshard.errors import EXIT_USAGE, ConfigError
+from gshard.manager import upgrade
+from gshard.manager.loop import Manager
+from gshard.shard import privileges
+from gshard.sockets import activation
+from gshard.sockets.listener import ListenerSet, open_listeners
+
+
+def config_from_settings(app: str, settings: Mapping[str, Any]) -> Config:
+    """The ``Config`` of ``gshard.run(app, **settings)``: those settings over a config file's,
+    if ``config`` names one; ConfigError if any is wrong."""
+    values: dict[str, Any] = {}
+    if settings.get("config"):
+        values.update(load_config_file(settings["config"]))
+    values.update(settings)
+    values["app"] = app
+    return Config.from_values(values)
+
+
+def serve(config: Config, argv: Sequence[str] | None = None) -> int:
+    """Run a server for ``config`` until it stops; the exit status.
+
+    ``argv`` is the command line that started it, which ``SIGUSR2`` starts
+    again to upgrade gshard in place; without one (``gshard.run``), an
+    upgrade is refused and the server keeps running. Raises ConfigError for
+    a setting that cannot work here, before anything binds.
+    """
+    if config.print_config:
+        print(config.describe())
+        return 0
+    check_tls_files(config)
+    identity = privileges.resolve(config.user, config.group)
+    process_env.apply(config)
+    if config.check_config:
+        for warning in config.compat_warnings():
+            print(f"gshard: warning: {warning}", file=sys.stderr)
+        return app_check.check(config)
+    if config.umask is not None:
+        os.umask(config.umask)
+    _raise_open_files_limit()
+    try:
+        log.configure_for(config)
+    except Exception as exc:  # a logging config can fail in any way its handlers can
+        print(f"gshard: error: logging config: {exc!r}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in config.compat_warnings():
+        log.error_log.warning(warning)
+    inherited = upgrade.inheritance(os.environ)
+    try:
+        listeners = _listeners(config, identity, inherited)
+    except (OSError, ValueError) as exc:
+        log.error_log.error("Cannot listen: %s", exc)
+        return 1
+    if config.daemon and inherited is None:  # a USR2 successor stays where it was started
+        daemon.daemonize(config.enable_stdio_inheritance)
+    try:
+        manager = Manager(config, listeners, argv, inherited)
+    except OSError as exc:  # --metrics-bind or --statsd-host
+        log.error_log.error("Cannot start: %s", exc)
+        return 1
+    return manager.run()
+
+
+def check_tls_files(config: Config) -> None:
+    """Refuse TLS files that are missing or unreadable, before anything binds.
+
+    Only their presence is checked here: loading them needs ``ssl``, which the
+    manager never imports (gevent must patch it first, in the shards). A file
+    that is there but does not load fails the shards' boot instead.
+    """
+    for flag, path in (("--certfile", config.certfile), ("--keyfile", config.keyfile),
+                       ("--ca-certs", config.ca_certs)):
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise ConfigError(f"{flag}: no such file {path!r}")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag}: {path!r} is not readable")
+
+
+def _listeners(
+    config: Config, identity: privileges.Identity, inherited: upgrade.Inheritance | None
+) -> list[ListenerSet]:
+    """The sockets to serve on: a predecessor's (SIGUSR2), systemd's, or bound for --bind.
+
+    systemd's ``LISTEN_*`` variables are removed from the environment either
+    way, so no shard or successor mistakes them for its own.
+    """
+    passed = activation.take(os.environ, os.getpid())
+    if passed.ignored:
+        log.error_log.warning("Socket activation ignored: %s", passed.ignored)
+    if inherited is not None:
+        return inherited.adopt(config.bind)
+    if passed.sockets:
+        return activation.listeners(passed, config.bind, config.shards, config.backlog)
+    listeners = open_listeners(config.bind, config.shards, config.backlog)
+    for listener_set in listeners:
+        listener_set.chown(identity.uid, identity.gid)
+    return listeners
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one, for the shards to inherit.
+
+    The usual soft limit (1024) exists for select(); gshard's processes do not
+    select() on connections, and a shard at the default --worker-connections
+    would otherwise run out of descriptors near 1,000 connections. Go
+    programs do the same at start.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

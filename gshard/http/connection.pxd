@@ -1,0 +1,13 @@
+# Compiled build only: declares connection.py's per-request classes as extension types
+# with typed attribute slots; the .py file stays the one source of the code.
+
+from gshard.http.protocol cimport ServerConnection
+
+cdef class Connection:
+    cdef public object ctx
+    cdef public object forwarded
+    cdef public ServerConnection proto
+    cdef public object raw
+    cdef public object readable
+    cdef public object remote
+    cdef public object sock

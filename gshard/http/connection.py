@@ -1,0 +1,317 @@
+"""One client socket served to the end: the only place that calls recv and send.
+
+``Connection`` is the I/O adapter between a gevent socket and the sans-IO
+layers: ``protocol`` parses requests, each ``exchange.Exchange`` runs the
+application and frames its response through ``response.ResponseWriter``. What
+stays here needs a socket or a clock: the preamble (PROXY header, TLS
+handshake), waiting for requests and bodies within their timeouts, sending
+and sendfile, and the lingering close.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+
+from gevent import get_hub
+from gevent.socket import wait_write
+
+from gshard.errors import ClientDisconnected, ProtocolError
+from gshard.http import linger
+from gshard.http.context import ServeContext
+from gshard.http.exchange import Exchange, Outcome
+from gshard.http.preamble import read_proxy_header, tls_handshake
+from gshard.http.protocol import CONNECTION_CLOSED, Data, Need, Request, ServerConnection, State
+from gshard.http.proxy import Forwarded
+from gshard.http.response import error_response
+from gshard.log import error_log
+
+RECV_SIZE = 65536
+# Unread request body we read and discard to keep a connection; past it, close.
+DISCARD_LIMIT = 256 * 1024
+# Past the first --body-timeout seconds, a request body must average at least
+# this many bytes a second (Apache's RequestReadTimeout uses 500).
+MIN_BODY_RATE = 512
+
+# Module globals for members tested per request (an Enum attribute lookup costs ~60 ns).
+_COMPLETE, _NEED_DATA, _BODY = Outcome.COMPLETE, Need.DATA, State.BODY
+_CLIENT_GONE = (ClientDisconnected, BrokenPipeError, ConnectionResetError,
+                ConnectionAbortedError, TimeoutError)
+
+
+class Connection:
+    """Serves requests on one socket until either side ends it; the ``Transport``
+    of its exchanges."""
+
+    __slots__ = ("ctx", "forwarded", "proto", "raw", "readable", "remote", "sock")
+
+    def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
+        self.sock = sock
+        # The non-blocking socket under gevent's wrapper, for sends that need no
+        # wait. None under TLS: it and sendfile would write around the encryption.
+        self.raw = sock._sock
+        self.remote = remote
+        # What the peer's forwarded headers may change; None if they change nothing.
+        self.forwarded: Forwarded | None = None
+        self.ctx = ctx
+        self.proto = ServerConnection(ctx.limits)
+        # The loop's read watcher on the raw socket, made at the first keep-alive wait.
+        self.readable = None
+
+    def serve(self) -> None:
+        unread = False
+        try:
+            unread = self._start()
+        except _CLIENT_GONE:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
+                error_log.debug("connection from %s ended: %s", self.remote[0], exc)
+        finally:
+            if self.readable is not None:
+                self.readable.close()
+            linger.close(self.sock, unread)
+
+    def _start(self) -> bool:
+        """The preamble the listener asks for, then requests; True if input was left unread."""
+        ctx = self.ctx
+        deadline = time.monotonic() + ctx.header_timeout
+        if ctx.proxy is not None:
+            try:
+                remote = read_proxy_header(self.sock, ctx.proxy, self.remote, deadline)
+            except ProtocolError as exc:
+                if ctx.tls is not None:
+                    exc.status = None  # a plain-text 400 means nothing to a TLS client
+                self._refuse(exc)
+                return exc.status is not None
+            if remote is None:
+                return False
+            self.remote = remote
+        if ctx.tls is not None:
+            self.raw = None
+            tls = tls_handshake(self.sock, ctx.tls, self.remote[0], deadline)
+            if tls is None:
+                return False
+            self.sock = tls
+        forwarded = ctx.forwarded
+        if forwarded is not None and forwarded.trusted.allows(self.remote[0]):
+            self.forwarded = forwarded
+        return self._serve(deadline)
+
+    def _serve(self, deadline: float | None) -> bool:
+        """Serve requests in order; True if input may be left unread at the end."""
+        ctx = self.ctx
+        proto = self.proto
+        lifecycle = ctx.lifecycle
+        while True:
+            try:
+                request = self._read_request(deadline)
+            except ProtocolError as exc:
+                self._refuse(exc)
+                return True
+            if request is None:
+                return False
+            exchange = Exchange(ctx, proto, request, self.remote, self.forwarded, self)
+            exchange.run()
+            lifecycle.handled += 1
+            for finished in ctx.finished:
+                finished(exchange)
+            if exchange.outcome is not _COMPLETE:
+                return False
+            if lifecycle.draining:
+                proto.abandon()
+            if proto.keep_alive and proto.state is _BODY:
+                self._discard_body(exchange)
+            unread = proto.state is _BODY or proto.buffered > 0
+            if not proto.start_next_cycle():
+                return unread
+            deadline = None
+
+    # --- reading -------------------------------------------------------
+
+    def _read_request(self, deadline: float | None) -> Request | None:
+        """The next request head, or None when the connection ended cleanly.
+
+        Between requests the wait is ``keepalive``; once a request has begun
+        (or on a fresh connection) the whole head must arrive before
+        ``deadline``, so a client trickling bytes cannot hold a greenlet.
+        """
+        proto = self.proto
+        while True:
+            event = proto.next_event()
+            if event is not _NEED_DATA:
+                return None if event is CONNECTION_CLOSED else event  # type: ignore[return-value]
+            if deadline is None and proto.buffered == 0:
+                if not self._wait_idle():
+                    return None
+                deadline = time.monotonic() + self.ctx.header_timeout
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self.ctx.header_timeout
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(remaining)
+                proto.receive_data(self.sock.recv(RECV_SIZE))
+            except TimeoutError:
+                if proto.buffered == 0:
+                    return None  # nothing was asked: close without a word, as nginx does
+                raise ProtocolError("request head not received in time", 408) from None
+
+    def _wait_idle(self) -> bool:
+        """Wait for the next request's first bytes, parked in the shard's idle map.
+
+        The wait has no timer of its own: the shard's reaper shuts down a
+        socket idle past ``--keep-alive``, which ends this recv. (A socket timeout
+        would start and cancel a gevent timer on every keep-alive request;
+        measured in one process, that cost ~7 us of a ~55 us round trip.)
+        """
+        lifecycle = self.ctx.lifecycle
+        if lifecycle.draining:
+            return False
+        sock = self.sock
+        lifecycle.idle[sock] = time.monotonic()
+        try:
+            if self.raw is not None:
+                data = self._recv_when_readable()
+            else:
+                # TLS: the next request may be decrypted already, so read at
+                # once, through the TLS socket and without its timeout.
+                if sock.timeout is not None:
+                    sock.settimeout(None)
+                data = sock.recv(RECV_SIZE)
+        except OSError:
+            return False
+        finally:
+            lifecycle.idle.pop(sock, None)
+        self.proto.receive_data(data)
+        return bool(data)
+
+    def _recv_when_readable(self) -> bytes:
+        """Wait for the loop to report the socket readable, then read.
+
+        Waiting first, before any recv, is what keeps a shard fair: a client
+        whose next request is already here queues behind the others for one
+        poll, instead of being served again at once while they wait. It is
+        also cheaper than trying first: the try fails most of the time (the
+        client is still reading our response), and each failure is a system
+        call and an exception.
+        """
+        raw = self.raw
+        hub = get_hub()
+        readable = self.readable
+        if readable is None:
+            readable = self.readable = hub.loop.io(raw.fileno(), 1)  # 1: readable
+        while True:
+            hub.wait(readable)
+            try:
+                return raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+
+    def receive_body(self, exchange: Exchange) -> bytes:
+        """The next piece of the request body; ``b""`` at its end (the Transport's)."""
+        proto = self.proto
+        interim = proto.continue_bytes()
+        if interim:
+            self.send(interim)
+        while True:
+            event = proto.next_event()
+            if type(event) is Data:
+                exchange.body_bytes += len(event.data)
+                return event.data
+            if event is not _NEED_DATA:
+                return b""
+            self.sock.settimeout(self._body_wait(exchange))
+            try:
+                proto.receive_data(self.sock.recv(RECV_SIZE))
+            except TimeoutError:
+                raise ProtocolError("request body not received in time", 408) from None
+            except OSError as exc:
+                raise ClientDisconnected(*exc.args) from exc
+
+    def _body_wait(self, exchange: Exchange) -> float:
+        """How long the next body read may wait.
+
+        Each wait is bounded by ``--body-timeout``, and so is the whole body
+        beyond what MIN_BODY_RATE allows for the bytes already received: a
+        client trickling a byte now and then cannot hold the connection forever.
+        """
+        now = time.monotonic()
+        if exchange.body_since is None:
+            exchange.body_since = now
+        allowed = self.ctx.body_timeout + exchange.body_bytes / MIN_BODY_RATE
+        remaining = exchange.body_since + allowed - now
+        if remaining <= 0:
+            raise ProtocolError("request body arriving too slowly", 408)
+        return min(self.ctx.body_timeout, remaining)
+
+    def _discard_body(self, exchange: Exchange) -> None:
+        """Read what the application left of the body, so the connection stays usable."""
+        budget = DISCARD_LIMIT
+        try:
+            while budget > 0:
+                piece = self.receive_body(exchange)
+                if not piece:
+                    return
+                budget -= len(piece)
+        except (ProtocolError, OSError):
+            pass
+        self.proto.abandon()
+
+    # --- sending (the Transport's) ---------------------------------------
+
+    @property
+    def sends_files(self) -> bool:
+        return self.raw is not None and self.ctx.sendfile
+
+    def send(self, data: bytes) -> None:
+        """Send to the client; a failure is the client's, never the application's.
+
+        A response usually fits the socket buffer, so one non-blocking send on
+        the raw socket finishes it; gevent's ``sendall`` (which waits, and asks
+        the kernel for the buffer size on every call) only sends what is left.
+        """
+        raw = self.raw
+        try:
+            try:
+                sent = raw.send(data) if raw is not None else 0
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self.sock.settimeout(self.ctx.body_timeout)
+                self.sock.sendall(memoryview(data)[sent:])
+        except OSError as exc:
+            raise ClientDisconnected(*exc.args) from exc
+
+    def send_file(self, head: bytes, fd: int, offset: int, count: int) -> int:
+        """Send ``head``, then ``count`` bytes of ``fd`` from ``offset`` with os.sendfile."""
+        timeout = self.ctx.body_timeout
+        self.sock.settimeout(timeout)
+        self.send(head)
+        sock_fd = self.sock.fileno()
+        sent = 0
+        try:
+            while sent < count:
+                try:
+                    n = os.sendfile(sock_fd, fd, offset + sent, count - sent)
+                except BlockingIOError:
+                    wait_write(sock_fd, timeout=timeout)
+                    continue
+                if n == 0:
+                    break  # the file shrank; the writer closes the connection after
+                sent += n
+        except OSError as exc:
+            raise ClientDisconnected(*exc.args) from exc
+        return sent
+
+    # --- refusing --------------------------------------------------------
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """Answer what is not a request we can serve with its 4xx/5xx; the caller closes."""
+        error_log.info("Bad request from %s: %s", self.remote[0], exc)
+        if exc.status is not None:
+            self.send(error_response(exc.status))

@@ -1,0 +1,126 @@
+"""What each control-socket command asks of the manager, and when it is done.
+
+The manager reads a command line from the control socket and hands it here;
+this turns it into state-machine events (the machine decides, as for
+signals) and leaves the client waiting on a condition over the machine's
+state that says how the command ended. ``reload`` keeps its own outcome
+(``ReloadFinished``); the others are judged from the shards the machine has:
+
+    status            the status document (JSON), at once
+    scale N           ok once N shards serve and no other slot has one
+    recycle PID       ok once PID's successor serves (PID drains)
+    stop [fast]       ok when the manager exits
+    reopen            log files reopened by the manager and its shards, at once
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from gshard.manager import fsm
+from gshard.manager.control import ControlServer, Outcome, Waiter
+
+REFUSED_BUSY = "the server is starting, reloading or stopping; try again once it serves"
+MAX_SHARDS = 1024
+
+
+class CommandHandler:
+    """Interprets control commands against the manager's state machine."""
+
+    def __init__(
+        self,
+        machine: fsm.ManagerFSM,
+        control: ControlServer,
+        status: Callable[[], dict[str, Any]],
+        reopen: Callable[[], int],
+    ) -> None:
+        self.machine = machine
+        self.control = control
+        self.status = status
+        self.reopen = reopen  # reopens the log files; returns the shards told to
+
+    def handle(self, client: socket.socket, line: str, now: float) -> list[fsm.Event]:
+        """Answer or park ``client``; the events the command asks the machine for."""
+        name, _, argument = line.partition(" ")
+        argument = argument.strip()
+        if name == "reload" and not argument:
+            self.control.reload_waiters.append(client)
+            return [fsm.Reload(now)]
+        if name == "status" and not argument:
+            self.control.reply(client, True, json.dumps(self.status(), separators=(",", ":")))
+            return []
+        if name == "reopen" and not argument:
+            told = self.reopen()
+            self.control.reply(client, True, f"Log files reopened by the manager and {told} "
+                                             "shards")
+            return []
+        if name == "stop" and argument in ("", "fast"):
+            graceful = argument == ""
+            how = "gracefully" if graceful else "fast"
+            self.control.wait(Waiter(client, lambda: None, (True, f"Stopped {how}")))
+            return [fsm.Stop(graceful=graceful, now=now)]
+        if name == "scale":
+            return self._scale(client, argument, now)
+        if name == "recycle":
+            return self._recycle(client, argument, now)
+        self.control.reply(client, False, f"unknown command {line[:40]!r}")
+        return []
+
+    def _busy(self) -> bool:
+        return self.machine.phase is not fsm.Phase.RUNNING or self.machine.booting is not None
+
+    def _scale(self, client: socket.socket, argument: str, now: float) -> list[fsm.Event]:
+        if not argument.isdigit() or not 1 <= int(argument) <= MAX_SHARDS:
+            self.control.reply(client, False, f"scale needs a shard count from 1 to {MAX_SHARDS}")
+            return []
+        if self._busy():
+            self.control.reply(client, False, f"Not scaling: {REFUSED_BUSY}")
+            return []
+        target = int(argument)
+        delta = target - self.machine.slots
+        step = 1 if delta > 0 else -1
+        self.control.wait(Waiter(client, lambda: self._scaled(target)))
+        return [fsm.Scale(step, now) for _ in range(abs(delta))]
+
+    def _scaled(self, target: int) -> Outcome:
+        machine = self.machine
+        if machine.slots != target:
+            if self._busy():
+                return False, f"Scaling to {target} interrupted: {REFUSED_BUSY}"
+            return None
+        serving = {s.slot for s in machine.of_generation(machine.live)
+                   if s.state is fsm.ShardState.READY}
+        leftover = [s for s in machine.shards.values() if s.slot >= target]
+        if serving.issuperset(range(target)) and not leftover:
+            return True, f"{target} shard{'' if target == 1 else 's'} serving"
+        return None
+
+    def _recycle(self, client: socket.socket, argument: str, now: float) -> list[fsm.Event]:
+        shard = self.machine.shards.get(int(argument)) if argument.isdigit() else None
+        if (shard is None or shard.state is not fsm.ShardState.READY
+                or shard.generation != self.machine.live):
+            self.control.reply(client, False, f"No serving shard has pid {argument[:20]}")
+            return []
+        if self._busy() or self._successor(shard) is not None:
+            self.control.reply(client, False, f"Not recycling: {REFUSED_BUSY}")
+            return []
+        self.control.wait(Waiter(client, lambda: self._recycled(shard)))
+        return [fsm.RecycleRequested(shard.pid, now)]
+
+    def _successor(self, shard: fsm.Shard) -> fsm.Shard | None:
+        return next((s for s in self.machine.of_generation(shard.generation)
+                     if s.slot == shard.slot and s is not shard), None)
+
+    def _recycled(self, shard: fsm.Shard) -> Outcome:
+        successor = self._successor(shard)
+        if shard.state is fsm.ShardState.DRAINING or shard.pid not in self.machine.shards:
+            replaced_by = f" by pid {successor.pid}" if successor is not None else ""
+            return True, (f"Shard {shard.slot} (pid {shard.pid}) replaced{replaced_by}; "
+                          f"pid {shard.pid} is draining")
+        if successor is None:
+            return False, (f"The successor of shard {shard.slot} did not boot; pid {shard.pid} "
+                           "keeps serving")
+        return None

@@ -1,0 +1,477 @@
+"""The manager process: the I/O around ``ManagerFSM``.
+
+One loop, never monkey-patched: it sleeps in ``poll`` on two descriptors
+(the signal wakeup pipe and the shards' message socket) until the state
+machine's next deadline, turns what woke it into events, and carries out the
+actions the state machine returns (fork, signal, log, exit). Signal handlers
+do nothing; ``signal.set_wakeup_fd`` writes each signal's number into the
+pipe, so no signal is handled halfway through another step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import select
+import signal
+import socket
+import time
+import traceback
+from collections import deque
+from collections.abc import Sequence
+
+from gshard import hooks, ipc, log
+from gshard.config import Config
+from gshard.errors import EXIT_BOOT_ERROR
+from gshard.manager import fsm, systemd, templates, upgrade
+from gshard.manager.commands import CommandHandler
+from gshard.manager.control import ControlServer
+from gshard.manager.observe.observer import Observer
+from gshard.manager.watcher import Watcher
+
+# The serving side, reached only here and only through its two entry points:
+# the manager runs them in the processes it forks (import-linter checks it).
+from gshard.shard import boot, template
+from gshard.sockets.listener import ListenerSet
+from gshard.sockets.queues import slot_queues
+from gshard.sockets.steering import steer
+
+_SIGNAL_EVENTS = {
+    signal.SIGHUP: lambda now: fsm.Reload(now),
+    signal.SIGTERM: lambda now: fsm.Stop(graceful=True, now=now),
+    signal.SIGINT: lambda now: fsm.Stop(graceful=False, now=now),
+    signal.SIGQUIT: lambda now: fsm.Stop(graceful=False, now=now),
+    signal.SIGTTIN: lambda now: fsm.Scale(+1, now),
+    signal.SIGTTOU: lambda now: fsm.Scale(-1, now),
+    signal.SIGUSR2: lambda now: fsm.UpgradeRequested(now),
+}
+_HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
+_STOP_SIGNALS = {
+    fsm.StopMode.DRAIN: signal.SIGTERM,
+    fsm.StopMode.RETIRE: signal.SIGUSR2,
+    fsm.StopMode.QUIT: signal.SIGQUIT,
+    fsm.StopMode.ABORT: signal.SIGABRT,
+    fsm.StopMode.KILL: signal.SIGKILL,
+}
+# The loop wakes at least this often even when nothing is due.
+MAX_SLEEP = 1.0
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Installed so the signal is not fatal; the wakeup fd carries it to the loop."""
+
+
+class Manager:
+    """Forks the shards and keeps the right ones running until told to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[ListenerSet],
+        argv: Sequence[str] | None = None,
+        inherited: upgrade.Inheritance | None = None,
+    ) -> None:
+        per_slot = [ls for ls in listeners if not ls.shared]
+        if inherited is not None and per_slot:
+            # The predecessor may have scaled: one shard per inherited listener.
+            config = dataclasses.replace(config, shards=len(per_slot[0].sockets))
+        self.config = config
+        self.listeners = listeners
+        # To start a successor with the same command line (SIGUSR2); None
+        # when started from Python (gshard.run), which cannot be started again.
+        self.argv = None if argv is None else list(argv)
+        self.inherited = inherited
+        # The successor's ready pipe, while it boots (see ``upgrade``).
+        self._successor_ready: int | None = None
+        self.fsm = fsm.ManagerFSM(
+            slots=config.shards,
+            timings=fsm.Timings(
+                boot_timeout=config.boot_timeout,
+                heartbeat_timeout=config.timeout,
+                graceful_timeout=config.graceful_timeout,
+            ),
+            inherited=inherited is not None,
+        )
+        self.pid = os.getpid()
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._inbox.setblocking(False)
+        self.control: ControlServer | None = None
+        # gunicorn's arbiter as the configuration's hooks see it.
+        self.server = hooks.Server(config, self.pid, [ls.hook_address for ls in listeners],
+                                   lambda: self.fsm.slots)
+        self.commands: CommandHandler | None = None
+        # Shard reports, status, /metrics, statsd. Opened here, so a metrics
+        # port that cannot be bound stops gshard before any shard is forked.
+        self.observer = Observer(config, self.fsm, tuple(ls.url for ls in listeners),
+                                 lambda: slot_queues(self.listeners),
+                                 shared_ports=inherited is not None)
+        # --preload: one template process per generation forks its shards.
+        self.templates = templates.Templates(self._fork_template) if config.preload_app else None
+        # --reload: the application's source files, watched for changes.
+        self.watcher = Watcher(config.reload_extra_files) if config.reload else None
+
+    def run(self) -> int:
+        """Serve until stopped; the exit status for the command."""
+        self._install_signals()
+        if self.templates is not None:
+            templates.become_subreaper()
+        boot.preload()
+        log.set_process_title("manager", self.config)
+        for listener_set in self.listeners:
+            url = listener_set.url
+            if self.config.certfile and url.startswith("http://"):
+                url = "https://" + url[len("http://"):]
+            log.error_log.info("Listening at: %s (%d shards)", url, self.config.shards)
+        try:
+            return self._loop()
+        finally:
+            self._cleanup()
+            self.server.call("on_exit")
+
+    def _loop(self) -> int:
+        pending = deque(self.fsm.handle(fsm.Start(time.monotonic())))
+        while True:
+            while pending:
+                action = pending.popleft()
+                if isinstance(action, fsm.Exit):
+                    return action.code
+                pending.extend(self._perform(action))
+            if self.control is not None:
+                self.control.check_waiters()
+            now = time.monotonic()
+            deadline = self.fsm.next_deadline()
+            sleep = MAX_SLEEP if deadline is None else min(max(deadline - now, 0.0), MAX_SLEEP)
+            watched = [self._wakeup_r, self._inbox, *self.observer.descriptors()]
+            if self.control is not None:
+                watched += self.control.descriptors()
+            if self._successor_ready is not None:
+                watched.append(self._successor_ready)
+            readable = _wait_readable(watched, sleep)
+            now = time.monotonic()
+            self.observer.handle(readable)
+            events: list[fsm.Event] = []
+            if self._wakeup_r in readable:
+                events += self._signal_events(now)
+            # Exits are collected before messages and handled after them:
+            # whatever a process sent before it exited is then seen first.
+            reaped = self._reap(now)
+            events += self._message_events(now)
+            if self.control is not None:
+                events += self._control_events(readable, now)
+            if self._successor_ready is not None and self._successor_ready in readable:
+                events += self._successor_events(now)
+            events += reaped
+            if self.watcher is not None and (changed := self.watcher.changed(now)):
+                log.error_log.info("Reloading: %s changed", ", ".join(changed[:3]))
+                events.append(fsm.Reload(now))
+            events.append(fsm.Tick(now))
+            for event in events:
+                pending.extend(self.fsm.handle(event))
+            if self.templates is not None:
+                self.templates.prune((self.fsm.live, self.fsm.booting),
+                                     (s.generation for s in self.fsm.shards.values()))
+            self.observer.tick(now)
+
+    # --- turning the world into events ---------------------------------
+
+    def _signal_events(self, now: float) -> list[fsm.Event]:
+        events: list[fsm.Event] = []
+        try:
+            signums = os.read(self._wakeup_r, 512)
+        except BlockingIOError:
+            return events
+        for signum in signums:
+            make = _SIGNAL_EVENTS.get(signum)
+            if make is not None:
+                events.append(make(now))
+            elif signum == signal.SIGUSR1:
+                self._reopen_logs()
+        return events
+
+    def _reopen_logs(self) -> int:
+        """Reopen the log files here and in every shard; the shards told."""
+        log.reopen_files()
+        return self._signal_shards(signal.SIGUSR1)
+
+    def _message_events(self, now: float) -> list[fsm.Event]:
+        events: list[fsm.Event] = []
+        while True:
+            try:
+                data = self._inbox.recv(ipc.MAX_DATAGRAM)
+            except BlockingIOError:
+                return events
+            try:
+                message = ipc.decode(data)
+            except ValueError:
+                log.error_log.warning("Ignoring a malformed message from a shard: %r", data[:80])
+                continue
+            self.observer.message(message, now)
+            kind = message.kind
+            if kind is ipc.Kind.BEAT:
+                events.append(fsm.Beat(message.pid, now))
+            elif kind is ipc.Kind.READY:
+                events.append(fsm.Ready(message.pid, now))
+            elif kind is ipc.Kind.BOOT_FAILED:
+                events.append(fsm.BootFailed(message.pid, message.detail, now))
+            elif kind is ipc.Kind.RECYCLE:
+                events.append(fsm.RecycleRequested(message.pid, now))
+            elif kind is ipc.Kind.SPAWNED and self.templates is not None:
+                spawned = self.templates.spawned(message.detail)
+                if spawned is not None:
+                    events += self._spawned(spawned, now)
+            elif kind is ipc.Kind.SOURCES and self.watcher is not None:
+                self.watcher.add(message.detail.split("\n"))
+
+    def _control_events(self, readable: list, now: float) -> list[fsm.Event]:
+        control = self.control
+        assert control is not None
+        events: list[fsm.Event] = []
+        for sock in readable:
+            if sock is control.sock:
+                control.accept()
+            elif sock in control.clients:
+                command = control.read(sock)
+                if command is not None and self.commands is not None:
+                    events += self.commands.handle(sock, command, now)
+        return events
+
+    def _reap(self, now: float) -> list[fsm.Event]:
+        events: list[fsm.Event] = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return events
+            if pid == 0:
+                return events
+            code = os.waitstatus_to_exitcode(status)
+            if self.templates is not None and self.templates.is_template(pid):
+                events += self._template_exited(pid, code, now)
+            elif pid == self.fsm.successor:
+                self._close_successor_ready()
+                events.append(fsm.SuccessorExited(pid, code, now))
+            else:
+                self.server.reaped(pid)
+                events.append(fsm.Exited(pid, code, now))
+
+    # --- preloading (--preload) -------------------------------------------
+
+    def _spawn_from_template(self, slot: int, generation: int) -> None:
+        assert self.templates is not None
+        worker = self.server.forking(slot, generation)
+        self.templates.spawn(slot, generation, worker,
+                             [ls.socket_for(slot) for ls in self.listeners])
+
+    def _spawned(self, shard: templates.Spawned, now: float) -> list[fsm.Event]:
+        self.server.forked(shard.worker, shard.pid)
+        return [fsm.Spawned(shard.pid, shard.slot, shard.generation, now)]
+
+    def _template_exited(self, pid: int, code: int, now: float) -> list[fsm.Event]:
+        assert self.templates is not None
+        lost = self.templates.reaped(pid, code)
+        if lost is None:
+            return []
+        return [*self._spawned(lost, now), fsm.Exited(pid, code, now)]
+
+    def _fork_template(self, generation: int, requests: socket.socket,
+                       others: list[socket.socket]) -> int:
+        """Fork the template of ``generation``; it keeps no listener (see ``template``)."""
+        spec = ipc.ShardSpec(self.config, -1, generation, [], self._outbox, self.pid)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        pid = os.fork()
+        if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
+            return pid
+        try:
+            self._forget_manager_state(spec)
+            for sock in others:
+                sock.close()
+            template.run(self.config, generation, requests, self.listeners, self._outbox,
+                         self.pid, self.server)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(EXIT_BOOT_ERROR)
+
+    # --- upgrading gshard itself (SIGUSR2) -------------------------------
+
+    def _start_successor(self) -> list[fsm.Action]:
+        now = time.monotonic()
+        if self.argv is None:
+            return self.fsm.handle(fsm.SuccessorSpawnFailed(
+                "started by gshard.run(), without a command line to start again", now))
+        self.server.call("pre_exec")
+        try:
+            successor = upgrade.start_successor(self.argv, self.listeners)
+        except OSError as exc:
+            return self.fsm.handle(fsm.SuccessorSpawnFailed(str(exc), now))
+        self._successor_ready = successor.ready_r
+        return self.fsm.handle(fsm.SuccessorSpawned(successor.pid, now))
+
+    def _successor_events(self, now: float) -> list[fsm.Event]:
+        assert self._successor_ready is not None
+        outcome = upgrade.read_outcome(self._successor_ready)
+        if outcome is None:
+            return []
+        self._close_successor_ready()
+        # A pipe closed without "ready": the successor died, and reaping it says how.
+        return [fsm.SuccessorReady(now)] if outcome else []
+
+    def _close_successor_ready(self) -> None:
+        if self._successor_ready is not None:
+            os.close(self._successor_ready)
+            self._successor_ready = None
+
+    def _take_ownership(self) -> None:
+        """Claim the pidfile and the control socket: at start, or once a successor serves."""
+        self._write_pidfile()
+        if self.config.control_path:
+            self.control = ControlServer.open(self.config.control_path)
+            self.commands = CommandHandler(self.fsm, self.control, self.observer.status,
+                                           self._reopen_logs)
+        if self.inherited is not None:
+            self.inherited.announce_ready()
+            systemd.notify(f"MAINPID={self.pid}")
+            log.error_log.info("Upgrade complete: this manager (pid %d) took over", self.pid)
+
+    # --- carrying out actions -----------------------------------------
+
+    def _perform(self, action: fsm.Action) -> list[fsm.Action]:
+        self.observer.action(action)
+        if isinstance(action, fsm.Spawn) and self.templates is not None:
+            self._spawn_from_template(action.slot, action.generation)
+        elif isinstance(action, fsm.Spawn):
+            pid = self._fork(action.slot, action.generation)
+            return self.fsm.handle(fsm.Spawned(pid, action.slot, action.generation,
+                                               time.monotonic()))
+        if isinstance(action, fsm.Signal):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(action.pid, _STOP_SIGNALS[action.mode])
+        elif isinstance(action, fsm.Log):
+            log.error_log.log(action.level, "%s", action.message)
+        elif isinstance(action, fsm.ReloadFinished):
+            if self.control is not None:
+                self.control.finish_reload(action.ok, action.message)
+        elif isinstance(action, fsm.Steer):
+            for listener_set in self.listeners:
+                if not listener_set.shared:  # one queue for all: nothing to choose
+                    steer(listener_set.sockets[0], action.slots)
+        elif isinstance(action, fsm.Listeners):
+            for listener_set in self.listeners:
+                listener_set.resize(action.count, self.config.backlog)
+        elif isinstance(action, fsm.Status):
+            systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+        elif isinstance(action, fsm.StartSuccessor):
+            return self._start_successor()
+        elif isinstance(action, fsm.TakeOwnership):
+            self._take_ownership()
+        elif isinstance(action, fsm.Title):
+            log.set_process_title(action.role, self.config)
+        elif isinstance(action, fsm.Hook):
+            self.server.call(action.name, *action.args)
+        return []
+
+    def _fork(self, slot: int, generation: int) -> int:
+        worker = self.server.forking(slot, generation)
+        spec = ipc.ShardSpec(
+            config=self.config,
+            slot=slot,
+            generation=generation,
+            listeners=[(ls.socket_for(slot), ls.address, ls.port) for ls in self.listeners],
+            channel=self._outbox,
+            manager_pid=self.pid,
+            worker=worker,
+        )
+        # Until the new shard has its own handlers, a signal sent to it (a
+        # generation failing at once is told to quit) would run the manager's
+        # and land in the manager's wakeup pipe; blocked, it waits for the
+        # shard's (shard.run unblocks).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        pid = os.fork()
+        if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
+            self.server.forked(worker, pid)
+            return pid
+        try:
+            self._forget_manager_state(spec)
+            boot.run(spec)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(EXIT_BOOT_ERROR)
+
+    def _forget_manager_state(self, spec: ipc.ShardSpec) -> None:
+        """In a new shard: drop the manager's signal plumbing and other slots' sockets."""
+        signal.set_wakeup_fd(-1)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+        self._inbox.close()
+        self.observer.close()
+        mine = {id(sock) for sock, _, _ in spec.listeners}
+        for listener_set in self.listeners:
+            for sock in listener_set.sockets:
+                if id(sock) not in mine:
+                    sock.close()
+
+    def _signal_shards(self, signum: int) -> int:
+        told = 0
+        for pid in self.fsm.shards:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+                told += 1
+        return told
+
+    # --- process setup and teardown -----------------------------------
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, _ignore_signal)
+
+    def _write_pidfile(self) -> None:
+        path = self.config.pidfile
+        if path is None:
+            return
+        temp = f"{path}.{self.pid}.tmp"
+        with open(temp, "w") as handle:
+            handle.write(f"{self.pid}\n")
+        os.replace(temp, path)
+
+    def _cleanup(self) -> None:
+        if self.control is not None:
+            self.control.finish_reload(False, "the server is shutting down")
+            self.control.close()
+        self.observer.close()
+        if self.templates is not None:
+            self.templates.close()
+        for pid in list(self.fsm.shards):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for listener_set in self.listeners:
+            listener_set.close(unlink=self.fsm.owns_files)
+        signal.set_wakeup_fd(-1)
+        path = self.config.pidfile
+        if path is not None and self.fsm.owns_files:
+            with contextlib.suppress(OSError), open(path) as handle:
+                if handle.read().strip() == str(self.pid):
+                    os.unlink(path)
+
+
+_SYSTEMD_STATES = {
+    fsm.ServiceState.READY: "READY=1",
+    fsm.ServiceState.RELOADING: "RELOADING=1",
+    fsm.ServiceState.STOPPING: "STOPPING=1",
+}
+
+
+def _wait_readable(watched: list, timeout: float) -> list:
+    """Which of ``watched`` (sockets or descriptor numbers) can be read, waiting
+    up to ``timeout`` seconds. poll, not select: a manager holding many
+    listeners may have descriptor numbers past select's 1023."""
+    poller = select.poll()
+    for item in watched:
+        poller.register(item, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+    return [item for item in watched if (item if isinstance(item, int) else item.fileno()) in ready]

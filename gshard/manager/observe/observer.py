@@ -1,0 +1,121 @@
+"""The manager's window onto itself: shard reports in, status, /metrics and statsd out.
+
+The manager hands this a few things it already has (each shard message, each
+action it performs, its poll loop's readable sockets, a tick) and asks it for
+the status document; what to record and what to show is decided here, so the
+manager's loop has no metric code of its own. Decisions about shards (why one
+left, how a reload ended) are the state machine's; this only keeps books.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gshard import ipc, log, snapshot
+from gshard.config import Config
+from gshard.manager import fsm
+from gshard.manager.observe.registry import Registry
+from gshard.manager.observe.status import ManagerInfo, View, document
+
+# Each slot's accept queue: slot -> (waiting connections, limit).
+Queues = dict[int, tuple[int, int]]
+
+
+class Observer:
+    """Books of the shards' reports, and the outlets that show them."""
+
+    def __init__(self, config: Config, machine: fsm.ManagerFSM, urls: tuple[str, ...],
+                 queues: Callable[[], Queues], shared_ports: bool) -> None:
+        """``urls``: where the server listens; ``queues``: reads each slot's
+        accept queue now (the manager holds the listeners). ``shared_ports``:
+        this manager is an upgrade's successor, and its predecessor still
+        holds the metrics port until it hands over."""
+        self.machine = machine
+        self.queues = queues
+        self.registry = Registry()
+        self.info = ManagerInfo(
+            pid=os.getpid(), started=time.monotonic(), started_wall=time.time(),
+            app=config.app or "", urls=urls,
+        )
+        self._log_counter = snapshot.LogCounter(self.registry.manager_logs)
+        log.error_log.addHandler(self._log_counter)
+        self.metrics_server = None
+        self.statsd = None
+        try:
+            if config.metrics_bind is not None:
+                from gshard.manager.observe.prometheus import MetricsServer  # only when asked for
+
+                self.metrics_server = MetricsServer.open(config.metrics_bind, self.view,
+                                                         shared_ports)
+                log.error_log.info("Metrics at: %s", self.metrics_server.url)
+            if config.statsd_host:
+                from gshard.manager.observe.statsd import StatsdSender
+
+                self.statsd = StatsdSender.open(config.statsd_host, config.statsd_prefix,
+                                                config.dogstatsd_tags)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- what the manager tells it ------------------------------------------
+
+    def message(self, message: ipc.Message, now: float) -> None:
+        """A shard's message: heartbeats carry its counters, BLOCKED where it is stuck."""
+        if message.kind is ipc.Kind.BEAT and message.detail:
+            shard = self.machine.shards.get(message.pid)
+            if shard is None and message.pid not in self.registry.departed:
+                return
+            try:
+                counters = snapshot.decode(message.detail)
+            except ValueError:
+                log.error_log.warning("Ignoring malformed counters from shard pid %d",
+                                      message.pid)
+                return
+            slot, generation = (shard.slot, shard.generation) if shard else (-1, -1)
+            self.registry.report(message.pid, slot, generation, counters, now)
+        elif message.kind is ipc.Kind.BLOCKED:
+            self.registry.blocked(message.pid, message.detail)
+
+    def action(self, action: fsm.Action) -> None:
+        """An action the manager carries out; departures and reload outcomes are booked."""
+        if isinstance(action, fsm.Departed):
+            self.registry.shard_gone(action.pid, action.slot, action.generation, action.reason,
+                                     action.detail, time.time())
+        elif isinstance(action, fsm.ReloadFinished):
+            self.registry.reload_finished(action.ok, action.message, time.time())
+
+    def descriptors(self) -> list:
+        return self.metrics_server.descriptors() if self.metrics_server is not None else []
+
+    def handle(self, readable: list) -> None:
+        """Serve the scrapes among ``readable``."""
+        if self.metrics_server is not None:
+            self.metrics_server.handle(readable)
+
+    def tick(self, now: float) -> None:
+        if self.statsd is not None and self.statsd.due(now):
+            self.statsd.flush(self.view())
+
+    # --- what it shows ---------------------------------------------------------
+
+    def view(self) -> View:
+        return View(self.info, self.machine, self.registry, self.queues(), time.monotonic(),
+                    time.time())
+
+    def status(self) -> dict[str, Any]:
+        return document(self.view())
+
+    # --- teardown ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the outlets (at exit, and in a forked shard, which must not hold them)."""
+        log.error_log.removeHandler(self._log_counter)
+        for outlet in (self.metrics_server, self.statsd):
+            if outlet is not None:
+                with contextlib.suppress(OSError):
+                    outlet.close()
+        self.metrics_server = self.statsd = None
