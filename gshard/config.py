@@ -754,3 +754,7 @@ def config_names() -> dict[str, str]:
         for alias in spec.metadata["aliases"]:
             names[alias] = spec.name
     return names
+
+
+if __name__ == "__main__":  # the README's table of gunicorn's settings and what each gets here
+    print(compat.migration_table(settings()))

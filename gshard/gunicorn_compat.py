@@ -323,7 +323,7 @@ def migration_table(fields: Any) -> str:
 
     ``fields`` are ``Config``'s; a field's gunicorn name is its first alias if
     it has one (``workers`` for ``shards``). The README holds this table and a
-    unit test keeps the two equal (``python -m gshard.gunicorn_compat`` prints it).
+    unit test keeps the two equal (``python -m gshard.config`` prints it).
     """
     rows = []
     for spec in fields:
@@ -341,9 +341,3 @@ def migration_table(fields: Any) -> str:
             note = "a server hook (config files only), checked as gunicorn checks it"
         lines.append(f"| `{name}` | {shown} | {_VERDICTS[compat.kind]} | {note} |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from gshard.config import settings
-
-    print(migration_table(settings()))

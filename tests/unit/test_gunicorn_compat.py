@@ -133,7 +133,7 @@ def test_readme_table_is_the_generated_one():
     start = text.index("<!-- gunicorn-table")
     body = text[text.index("\n", start) + 1 : text.index("<!-- end of gunicorn-table -->")]
     assert body.strip() == migration_table(settings()).strip(), (
-        "README's gunicorn table is stale: paste `python -m gshard.gunicorn_compat` into it")
+        "README's gunicorn table is stale: paste `python -m gshard.config` into it")
     assert body.count("\n| `") == len(KNOWN_SETTINGS)
 
 
