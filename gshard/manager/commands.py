@@ -22,6 +22,15 @@ from typing import Any
 
 from gshard.manager import fsm
 from gshard.manager.control import ControlServer, Outcome, Waiter
+from gshard.manager.events import (
+    Event,
+    Phase,
+    RecycleRequested,
+    Reload,
+    Scale,
+    ShardState,
+    Stop,
+)
 
 REFUSED_BUSY = "the server is starting, reloading or stopping; try again once it serves"
 MAX_SHARDS = 1024
@@ -42,13 +51,13 @@ class CommandHandler:
         self.status = status
         self.reopen = reopen  # reopens the log files; returns the shards told to
 
-    def handle(self, client: socket.socket, line: str, now: float) -> list[fsm.Event]:
+    def handle(self, client: socket.socket, line: str, now: float) -> list[Event]:
         """Answer or park ``client``; the events the command asks the machine for."""
         name, _, argument = line.partition(" ")
         argument = argument.strip()
         if name == "reload" and not argument:
             self.control.reload_waiters.append(client)
-            return [fsm.Reload(now)]
+            return [Reload(now)]
         if name == "status" and not argument:
             self.control.reply(client, True, json.dumps(self.status(), separators=(",", ":")))
             return []
@@ -61,7 +70,7 @@ class CommandHandler:
             graceful = argument == ""
             how = "gracefully" if graceful else "fast"
             self.control.wait(Waiter(client, lambda: None, (True, f"Stopped {how}")))
-            return [fsm.Stop(graceful=graceful, now=now)]
+            return [Stop(graceful=graceful, now=now)]
         if name == "scale":
             return self._scale(client, argument, now)
         if name == "recycle":
@@ -70,9 +79,9 @@ class CommandHandler:
         return []
 
     def _busy(self) -> bool:
-        return self.machine.phase is not fsm.Phase.RUNNING or self.machine.booting is not None
+        return self.machine.phase is not Phase.RUNNING or self.machine.booting is not None
 
-    def _scale(self, client: socket.socket, argument: str, now: float) -> list[fsm.Event]:
+    def _scale(self, client: socket.socket, argument: str, now: float) -> list[Event]:
         if not argument.isdigit() or not 1 <= int(argument) <= MAX_SHARDS:
             self.control.reply(client, False, f"scale needs a shard count from 1 to {MAX_SHARDS}")
             return []
@@ -83,7 +92,7 @@ class CommandHandler:
         delta = target - self.machine.slots
         step = 1 if delta > 0 else -1
         self.control.wait(Waiter(client, lambda: self._scaled(target)))
-        return [fsm.Scale(step, now) for _ in range(abs(delta))]
+        return [Scale(step, now) for _ in range(abs(delta))]
 
     def _scaled(self, target: int) -> Outcome:
         machine = self.machine
@@ -92,15 +101,15 @@ class CommandHandler:
                 return False, f"Scaling to {target} interrupted: {REFUSED_BUSY}"
             return None
         serving = {s.slot for s in machine.of_generation(machine.live)
-                   if s.state is fsm.ShardState.READY}
+                   if s.state is ShardState.READY}
         leftover = [s for s in machine.shards.values() if s.slot >= target]
         if serving.issuperset(range(target)) and not leftover:
             return True, f"{target} shard{'' if target == 1 else 's'} serving"
         return None
 
-    def _recycle(self, client: socket.socket, argument: str, now: float) -> list[fsm.Event]:
+    def _recycle(self, client: socket.socket, argument: str, now: float) -> list[Event]:
         shard = self.machine.shards.get(int(argument)) if argument.isdigit() else None
-        if (shard is None or shard.state is not fsm.ShardState.READY
+        if (shard is None or shard.state is not ShardState.READY
                 or shard.generation != self.machine.live):
             self.control.reply(client, False, f"No serving shard has pid {argument[:20]}")
             return []
@@ -108,7 +117,7 @@ class CommandHandler:
             self.control.reply(client, False, f"Not recycling: {REFUSED_BUSY}")
             return []
         self.control.wait(Waiter(client, lambda: self._recycled(shard)))
-        return [fsm.RecycleRequested(shard.pid, now)]
+        return [RecycleRequested(shard.pid, now)]
 
     def _successor(self, shard: fsm.Shard) -> fsm.Shard | None:
         return next((s for s in self.machine.of_generation(shard.generation)
@@ -116,7 +125,7 @@ class CommandHandler:
 
     def _recycled(self, shard: fsm.Shard) -> Outcome:
         successor = self._successor(shard)
-        if shard.state is fsm.ShardState.DRAINING or shard.pid not in self.machine.shards:
+        if shard.state is ShardState.DRAINING or shard.pid not in self.machine.shards:
             replaced_by = f" by pid {successor.pid}" if successor is not None else ""
             return True, (f"Shard {shard.slot} (pid {shard.pid}) replaced{replaced_by}; "
                           f"pid {shard.pid} is draining")

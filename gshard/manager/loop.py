@@ -24,9 +24,44 @@ from collections.abc import Sequence
 from gshard import hooks, ipc, log
 from gshard.config import Config
 from gshard.errors import EXIT_BOOT_ERROR
-from gshard.manager import fsm, systemd, templates, upgrade
+from gshard.manager import systemd, templates, upgrade
 from gshard.manager.commands import CommandHandler
 from gshard.manager.control import ControlServer
+from gshard.manager.events import (
+    Action,
+    Beat,
+    BootFailed,
+    Event,
+    Exit,
+    Exited,
+    Hook,
+    Listeners,
+    Log,
+    Ready,
+    RecycleRequested,
+    Reload,
+    ReloadFinished,
+    Scale,
+    ServiceState,
+    Signal,
+    Spawn,
+    Spawned,
+    Start,
+    StartSuccessor,
+    Status,
+    Steer,
+    Stop,
+    StopMode,
+    SuccessorExited,
+    SuccessorReady,
+    SuccessorSpawned,
+    SuccessorSpawnFailed,
+    TakeOwnership,
+    Tick,
+    Title,
+    UpgradeRequested,
+)
+from gshard.manager.fsm import ManagerFSM, Timings
 from gshard.manager.observe.observer import Observer
 from gshard.manager.watcher import Watcher
 
@@ -38,21 +73,21 @@ from gshard.sockets.queues import slot_queues
 from gshard.sockets.steering import steer
 
 _SIGNAL_EVENTS = {
-    signal.SIGHUP: lambda now: fsm.Reload(now),
-    signal.SIGTERM: lambda now: fsm.Stop(graceful=True, now=now),
-    signal.SIGINT: lambda now: fsm.Stop(graceful=False, now=now),
-    signal.SIGQUIT: lambda now: fsm.Stop(graceful=False, now=now),
-    signal.SIGTTIN: lambda now: fsm.Scale(+1, now),
-    signal.SIGTTOU: lambda now: fsm.Scale(-1, now),
-    signal.SIGUSR2: lambda now: fsm.UpgradeRequested(now),
+    signal.SIGHUP: lambda now: Reload(now),
+    signal.SIGTERM: lambda now: Stop(graceful=True, now=now),
+    signal.SIGINT: lambda now: Stop(graceful=False, now=now),
+    signal.SIGQUIT: lambda now: Stop(graceful=False, now=now),
+    signal.SIGTTIN: lambda now: Scale(+1, now),
+    signal.SIGTTOU: lambda now: Scale(-1, now),
+    signal.SIGUSR2: lambda now: UpgradeRequested(now),
 }
 _HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
-    fsm.StopMode.DRAIN: signal.SIGTERM,
-    fsm.StopMode.RETIRE: signal.SIGUSR2,
-    fsm.StopMode.QUIT: signal.SIGQUIT,
-    fsm.StopMode.ABORT: signal.SIGABRT,
-    fsm.StopMode.KILL: signal.SIGKILL,
+    StopMode.DRAIN: signal.SIGTERM,
+    StopMode.RETIRE: signal.SIGUSR2,
+    StopMode.QUIT: signal.SIGQUIT,
+    StopMode.ABORT: signal.SIGABRT,
+    StopMode.KILL: signal.SIGKILL,
 }
 # The loop wakes at least this often even when nothing is due.
 MAX_SLEEP = 1.0
@@ -84,9 +119,9 @@ class Manager:
         self.inherited = inherited
         # The successor's ready pipe, while it boots (see ``upgrade``).
         self._successor_ready: int | None = None
-        self.fsm = fsm.ManagerFSM(
+        self.fsm = ManagerFSM(
             slots=config.shards,
-            timings=fsm.Timings(
+            timings=Timings(
                 boot_timeout=config.boot_timeout,
                 heartbeat_timeout=config.timeout,
                 graceful_timeout=config.graceful_timeout,
@@ -131,11 +166,11 @@ class Manager:
             self.server.call("on_exit")
 
     def _loop(self) -> int:
-        pending = deque(self.fsm.handle(fsm.Start(time.monotonic())))
+        pending = deque(self.fsm.handle(Start(time.monotonic())))
         while True:
             while pending:
                 action = pending.popleft()
-                if isinstance(action, fsm.Exit):
+                if isinstance(action, Exit):
                     return action.code
                 pending.extend(self._perform(action))
             if self.control is not None:
@@ -151,7 +186,7 @@ class Manager:
             readable = _wait_readable(watched, sleep)
             now = time.monotonic()
             self.observer.handle(readable)
-            events: list[fsm.Event] = []
+            events: list[Event] = []
             if self._wakeup_r in readable:
                 events += self._signal_events(now)
             # Exits are collected before messages and handled after them:
@@ -165,8 +200,8 @@ class Manager:
             events += reaped
             if self.watcher is not None and (changed := self.watcher.changed(now)):
                 log.error_log.info("Reloading: %s changed", ", ".join(changed[:3]))
-                events.append(fsm.Reload(now))
-            events.append(fsm.Tick(now))
+                events.append(Reload(now))
+            events.append(Tick(now))
             for event in events:
                 pending.extend(self.fsm.handle(event))
             if self.templates is not None:
@@ -176,8 +211,8 @@ class Manager:
 
     # --- turning the world into events ---------------------------------
 
-    def _signal_events(self, now: float) -> list[fsm.Event]:
-        events: list[fsm.Event] = []
+    def _signal_events(self, now: float) -> list[Event]:
+        events: list[Event] = []
         try:
             signums = os.read(self._wakeup_r, 512)
         except BlockingIOError:
@@ -195,8 +230,8 @@ class Manager:
         log.reopen_files()
         return self._signal_shards(signal.SIGUSR1)
 
-    def _message_events(self, now: float) -> list[fsm.Event]:
-        events: list[fsm.Event] = []
+    def _message_events(self, now: float) -> list[Event]:
+        events: list[Event] = []
         while True:
             try:
                 data = self._inbox.recv(ipc.MAX_DATAGRAM)
@@ -210,13 +245,13 @@ class Manager:
             self.observer.message(message, now)
             kind = message.kind
             if kind is ipc.Kind.BEAT:
-                events.append(fsm.Beat(message.pid, now))
+                events.append(Beat(message.pid, now))
             elif kind is ipc.Kind.READY:
-                events.append(fsm.Ready(message.pid, now))
+                events.append(Ready(message.pid, now))
             elif kind is ipc.Kind.BOOT_FAILED:
-                events.append(fsm.BootFailed(message.pid, message.detail, now))
+                events.append(BootFailed(message.pid, message.detail, now))
             elif kind is ipc.Kind.RECYCLE:
-                events.append(fsm.RecycleRequested(message.pid, now))
+                events.append(RecycleRequested(message.pid, now))
             elif kind is ipc.Kind.SPAWNED and self.templates is not None:
                 spawned = self.templates.spawned(message.detail)
                 if spawned is not None:
@@ -224,10 +259,10 @@ class Manager:
             elif kind is ipc.Kind.SOURCES and self.watcher is not None:
                 self.watcher.add(message.detail.split("\n"))
 
-    def _control_events(self, readable: list, now: float) -> list[fsm.Event]:
+    def _control_events(self, readable: list, now: float) -> list[Event]:
         control = self.control
         assert control is not None
-        events: list[fsm.Event] = []
+        events: list[Event] = []
         for sock in readable:
             if sock is control.sock:
                 control.accept()
@@ -237,8 +272,8 @@ class Manager:
                     events += self.commands.handle(sock, command, now)
         return events
 
-    def _reap(self, now: float) -> list[fsm.Event]:
-        events: list[fsm.Event] = []
+    def _reap(self, now: float) -> list[Event]:
+        events: list[Event] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -251,10 +286,10 @@ class Manager:
                 events += self._template_exited(pid, code, now)
             elif pid == self.fsm.successor:
                 self._close_successor_ready()
-                events.append(fsm.SuccessorExited(pid, code, now))
+                events.append(SuccessorExited(pid, code, now))
             else:
                 self.server.reaped(pid)
-                events.append(fsm.Exited(pid, code, now))
+                events.append(Exited(pid, code, now))
 
     # --- preloading (--preload) -------------------------------------------
 
@@ -264,16 +299,16 @@ class Manager:
         self.templates.spawn(slot, generation, worker,
                              [ls.socket_for(slot) for ls in self.listeners])
 
-    def _spawned(self, shard: templates.Spawned, now: float) -> list[fsm.Event]:
+    def _spawned(self, shard: templates.Spawned, now: float) -> list[Event]:
         self.server.forked(shard.worker, shard.pid)
-        return [fsm.Spawned(shard.pid, shard.slot, shard.generation, now)]
+        return [Spawned(shard.pid, shard.slot, shard.generation, now)]
 
-    def _template_exited(self, pid: int, code: int, now: float) -> list[fsm.Event]:
+    def _template_exited(self, pid: int, code: int, now: float) -> list[Event]:
         assert self.templates is not None
         lost = self.templates.reaped(pid, code)
         if lost is None:
             return []
-        return [*self._spawned(lost, now), fsm.Exited(pid, code, now)]
+        return [*self._spawned(lost, now), Exited(pid, code, now)]
 
     def _fork_template(self, generation: int, requests: socket.socket,
                        others: list[socket.socket]) -> int:
@@ -296,27 +331,27 @@ class Manager:
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
-    def _start_successor(self) -> list[fsm.Action]:
+    def _start_successor(self) -> list[Action]:
         now = time.monotonic()
         if self.argv is None:
-            return self.fsm.handle(fsm.SuccessorSpawnFailed(
+            return self.fsm.handle(SuccessorSpawnFailed(
                 "started by gshard.run(), without a command line to start again", now))
         self.server.call("pre_exec")
         try:
             successor = upgrade.start_successor(self.argv, self.listeners)
         except OSError as exc:
-            return self.fsm.handle(fsm.SuccessorSpawnFailed(str(exc), now))
+            return self.fsm.handle(SuccessorSpawnFailed(str(exc), now))
         self._successor_ready = successor.ready_r
-        return self.fsm.handle(fsm.SuccessorSpawned(successor.pid, now))
+        return self.fsm.handle(SuccessorSpawned(successor.pid, now))
 
-    def _successor_events(self, now: float) -> list[fsm.Event]:
+    def _successor_events(self, now: float) -> list[Event]:
         assert self._successor_ready is not None
         outcome = upgrade.read_outcome(self._successor_ready)
         if outcome is None:
             return []
         self._close_successor_ready()
         # A pipe closed without "ready": the successor died, and reaping it says how.
-        return [fsm.SuccessorReady(now)] if outcome else []
+        return [SuccessorReady(now)] if outcome else []
 
     def _close_successor_ready(self) -> None:
         if self._successor_ready is not None:
@@ -337,38 +372,38 @@ class Manager:
 
     # --- carrying out actions -----------------------------------------
 
-    def _perform(self, action: fsm.Action) -> list[fsm.Action]:
+    def _perform(self, action: Action) -> list[Action]:
         self.observer.action(action)
-        if isinstance(action, fsm.Spawn) and self.templates is not None:
+        if isinstance(action, Spawn) and self.templates is not None:
             self._spawn_from_template(action.slot, action.generation)
-        elif isinstance(action, fsm.Spawn):
+        elif isinstance(action, Spawn):
             pid = self._fork(action.slot, action.generation)
-            return self.fsm.handle(fsm.Spawned(pid, action.slot, action.generation,
+            return self.fsm.handle(Spawned(pid, action.slot, action.generation,
                                                time.monotonic()))
-        if isinstance(action, fsm.Signal):
+        if isinstance(action, Signal):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(action.pid, _STOP_SIGNALS[action.mode])
-        elif isinstance(action, fsm.Log):
+        elif isinstance(action, Log):
             log.error_log.log(action.level, "%s", action.message)
-        elif isinstance(action, fsm.ReloadFinished):
+        elif isinstance(action, ReloadFinished):
             if self.control is not None:
                 self.control.finish_reload(action.ok, action.message)
-        elif isinstance(action, fsm.Steer):
+        elif isinstance(action, Steer):
             for listener_set in self.listeners:
                 if not listener_set.shared:  # one queue for all: nothing to choose
                     steer(listener_set.sockets[0], action.slots)
-        elif isinstance(action, fsm.Listeners):
+        elif isinstance(action, Listeners):
             for listener_set in self.listeners:
                 listener_set.resize(action.count, self.config.backlog)
-        elif isinstance(action, fsm.Status):
+        elif isinstance(action, Status):
             systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
-        elif isinstance(action, fsm.StartSuccessor):
+        elif isinstance(action, StartSuccessor):
             return self._start_successor()
-        elif isinstance(action, fsm.TakeOwnership):
+        elif isinstance(action, TakeOwnership):
             self._take_ownership()
-        elif isinstance(action, fsm.Title):
+        elif isinstance(action, Title):
             log.set_process_title(action.role, self.config)
-        elif isinstance(action, fsm.Hook):
+        elif isinstance(action, Hook):
             self.server.call(action.name, *action.args)
         return []
 
@@ -460,9 +495,9 @@ class Manager:
 
 
 _SYSTEMD_STATES = {
-    fsm.ServiceState.READY: "READY=1",
-    fsm.ServiceState.RELOADING: "RELOADING=1",
-    fsm.ServiceState.STOPPING: "STOPPING=1",
+    ServiceState.READY: "READY=1",
+    ServiceState.RELOADING: "RELOADING=1",
+    ServiceState.STOPPING: "STOPPING=1",
 }
 
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from gshard.manager import fsm
+from gshard.manager import events, fsm
 from gshard.manager.commands import CommandHandler
 from gshard.manager.control import ControlServer
 
@@ -23,29 +23,29 @@ class Rig:
                                       self._reopen)
         self.now = 0.0
         self.next_pid = 100
-        self.feed([fsm.Start(self.now)])
+        self.feed([events.Start(self.now)])
         self.ready_booting()
 
     def _reopen(self) -> int:
         self.reopened += 1
         return len(self.machine.shards)
 
-    def feed(self, events) -> None:
+    def feed(self, batch) -> None:
         pending = []
-        for event in events:
+        for event in batch:
             pending += self.machine.handle(event)
         while pending:
             action = pending.pop(0)
-            if isinstance(action, fsm.Spawn):
+            if isinstance(action, events.Spawn):
                 pid, self.next_pid = self.next_pid, self.next_pid + 1
                 pending += self.machine.handle(
-                    fsm.Spawned(pid, action.slot, action.generation, self.now))
+                    events.Spawned(pid, action.slot, action.generation, self.now))
         self.control.check_waiters()
 
     def ready_booting(self) -> None:
         for shard in list(self.machine.shards.values()):
-            if shard.state is fsm.ShardState.BOOTING:
-                self.feed([fsm.Ready(shard.pid, self.now)])
+            if shard.state is events.ShardState.BOOTING:
+                self.feed([events.Ready(shard.pid, self.now)])
 
     def send(self, line: str) -> socket.socket:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -106,7 +106,7 @@ def test_scale_down_waits_until_the_removed_shards_are_gone(rig):
     client = rig.send("scale 1")
     leaving = [s.pid for s in rig.machine.shards.values() if s.slot == 1]
     assert pending(client)
-    rig.feed([fsm.Exited(pid, 0, rig.now) for pid in leaving])
+    rig.feed([events.Exited(pid, 0, rig.now) for pid in leaving])
     assert answer(client) == "ok 1 shard serving\n"
 
 
@@ -117,7 +117,7 @@ def test_bad_commands_fail_at_once(rig, line):
 
 
 def test_scale_is_refused_during_a_reload(rig):
-    rig.feed([fsm.Reload(rig.now)])
+    rig.feed([events.Reload(rig.now)])
     assert answer(rig.send("scale 3")).startswith("failed Not scaling: the server is starting")
 
 
@@ -135,14 +135,14 @@ def test_recycle_fails_when_the_successor_dies_booting(rig):
     old = min(rig.machine.shards)
     client = rig.send(f"recycle {old}")
     successor = max(rig.machine.shards)
-    rig.feed([fsm.Exited(successor, 1, rig.now)])
+    rig.feed([events.Exited(successor, 1, rig.now)])
     assert answer(client) == (f"failed The successor of shard 0 did not boot; pid {old} "
                               "keeps serving\n")
 
 
 def test_stop_is_answered_when_the_manager_exits(rig):
     client = rig.send("stop fast")
-    assert rig.machine.phase is fsm.Phase.STOPPING
+    assert rig.machine.phase is events.Phase.STOPPING
     assert pending(client)
     rig.control.close()
     assert answer(client) == "ok Stopped fast\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from gshard.manager import fsm
-from gshard.manager.fsm import Reason
+from gshard.manager import events, fsm
+from gshard.manager.events import Reason
 
 TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
 
@@ -15,7 +15,7 @@ class Machine:
         self.fsm = fsm.ManagerFSM(slots=slots, timings=TIMINGS)
         self.now = 0.0
         self.pids = itertools.count(100)
-        self.feed(fsm.Start)
+        self.feed(events.Start)
         self.ready_booting()
 
     def feed(self, event_type, *args) -> list:
@@ -23,19 +23,19 @@ class Machine:
         while pending:
             action = pending.pop(0)
             out.append(action)
-            if isinstance(action, fsm.Spawn):
+            if isinstance(action, events.Spawn):
                 pending += self.fsm.handle(
-                    fsm.Spawned(next(self.pids), action.slot, action.generation, self.now))
+                    events.Spawned(next(self.pids), action.slot, action.generation, self.now))
         return out
 
     def ready_booting(self) -> None:
         for shard in list(self.fsm.shards.values()):
-            if shard.state is fsm.ShardState.BOOTING:
-                self.feed(fsm.Ready, shard.pid)
+            if shard.state is events.ShardState.BOOTING:
+                self.feed(events.Ready, shard.pid)
 
-    def exit(self, pid: int, status: int = 0) -> fsm.Departed:
-        (departed,) = [a for a in self.feed(fsm.Exited, pid, status)
-                       if isinstance(a, fsm.Departed)]
+    def exit(self, pid: int, status: int = 0) -> events.Departed:
+        (departed,) = [a for a in self.feed(events.Exited, pid, status)
+                       if isinstance(a, events.Departed)]
         return departed
 
     def generation(self, number: int) -> list[int]:
@@ -45,15 +45,15 @@ class Machine:
 def test_a_shard_that_dies_unasked_crashed():
     machine = Machine()
     departed = machine.exit(100, -9)
-    assert departed == fsm.Departed(100, 0, 1, Reason.CRASHED, "was killed by signal 9")
+    assert departed == events.Departed(100, 0, 1, Reason.CRASHED, "was killed by signal 9")
 
 
 def test_a_shard_killed_for_a_blocked_loop_left_blocked():
     machine = Machine()
     machine.now = 6.0
     for pid in machine.generation(1)[1:]:
-        machine.feed(fsm.Beat, pid)
-    machine.feed(fsm.Tick)
+        machine.feed(events.Beat, pid)
+    machine.feed(events.Tick)
     departed = machine.exit(100, -9)
     assert departed.reason is Reason.BLOCKED
     assert departed.detail == "event loop blocked for more than 5s; was killed by signal 9"
@@ -61,14 +61,14 @@ def test_a_shard_killed_for_a_blocked_loop_left_blocked():
 
 def test_a_reload_drains_the_old_generation_as_reloaded():
     machine = Machine()
-    machine.feed(fsm.Reload)
+    machine.feed(events.Reload)
     machine.ready_booting()
     assert {machine.exit(pid).reason for pid in machine.generation(1)} == {Reason.RELOADED}
 
 
 def test_a_generation_that_fails_to_boot_left_boot_failed():
     machine = Machine()
-    machine.feed(fsm.Reload)
+    machine.feed(events.Reload)
     first, second = machine.generation(2)
     assert machine.exit(first, 4).reason is Reason.BOOT_FAILED
     assert machine.exit(second, 0).reason is Reason.BOOT_FAILED  # told to quit with it
@@ -76,14 +76,14 @@ def test_a_generation_that_fails_to_boot_left_boot_failed():
 
 def test_recycled_and_scaled_down_shards():
     machine = Machine()
-    machine.feed(fsm.RecycleRequested, 100)
+    machine.feed(events.RecycleRequested, 100)
     machine.ready_booting()
     assert machine.exit(100).reason is Reason.RECYCLED
-    machine.feed(fsm.Scale, -1)
+    machine.feed(events.Scale, -1)
     assert machine.exit(101).reason is Reason.SCALED_DOWN
 
 
 def test_shards_of_a_stopping_server_left_stopped():
     machine = Machine()
-    machine.feed(fsm.Stop, True)
+    machine.feed(events.Stop, True)
     assert {machine.exit(pid).reason for pid in machine.generation(1)} == {Reason.STOPPED}

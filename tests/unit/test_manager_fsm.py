@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
-from gshard.manager import fsm
-from gshard.manager.fsm import StopMode
+from gshard.manager import events, fsm
+from gshard.manager.events import StopMode
 
 TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
 
@@ -20,19 +20,19 @@ class Driver:
         self.fsm = fsm.ManagerFSM(slots=slots, timings=TIMINGS, inherited=inherited)
         self.now = 0.0
         self.pids = itertools.count(100)
-        self.actions: list[fsm.Action] = []
+        self.actions: list[events.Action] = []
 
-    def feed(self, event_type, *args) -> list[fsm.Action]:
+    def feed(self, event_type, *args) -> list[events.Action]:
         """Handle one event (``now`` appended) and perform the spawns it asks for."""
         out = []
         pending = list(self.fsm.handle(event_type(*args, self.now)))
         while pending:
             action = pending.pop(0)
             out.append(action)
-            if isinstance(action, fsm.Spawn):
+            if isinstance(action, events.Spawn):
                 pid = next(self.pids)
                 pending += self.fsm.handle(
-                    fsm.Spawned(pid, action.slot, action.generation, self.now)
+                    events.Spawned(pid, action.slot, action.generation, self.now)
                 )
         self.actions += out
         return out
@@ -40,43 +40,43 @@ class Driver:
     def pids_of(self, generation: int) -> list[int]:
         return sorted(s.pid for s in self.fsm.of_generation(generation))
 
-    def ready(self, *pids: int) -> list[fsm.Action]:
+    def ready(self, *pids: int) -> list[events.Action]:
         out = []
         for pid in pids:
-            out += self.feed(fsm.Ready, pid)
+            out += self.feed(events.Ready, pid)
         return out
 
     def started(self) -> list[int]:
         """Start and bring generation 1 up; its PIDs."""
-        self.feed(fsm.Start)
+        self.feed(events.Start)
         pids = self.pids_of(1)
         self.ready(*pids)
-        assert self.fsm.phase is fsm.Phase.RUNNING
+        assert self.fsm.phase is events.Phase.RUNNING
         return pids
 
 
 def signals(actions) -> dict[int, StopMode]:
-    return {a.pid: a.mode for a in actions if isinstance(a, fsm.Signal)}
+    return {a.pid: a.mode for a in actions if isinstance(a, events.Signal)}
 
 
 def spawns(actions) -> list[tuple[int, int]]:
-    return [(a.slot, a.generation) for a in actions if isinstance(a, fsm.Spawn)]
+    return [(a.slot, a.generation) for a in actions if isinstance(a, events.Spawn)]
 
 
 def exits(actions) -> list[int]:
-    return [a.code for a in actions if isinstance(a, fsm.Exit)]
+    return [a.code for a in actions if isinstance(a, events.Exit)]
 
 
 def reload_results(actions) -> list[bool]:
-    return [a.ok for a in actions if isinstance(a, fsm.ReloadFinished)]
+    return [a.ok for a in actions if isinstance(a, events.ReloadFinished)]
 
 
-def logs(actions, level: fsm.Level) -> list[str]:
-    return [a.message for a in actions if isinstance(a, fsm.Log) and a.level is level]
+def logs(actions, level: events.Level) -> list[str]:
+    return [a.message for a in actions if isinstance(a, events.Log) and a.level is level]
 
 
-def statuses(actions) -> list[fsm.ServiceState]:
-    return [a.state for a in actions if isinstance(a, fsm.Status)]
+def statuses(actions) -> list[events.ServiceState]:
+    return [a.state for a in actions if isinstance(a, events.Status)]
 
 
 def kinds(actions) -> list[type]:
@@ -85,73 +85,73 @@ def kinds(actions) -> list[type]:
 
 def test_start_spawns_one_shard_per_slot_and_is_ready_only_when_all_are():
     d = Driver(slots=3)
-    actions = d.feed(fsm.Start)
+    actions = d.feed(events.Start)
     assert spawns(actions) == [(0, 1), (1, 1), (2, 1)]
     first, second, third = d.pids_of(1)
     d.ready(first, second)
-    assert d.fsm.phase is fsm.Phase.STARTING
+    assert d.fsm.phase is events.Phase.STARTING
     d.ready(third)
-    assert d.fsm.phase is fsm.Phase.RUNNING
+    assert d.fsm.phase is events.Phase.RUNNING
     assert d.fsm.live == 1
 
 
 def test_import_error_at_first_start_halts_with_its_status_and_logs_once():
     d = Driver(slots=3)
-    d.feed(fsm.Start)
+    d.feed(events.Start)
     a, b, c = d.pids_of(1)
-    d.feed(fsm.BootFailed, a, "Traceback...\nImportError: no module named flask")
-    d.feed(fsm.BootFailed, b, "Traceback...\nImportError: no module named flask")
-    tracebacks = [x for x in d.actions if isinstance(x, fsm.Log) and "Traceback" in x.message]
+    d.feed(events.BootFailed, a, "Traceback...\nImportError: no module named flask")
+    d.feed(events.BootFailed, b, "Traceback...\nImportError: no module named flask")
+    tracebacks = [x for x in d.actions if isinstance(x, events.Log) and "Traceback" in x.message]
     assert len(tracebacks) == 1
-    actions = d.feed(fsm.Exited, a, EXIT_APP_LOAD_ERROR)
+    actions = d.feed(events.Exited, a, EXIT_APP_LOAD_ERROR)
     assert signals(actions) == {b: StopMode.QUIT, c: StopMode.QUIT}
     assert not spawns(actions)
-    assert exits(d.feed(fsm.Exited, b, EXIT_APP_LOAD_ERROR)) == []
-    assert exits(d.feed(fsm.Exited, c, 0)) == [EXIT_APP_LOAD_ERROR]
+    assert exits(d.feed(events.Exited, b, EXIT_APP_LOAD_ERROR)) == []
+    assert exits(d.feed(events.Exited, c, 0)) == [EXIT_APP_LOAD_ERROR]
 
 
 def test_boot_timeout_at_first_start_kills_and_halts():
     d = Driver(slots=1)
-    d.feed(fsm.Start)
+    d.feed(events.Start)
     (pid,) = d.pids_of(1)
     d.now = TIMINGS.boot_timeout - 1
-    assert signals(d.feed(fsm.Tick)) == {}
+    assert signals(d.feed(events.Tick)) == {}
     d.now = TIMINGS.boot_timeout + 0.1
-    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}
-    assert signals(d.feed(fsm.Tick)) == {}  # killed once, not on every tick
-    assert exits(d.feed(fsm.Exited, pid, -9)) == [EXIT_BOOT_ERROR]
+    assert signals(d.feed(events.Tick)) == {pid: StopMode.KILL}
+    assert signals(d.feed(events.Tick)) == {}  # killed once, not on every tick
+    assert exits(d.feed(events.Exited, pid, -9)) == [EXIT_BOOT_ERROR]
 
 
 def test_crashed_shard_is_respawned_at_once_then_with_growing_backoff():
     d = Driver(slots=2)
     first, _ = d.started()
-    assert spawns(d.feed(fsm.Exited, first, -9)) == [(0, 1)]
+    assert spawns(d.feed(events.Exited, first, -9)) == [(0, 1)]
     (replacement,) = [p for p in d.pids_of(1) if p > first + 1]
     # The replacement dies while booting: the slot is failing, so wait.
-    actions = d.feed(fsm.Exited, replacement, 1)
+    actions = d.feed(events.Exited, replacement, 1)
     assert spawns(actions) == []
     due = d.fsm.next_deadline()
     assert due is not None and due > d.now
     d.now = due - 0.01
-    assert spawns(d.feed(fsm.Tick)) == []
+    assert spawns(d.feed(events.Tick)) == []
     d.now = due
-    assert spawns(d.feed(fsm.Tick)) == [(0, 1)]
+    assert spawns(d.feed(events.Tick)) == [(0, 1)]
 
 
 def test_a_shard_that_ran_well_is_respawned_without_delay():
     d = Driver(slots=1)
     (pid,) = d.started()
-    assert spawns(d.feed(fsm.Exited, pid, -9)) == [(0, 1)]
+    assert spawns(d.feed(events.Exited, pid, -9)) == [(0, 1)]
     (second,) = d.pids_of(1)
     d.ready(second)
     d.now += fsm.STABLE_SECONDS + 1
-    assert spawns(d.feed(fsm.Exited, second, -9)) == [(0, 1)]
+    assert spawns(d.feed(events.Exited, second, -9)) == [(0, 1)]
 
 
 def test_reload_boots_the_new_generation_before_draining_the_old():
     d = Driver(slots=2)
     old = d.started()
-    actions = d.feed(fsm.Reload)
+    actions = d.feed(events.Reload)
     assert spawns(actions) == [(0, 2), (1, 2)]
     assert signals(actions) == {}
     new = d.pids_of(2)
@@ -165,18 +165,18 @@ def test_reload_boots_the_new_generation_before_draining_the_old():
 def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed():
     d = Driver(slots=2)
     old = d.started()
-    d.feed(fsm.Reload)
+    d.feed(events.Reload)
     new = d.pids_of(2)
-    d.feed(fsm.BootFailed, new[0], "Traceback...\nSyntaxError: invalid syntax")
-    actions = d.feed(fsm.Exited, new[0], EXIT_APP_LOAD_ERROR)
+    d.feed(events.BootFailed, new[0], "Traceback...\nSyntaxError: invalid syntax")
+    actions = d.feed(events.Exited, new[0], EXIT_APP_LOAD_ERROR)
     assert signals(actions) == {new[1]: StopMode.QUIT}
     assert reload_results(actions) == [False]
-    assert any("SyntaxError" in a.message for a in actions if isinstance(a, fsm.ReloadFinished))
-    assert d.fsm.live == 1 and d.fsm.phase is fsm.Phase.RUNNING
-    assert exits(d.feed(fsm.Exited, new[1], 0)) == []
-    assert all(d.fsm.shards[pid].state is fsm.ShardState.READY for pid in old)
+    assert any("SyntaxError" in a.message for a in actions if isinstance(a, events.ReloadFinished))
+    assert d.fsm.live == 1 and d.fsm.phase is events.Phase.RUNNING
+    assert exits(d.feed(events.Exited, new[1], 0)) == []
+    assert all(d.fsm.shards[pid].state is events.ShardState.READY for pid in old)
     # Fixed code: the next reload goes through.
-    d.feed(fsm.Reload)
+    d.feed(events.Reload)
     newer = d.pids_of(3)
     assert len(newer) == 2
     assert signals(d.ready(*newer)) == {pid: StopMode.DRAIN for pid in old}
@@ -187,171 +187,171 @@ def test_a_shard_reported_after_its_generation_failed_is_told_to_quit():
     # can be reported after another shard of it already failed the boot.
     d = Driver(slots=2)
     old = d.started()
-    d.fsm.handle(fsm.Reload(d.now))  # the spawns are not answered yet
-    first = d.fsm.handle(fsm.Spawned(200, 0, 2, d.now))
+    d.fsm.handle(events.Reload(d.now))  # the spawns are not answered yet
+    first = d.fsm.handle(events.Spawned(200, 0, 2, d.now))
     assert first == []
-    d.feed(fsm.Exited, 200, EXIT_APP_LOAD_ERROR)
+    d.feed(events.Exited, 200, EXIT_APP_LOAD_ERROR)
     assert d.fsm.booting is None
-    late = d.fsm.handle(fsm.Spawned(201, 1, 2, d.now))
+    late = d.fsm.handle(events.Spawned(201, 1, 2, d.now))
     assert signals(late) == {201: StopMode.QUIT}
     assert d.fsm.shards[201].kill_at is not None  # killed if it does not go
-    assert all(d.fsm.shards[pid].state is fsm.ShardState.READY for pid in old)
+    assert all(d.fsm.shards[pid].state is events.ShardState.READY for pid in old)
 
 
 def test_a_shard_reported_while_stopping_is_told_to_quit():
     d = Driver(slots=1)
     d.started()
-    d.feed(fsm.Stop, True)
-    assert signals(d.fsm.handle(fsm.Spawned(300, 0, 1, d.now))) == {300: StopMode.QUIT}
+    d.feed(events.Stop, True)
+    assert signals(d.fsm.handle(events.Spawned(300, 0, 1, d.now))) == {300: StopMode.QUIT}
 
 
 def test_reload_boot_timeout_keeps_the_old_generation():
     d = Driver(slots=1)
     (old,) = d.started()
-    d.feed(fsm.Beat, old)
-    d.feed(fsm.Reload)
+    d.feed(events.Beat, old)
+    d.feed(events.Reload)
     (new,) = d.pids_of(2)
     d.now = TIMINGS.boot_timeout + 1
-    d.feed(fsm.Beat, old)
-    assert signals(d.feed(fsm.Tick)) == {new: StopMode.KILL}
-    actions = d.feed(fsm.Exited, new, -9)
+    d.feed(events.Beat, old)
+    assert signals(d.feed(events.Tick)) == {new: StopMode.KILL}
+    actions = d.feed(events.Exited, new, -9)
     assert reload_results(actions) == [False]
-    assert d.fsm.shards[old].state is fsm.ShardState.READY
+    assert d.fsm.shards[old].state is events.ShardState.READY
 
 
 def test_a_newer_reload_supersedes_one_still_booting():
     d = Driver(slots=1)
     d.started()
-    d.feed(fsm.Reload)
+    d.feed(events.Reload)
     (booting,) = d.pids_of(2)
-    actions = d.feed(fsm.Reload)
+    actions = d.feed(events.Reload)
     assert signals(actions) == {booting: StopMode.QUIT}
     assert reload_results(actions) == []  # waiters hear how the newest reload ends
     assert spawns(actions) == [(0, 3)]
-    assert exits(d.feed(fsm.Exited, booting, 0)) == []
+    assert exits(d.feed(events.Exited, booting, 0)) == []
     assert reload_results(d.ready(*d.pids_of(3))) == [True]
 
 
 def test_draining_shards_are_killed_after_the_graceful_timeout():
     d = Driver(slots=1)
     (old,) = d.started()
-    d.feed(fsm.Reload)
+    d.feed(events.Reload)
     (new,) = d.pids_of(2)
     d.ready(new)
     d.now += TIMINGS.graceful_timeout - 1
-    d.feed(fsm.Beat, new)
-    assert old not in signals(d.feed(fsm.Tick))
+    d.feed(events.Beat, new)
+    assert old not in signals(d.feed(events.Tick))
     d.now += 2
-    d.feed(fsm.Beat, new)
-    assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
+    d.feed(events.Beat, new)
+    assert signals(d.feed(events.Tick)) == {old: StopMode.KILL}
 
 
 def test_blocked_shard_is_killed_and_replaced():
     d = Driver(slots=1)
     (pid,) = d.started()
     d.now = TIMINGS.heartbeat_timeout - 1
-    d.feed(fsm.Beat, pid)
+    d.feed(events.Beat, pid)
     d.now += TIMINGS.heartbeat_timeout - 0.5
-    assert signals(d.feed(fsm.Tick)) == {}
+    assert signals(d.feed(events.Tick)) == {}
     d.now += 1
-    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.ABORT}  # worker_abort, then exit
+    assert signals(d.feed(events.Tick)) == {pid: StopMode.ABORT}  # worker_abort, then exit
     d.now += fsm.ABORT_GRACE - 0.1
-    assert signals(d.feed(fsm.Tick)) == {}
+    assert signals(d.feed(events.Tick)) == {}
     d.now += 0.2
-    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.KILL}  # it could not run Python
-    assert spawns(d.feed(fsm.Exited, pid, -9)) == [(0, 1)]
+    assert signals(d.feed(events.Tick)) == {pid: StopMode.KILL}  # it could not run Python
+    assert spawns(d.feed(events.Exited, pid, -9)) == [(0, 1)]
 
 
 def test_an_aborted_shard_that_exits_is_replaced_without_a_kill():
     d = Driver(slots=1)
     (pid,) = d.started()
     d.now = TIMINGS.heartbeat_timeout + 1
-    assert signals(d.feed(fsm.Tick)) == {pid: StopMode.ABORT}
-    assert spawns(d.feed(fsm.Exited, pid, 1)) == [(0, 1)]
+    assert signals(d.feed(events.Tick)) == {pid: StopMode.ABORT}
+    assert spawns(d.feed(events.Exited, pid, 1)) == [(0, 1)]
     d.now += fsm.ABORT_GRACE + 1
-    assert signals(d.feed(fsm.Tick)) == {}
+    assert signals(d.feed(events.Tick)) == {}
 
 
 def test_a_drain_does_not_postpone_the_kill_of_an_aborted_shard():
     d = Driver(slots=1)
     (old,) = d.started()
     d.now = TIMINGS.heartbeat_timeout + 1
-    assert signals(d.feed(fsm.Tick)) == {old: StopMode.ABORT}
-    d.feed(fsm.Stop, True)  # asks it to drain, with the whole graceful timeout
+    assert signals(d.feed(events.Tick)) == {old: StopMode.ABORT}
+    d.feed(events.Stop, True)  # asks it to drain, with the whole graceful timeout
     d.now += fsm.ABORT_GRACE + 0.1
-    assert signals(d.feed(fsm.Tick)) == {old: StopMode.KILL}
+    assert signals(d.feed(events.Tick)) == {old: StopMode.KILL}
 
 
 def test_recycle_drains_only_once_the_successor_is_ready():
     d = Driver(slots=2)
     first, second = d.started()
-    actions = d.feed(fsm.RecycleRequested, first)
+    actions = d.feed(events.RecycleRequested, first)
     assert spawns(actions) == [(0, 1)]
     assert signals(actions) == {}
-    assert spawns(d.feed(fsm.RecycleRequested, first)) == []  # one successor at a time
+    assert spawns(d.feed(events.RecycleRequested, first)) == []  # one successor at a time
     successor = max(d.pids_of(1))
     assert signals(d.ready(successor)) == {first: StopMode.DRAIN}
-    assert second in d.fsm.shards and d.fsm.shards[second].state is fsm.ShardState.READY
+    assert second in d.fsm.shards and d.fsm.shards[second].state is events.ShardState.READY
 
 
 def test_failed_recycle_successor_leaves_its_predecessor_serving():
     d = Driver(slots=1)
     (pid,) = d.started()
-    d.feed(fsm.RecycleRequested, pid)
+    d.feed(events.RecycleRequested, pid)
     successor = max(d.pids_of(1))
-    actions = d.feed(fsm.Exited, successor, EXIT_APP_LOAD_ERROR)
+    actions = d.feed(events.Exited, successor, EXIT_APP_LOAD_ERROR)
     assert spawns(actions) == [] and signals(actions) == {}
-    assert d.fsm.shards[pid].state is fsm.ShardState.READY
+    assert d.fsm.shards[pid].state is events.ShardState.READY
 
 
 @pytest.mark.parametrize(("graceful", "mode"), [(True, StopMode.DRAIN), (False, StopMode.QUIT)])
 def test_stop_signals_every_shard_and_exits_zero_when_all_are_gone(graceful, mode):
     d = Driver(slots=2)
     pids = d.started()
-    actions = d.feed(fsm.Stop, graceful)
+    actions = d.feed(events.Stop, graceful)
     assert signals(actions) == {pid: mode for pid in pids}
-    assert exits(d.feed(fsm.Exited, pids[0], 0)) == []
-    assert exits(d.feed(fsm.Exited, pids[1], 0)) == [0]
+    assert exits(d.feed(events.Exited, pids[0], 0)) == []
+    assert exits(d.feed(events.Exited, pids[1], 0)) == [0]
 
 
 def test_no_respawn_while_stopping():
     d = Driver(slots=2)
     pids = d.started()
-    d.feed(fsm.Stop, True)
-    assert spawns(d.feed(fsm.Exited, pids[0], -9)) == []
+    d.feed(events.Stop, True)
+    assert spawns(d.feed(events.Exited, pids[0], -9)) == []
 
 
 def test_fast_stop_after_graceful_escalates_to_quit():
     d = Driver(slots=1)
     (pid,) = d.started()
-    d.feed(fsm.Stop, True)
-    assert signals(d.feed(fsm.Stop, False)) == {pid: StopMode.QUIT}
+    d.feed(events.Stop, True)
+    assert signals(d.feed(events.Stop, False)) == {pid: StopMode.QUIT}
 
 
 def test_reload_is_refused_before_the_first_generation_serves():
     d = Driver(slots=1)
-    d.feed(fsm.Start)
-    actions = d.feed(fsm.Reload)
+    d.feed(events.Start)
+    actions = d.feed(events.Reload)
     assert reload_results(actions) == [False]
     assert spawns(actions) == []
 
 
 def steers(actions) -> list[tuple[int, ...]]:
-    return [a.slots for a in actions if isinstance(a, fsm.Steer)]
+    return [a.slots for a in actions if isinstance(a, events.Steer)]
 
 
 def listeners(actions) -> list[int]:
-    return [a.count for a in actions if isinstance(a, fsm.Listeners)]
+    return [a.count for a in actions if isinstance(a, events.Listeners)]
 
 
 def test_adding_a_shard_keeps_connections_off_its_listener_until_it_serves():
     d = Driver(slots=2)
     d.started()
-    actions = d.feed(fsm.Scale, +1)
+    actions = d.feed(events.Scale, +1)
     assert steers(actions) == [(0, 1)]  # only the two serving slots get new connections
     assert listeners(actions) == [3]
-    assert actions.index(next(a for a in actions if isinstance(a, fsm.Steer))) < actions.index(
-        next(a for a in actions if isinstance(a, fsm.Listeners)))  # steered before it opens
+    assert actions.index(next(a for a in actions if isinstance(a, events.Steer))) < actions.index(
+        next(a for a in actions if isinstance(a, events.Listeners)))  # steered before it opens
     assert spawns(actions) == [(2, 1)]
     new = max(d.pids_of(1))
     assert steers(d.ready(new)) == [(0, 1, 2)]
@@ -362,11 +362,11 @@ def test_removing_a_shard_steers_away_first_and_closes_its_listener_only_after_i
     d = Driver(slots=3)
     pids = d.started()
     leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 2)
-    actions = d.feed(fsm.Scale, -1)
+    actions = d.feed(events.Scale, -1)
     assert steers(actions) == [(0, 1)]
     assert signals(actions) == {leaving: StopMode.RETIRE}
     assert listeners(actions) == []  # its queue may still hold connections
-    assert listeners(d.feed(fsm.Exited, leaving, 0)) == [2]
+    assert listeners(d.feed(events.Exited, leaving, 0)) == [2]
     assert spawns(d.actions) == [(0, 1), (1, 1), (2, 1)]  # nothing respawned
     assert sorted(d.fsm.shards) == sorted(p for p in pids if p != leaving)
 
@@ -375,27 +375,27 @@ def test_scaling_back_up_reuses_a_listener_still_draining():
     d = Driver(slots=2)
     d.started()
     leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 1)
-    d.feed(fsm.Scale, -1)
-    actions = d.feed(fsm.Scale, +1)
+    d.feed(events.Scale, -1)
+    actions = d.feed(events.Scale, +1)
     assert listeners(actions) == []  # slot 1's listener was never closed
     assert spawns(actions) == [(1, 1)]
-    assert listeners(d.feed(fsm.Exited, leaving, 0)) == []
+    assert listeners(d.feed(events.Exited, leaving, 0)) == []
 
 
 def test_the_last_shard_is_never_removed_and_scaling_waits_for_a_reload():
     d = Driver(slots=1)
     d.started()
-    assert steers(d.feed(fsm.Scale, -1)) == []
-    d.feed(fsm.Reload)
-    assert spawns(d.feed(fsm.Scale, +1)) == []
+    assert steers(d.feed(events.Scale, -1)) == []
+    d.feed(events.Reload)
+    assert spawns(d.feed(events.Scale, +1)) == []
 
 
 def test_a_reload_after_scaling_boots_every_slot_and_keeps_steering():
     d = Driver(slots=2)
     d.started()
-    d.feed(fsm.Scale, +1)
+    d.feed(events.Scale, +1)
     d.ready(max(d.pids_of(1)))
-    actions = d.feed(fsm.Reload)
+    actions = d.feed(events.Reload)
     assert spawns(actions) == [(0, 2), (1, 2), (2, 2)]
     assert steers(d.ready(*d.pids_of(2))) == []  # still 3, nothing to change
 
@@ -403,9 +403,9 @@ def test_a_reload_after_scaling_boots_every_slot_and_keeps_steering():
 def test_a_second_added_shard_still_booting_gets_no_connections():
     d = Driver(slots=2)
     d.started()
-    d.feed(fsm.Scale, +1)
+    d.feed(events.Scale, +1)
     third = max(d.pids_of(1))
-    d.feed(fsm.Scale, +1)
+    d.feed(events.Scale, +1)
     fourth = max(d.pids_of(1))
     assert steers(d.ready(third)) == [(0, 1, 2)]  # not slot 3: it still boots
     assert steers(d.ready(fourth)) == [(0, 1, 2, 3)]
@@ -415,7 +415,7 @@ def test_a_crashed_slot_gets_no_new_connections_until_its_replacement_serves():
     d = Driver(slots=3)
     d.started()
     victim = next(s.pid for s in d.fsm.shards.values() if s.slot == 1)
-    actions = d.feed(fsm.Exited, victim, -9)
+    actions = d.feed(events.Exited, victim, -9)
     assert steers(actions) == [(0, 2)]
     assert spawns(actions) == [(1, 1)]
     replacement = max(d.pids_of(1))
@@ -425,7 +425,7 @@ def test_a_crashed_slot_gets_no_new_connections_until_its_replacement_serves():
 def test_all_slots_serving_leaves_the_kernel_hash_alone():
     d = Driver(slots=3)
     d.started()
-    d.feed(fsm.Reload)
+    d.feed(events.Reload)
     assert steers(d.ready(*d.pids_of(2))) == []
     assert d.fsm.steered is None
 
@@ -439,100 +439,101 @@ def upgrading() -> Driver:
     """A serving manager whose successor has been started and boots."""
     d = Driver(slots=2)
     d.started()
-    assert kinds(d.feed(fsm.UpgradeRequested)) == [fsm.StartSuccessor]
-    d.feed(fsm.SuccessorSpawned, SUCCESSOR)
+    assert kinds(d.feed(events.UpgradeRequested)) == [events.StartSuccessor]
+    d.feed(events.SuccessorSpawned, SUCCESSOR)
     return d
 
 
 def test_a_manager_started_afresh_owns_its_files_from_the_start():
     d = Driver(slots=2)
-    actions = d.feed(fsm.Start)
-    assert kinds(actions)[0] is fsm.TakeOwnership
+    actions = d.feed(events.Start)
+    assert kinds(actions)[0] is events.TakeOwnership
     assert d.fsm.owns_files
 
 
 def test_a_successor_takes_ownership_only_once_its_first_generation_is_ready():
     d = Driver(slots=2, inherited=True)
-    assert fsm.TakeOwnership not in kinds(d.feed(fsm.Start))
+    assert events.TakeOwnership not in kinds(d.feed(events.Start))
     first, second = d.pids_of(1)
-    assert fsm.TakeOwnership not in kinds(d.ready(first))
+    assert events.TakeOwnership not in kinds(d.ready(first))
     assert not d.fsm.owns_files
     actions = d.ready(second)
     # Ownership first: the predecessor drains only once the files are ours.
-    assert kinds(actions).index(fsm.TakeOwnership) < kinds(actions).index(fsm.Status)
+    assert kinds(actions).index(events.TakeOwnership) < kinds(actions).index(events.Status)
     assert d.fsm.owns_files
-    d.feed(fsm.Reload)
-    assert fsm.TakeOwnership not in kinds(d.ready(*d.pids_of(2)))
+    d.feed(events.Reload)
+    assert events.TakeOwnership not in kinds(d.ready(*d.pids_of(2)))
 
 
 def test_upgrade_drains_only_once_the_successor_is_ready_and_then_leaves_systemd_to_it():
     d = upgrading()
     old = d.pids_of(1)
     assert signals(d.actions) == {}  # nothing drains while the successor boots
-    assert d.fsm.upgrade is fsm.Upgrade.STARTING
-    actions = d.feed(fsm.SuccessorReady)
+    assert d.fsm.upgrade is events.Upgrade.STARTING
+    actions = d.feed(events.SuccessorReady)
     assert signals(actions) == {pid: StopMode.DRAIN for pid in old}
-    assert fsm.Title("manager (upgraded, draining)") in actions
+    assert events.Title("manager (upgraded, draining)") in actions
     assert statuses(actions) == []  # the successor speaks for the service now
-    assert d.fsm.upgrade is fsm.Upgrade.HANDING_OVER
-    assert d.fsm.phase is fsm.Phase.STOPPING
+    assert d.fsm.upgrade is events.Upgrade.HANDING_OVER
+    assert d.fsm.phase is events.Phase.STOPPING
     assert not d.fsm.owns_files  # the pidfile, control and unix sockets are the successor's
-    assert statuses(d.feed(fsm.Stop, False)) == []
-    assert exits(d.feed(fsm.Exited, old[0], 0)) == []
-    assert exits(d.feed(fsm.Exited, old[1], 0)) == [0]
+    assert statuses(d.feed(events.Stop, False)) == []
+    assert exits(d.feed(events.Exited, old[0], 0)) == []
+    assert exits(d.feed(events.Exited, old[1], 0)) == [0]
 
 
 def test_a_successor_that_exits_before_it_is_ready_leaves_this_manager_serving():
     d = upgrading()
-    actions = d.feed(fsm.SuccessorExited, SUCCESSOR, EXIT_APP_LOAD_ERROR)
-    assert logs(actions, fsm.Level.ERROR) == [
+    actions = d.feed(events.SuccessorExited, SUCCESSOR, EXIT_APP_LOAD_ERROR)
+    assert logs(actions, events.Level.ERROR) == [
         f"Upgrade failed: the new manager (pid {SUCCESSOR}) exited with status "
         f"{EXIT_APP_LOAD_ERROR}; this manager keeps serving"]
     assert signals(actions) == {} and statuses(actions) == []
-    assert d.fsm.phase is fsm.Phase.RUNNING and d.fsm.owns_files
-    assert d.fsm.upgrade is fsm.Upgrade.NONE and d.fsm.successor is None
-    assert kinds(d.feed(fsm.UpgradeRequested)) == [fsm.StartSuccessor]  # a fixed deploy may retry
+    assert d.fsm.phase is events.Phase.RUNNING and d.fsm.owns_files
+    assert d.fsm.upgrade is events.Upgrade.NONE and d.fsm.successor is None
+    # A fixed deploy may retry.
+    assert kinds(d.feed(events.UpgradeRequested)) == [events.StartSuccessor]
 
 
 def test_a_successor_that_cannot_be_started_leaves_the_next_upgrade_possible():
     d = Driver(slots=1)
     d.started()
-    d.feed(fsm.UpgradeRequested)
-    actions = d.feed(fsm.SuccessorSpawnFailed, "No such file or directory")
-    assert logs(actions, fsm.Level.ERROR) == [
+    d.feed(events.UpgradeRequested)
+    actions = d.feed(events.SuccessorSpawnFailed, "No such file or directory")
+    assert logs(actions, events.Level.ERROR) == [
         "Upgrade failed: cannot start a new manager: No such file or directory"]
-    assert kinds(d.feed(fsm.UpgradeRequested)) == [fsm.StartSuccessor]
+    assert kinds(d.feed(events.UpgradeRequested)) == [events.StartSuccessor]
 
 
 def test_a_successor_exiting_after_it_took_over_is_none_of_this_managers_business():
     d = upgrading()
-    d.feed(fsm.SuccessorReady)
-    actions = d.feed(fsm.SuccessorExited, SUCCESSOR, 0)
+    d.feed(events.SuccessorReady)
+    actions = d.feed(events.SuccessorExited, SUCCESSOR, 0)
     assert actions == []
-    assert d.fsm.upgrade is fsm.Upgrade.HANDING_OVER
+    assert d.fsm.upgrade is events.Upgrade.HANDING_OVER
 
 
 def test_a_second_upgrade_is_refused_while_one_is_under_way():
     d = upgrading()
     refused = ["Upgrade already under way; SIGUSR2 ignored"]
-    actions = d.feed(fsm.UpgradeRequested)
-    assert logs(actions, fsm.Level.WARNING) == refused
-    assert fsm.StartSuccessor not in kinds(actions)
-    d.feed(fsm.SuccessorReady)
-    d.feed(fsm.SuccessorExited, SUCCESSOR, 0)
-    actions = d.feed(fsm.UpgradeRequested)  # handed over: never upgrades again
-    assert logs(actions, fsm.Level.WARNING) == refused
-    assert fsm.StartSuccessor not in kinds(actions)
+    actions = d.feed(events.UpgradeRequested)
+    assert logs(actions, events.Level.WARNING) == refused
+    assert events.StartSuccessor not in kinds(actions)
+    d.feed(events.SuccessorReady)
+    d.feed(events.SuccessorExited, SUCCESSOR, 0)
+    actions = d.feed(events.UpgradeRequested)  # handed over: never upgrades again
+    assert logs(actions, events.Level.WARNING) == refused
+    assert events.StartSuccessor not in kinds(actions)
 
 
 @pytest.mark.parametrize("inherited", [False, True])
 def test_upgrade_is_refused_before_the_server_serves(inherited):
     d = Driver(slots=2, inherited=inherited)
-    d.feed(fsm.Start)
-    actions = d.feed(fsm.UpgradeRequested)
-    assert logs(actions, fsm.Level.WARNING) == ["Upgrade refused: the server is not serving yet"]
-    assert fsm.StartSuccessor not in kinds(actions)
-    assert d.fsm.upgrade is fsm.Upgrade.NONE
+    d.feed(events.Start)
+    actions = d.feed(events.UpgradeRequested)
+    assert logs(actions, events.Level.WARNING) == ["Upgrade refused: the server is not serving yet"]
+    assert events.StartSuccessor not in kinds(actions)
+    assert d.fsm.upgrade is events.Upgrade.NONE
 
 
 # --- gunicorn's server hooks: where the rules put them ---------------------------
@@ -540,13 +541,13 @@ def test_upgrade_is_refused_before_the_server_serves(inherited):
 
 def hook_calls(actions) -> list:
     """Hook and Spawn actions in order, the way the manager carries them out."""
-    return [(a.name, *a.args) if isinstance(a, fsm.Hook) else ("spawn", a.slot)
-            for a in actions if isinstance(a, (fsm.Hook, fsm.Spawn))]
+    return [(a.name, *a.args) if isinstance(a, events.Hook) else ("spawn", a.slot)
+            for a in actions if isinstance(a, (events.Hook, events.Spawn))]
 
 
 def test_start_runs_gunicorns_start_hooks_before_any_shard_is_forked():
     d = Driver(slots=2)
-    assert hook_calls(d.feed(fsm.Start)) == [
+    assert hook_calls(d.feed(events.Start)) == [
         ("nworkers_changed", 2, None), ("on_starting",), ("when_ready",),
         ("spawn", 0), ("spawn", 1)]
 
@@ -554,21 +555,21 @@ def test_start_runs_gunicorns_start_hooks_before_any_shard_is_forked():
 def test_reload_runs_on_reload_before_the_new_generation_is_forked():
     d = Driver(slots=2)
     d.started()
-    assert hook_calls(d.feed(fsm.Reload)) == [
+    assert hook_calls(d.feed(events.Reload)) == [
         ("nworkers_changed", 2, 2), ("on_reload",), ("spawn", 0), ("spawn", 1)]
 
 
 def test_a_refused_reload_runs_no_hook():
     d = Driver(slots=1)
-    d.feed(fsm.Start)  # still starting
-    assert hook_calls(d.feed(fsm.Reload)) == []
+    d.feed(events.Start)  # still starting
+    assert hook_calls(d.feed(events.Reload)) == []
 
 
 def test_scaling_tells_nworkers_changed_the_new_and_old_counts():
     d = Driver(slots=2)
     d.started()
-    assert hook_calls(d.feed(fsm.Scale, +1)) == [("nworkers_changed", 3, 2), ("spawn", 2)]
-    d.ready(*[p for p in d.pids_of(1) if d.fsm.shards[p].state is fsm.ShardState.BOOTING])
-    assert hook_calls(d.feed(fsm.Scale, -1)) == [("nworkers_changed", 2, 3)]
-    assert hook_calls(d.feed(fsm.Scale, -1)) == [("nworkers_changed", 1, 2)]
-    assert hook_calls(d.feed(fsm.Scale, -1)) == []  # the last shard stays: nothing changed
+    assert hook_calls(d.feed(events.Scale, +1)) == [("nworkers_changed", 3, 2), ("spawn", 2)]
+    d.ready(*[p for p in d.pids_of(1) if d.fsm.shards[p].state is events.ShardState.BOOTING])
+    assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 2, 3)]
+    assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 1, 2)]
+    assert hook_calls(d.feed(events.Scale, -1)) == []  # the last shard stays: nothing changed

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from gshard import snapshot
-from gshard.manager.fsm import Reason
+from gshard.manager.events import Reason
 from gshard.manager.observe.registry import RATE_WINDOW, RECENT_DEPARTED, Registry
 from gshard.shard.metrics import ShardMetrics, read_rss
 from gshard.snapshot import DURATION_BOUNDS, LogCounter, Snapshot

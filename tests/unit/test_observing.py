@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gshard.addresses import BindAddress, parse_statsd_host
 from gshard.cli import status as status_cli
 from gshard.cli import top
-from gshard.manager import fsm
-from gshard.manager.fsm import Reason
+from gshard.manager import events, fsm
+from gshard.manager.events import Reason
 from gshard.manager.observe import status
 from gshard.manager.observe.prometheus import MetricsServer
 from gshard.manager.observe.registry import Registry
@@ -36,23 +36,23 @@ class World:
         self.now = 0.0
         self.next_pid = 100
         self.counters: dict[int, ShardMetrics] = {}
-        self.feed(fsm.Start(self.now))
+        self.feed(events.Start(self.now))
 
     def feed(self, event) -> list:
         pending, out = list(self.machine.handle(event)), []
         while pending:
             action = pending.pop(0)
             out.append(action)
-            if isinstance(action, fsm.Spawn):
+            if isinstance(action, events.Spawn):
                 pid, self.next_pid = self.next_pid, self.next_pid + 1
                 self.counters[pid] = ShardMetrics()
                 pending += self.machine.handle(
-                    fsm.Spawned(pid, action.slot, action.generation, self.now))
+                    events.Spawned(pid, action.slot, action.generation, self.now))
         return out
 
     def ready_all(self, generation: int) -> None:
         for shard in self.machine.of_generation(generation):
-            self.feed(fsm.Ready(shard.pid, self.now))
+            self.feed(events.Ready(shard.pid, self.now))
 
     def serve(self, pid: int, count: int, code: int = 200) -> None:
         for _ in range(count):
@@ -85,7 +85,7 @@ def serving_world() -> World:
 def reloading_world() -> World:
     """Generation 2 booting while generation 1 serves."""
     world = serving_world()
-    world.feed(fsm.Reload(world.now))
+    world.feed(events.Reload(world.now))
     world.beat()
     return world
 
@@ -127,10 +127,10 @@ def test_status_during_a_reload_shows_both_generations():
 
 def test_status_after_a_reload_shows_old_generation_draining_and_the_outcome():
     world = reloading_world()
-    for action in world.feed(fsm.Ready(world.machine.of_generation(2)[0].pid, world.now)):
-        assert not isinstance(action, fsm.ReloadFinished)
-    actions = world.feed(fsm.Ready(world.machine.of_generation(2)[1].pid, world.now))
-    finished = next(a for a in actions if isinstance(a, fsm.ReloadFinished))
+    for action in world.feed(events.Ready(world.machine.of_generation(2)[0].pid, world.now)):
+        assert not isinstance(action, events.ReloadFinished)
+    actions = world.feed(events.Ready(world.machine.of_generation(2)[1].pid, world.now))
+    finished = next(a for a in actions if isinstance(a, events.ReloadFinished))
     world.registry.reload_finished(finished.ok, finished.message, 1_700_000_050.0)
     doc = status.document(world.view())
     assert [(g["generation"], g["state"]) for g in doc["generations"]] == [
@@ -142,7 +142,7 @@ def test_status_after_a_reload_shows_old_generation_draining_and_the_outcome():
 def test_status_lists_departures_with_reasons():
     world = serving_world()
     pid = next(iter(world.machine.shards))
-    world.feed(fsm.Exited(pid, -9, world.now))
+    world.feed(events.Exited(pid, -9, world.now))
     world.registry.shard_gone(pid, 0, 1, Reason.CRASHED, "was killed by signal 9",
                               1_700_000_060.0)
     doc = status.document(world.view())
@@ -164,7 +164,7 @@ def test_top_screen_shows_a_row_per_shard_with_trend_queue_and_state():
             world.serve(pid, load)
         world.beat()
         trends.add(status.document(world.view()))
-    world.feed(fsm.Reload(world.now))
+    world.feed(events.Reload(world.now))
     world.beat()
     doc = status.document(world.view())
     trends.add(doc)

@@ -17,7 +17,7 @@ from typing import Any
 
 from gshard import ipc, log, snapshot
 from gshard.config import Config
-from gshard.manager import fsm
+from gshard.manager import events, fsm
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.status import ManagerInfo, View, document
 
@@ -80,12 +80,12 @@ class Observer:
         elif message.kind is ipc.Kind.BLOCKED:
             self.registry.blocked(message.pid, message.detail)
 
-    def action(self, action: fsm.Action) -> None:
+    def action(self, action: events.Action) -> None:
         """An action the manager carries out; departures and reload outcomes are booked."""
-        if isinstance(action, fsm.Departed):
+        if isinstance(action, events.Departed):
             self.registry.shard_gone(action.pid, action.slot, action.generation, action.reason,
                                      action.detail, time.time())
-        elif isinstance(action, fsm.ReloadFinished):
+        elif isinstance(action, events.ReloadFinished):
             self.registry.reload_finished(action.ok, action.message, time.time())
 
     def descriptors(self) -> list:

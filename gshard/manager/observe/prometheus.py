@@ -31,7 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from gshard.addresses import BindAddress
-from gshard.manager.fsm import Reason
+from gshard.manager.events import Reason
 from gshard.manager.observe.status import View
 from gshard.snapshot import DURATION_BOUNDS, Snapshot
 

@@ -1,7 +1,7 @@
 """The manager's book of what its shards reported, and of how shards left.
 
 Bookkeeping only: which shards exist and in what state is the state
-machine's to say (``manager_fsm``); this keeps, per shard PID, the last
+machine's to say (``manager.fsm``); this keeps, per shard PID, the last
 snapshot its heartbeat carried and a short history of its request count, so
 ``gshard status``, ``/metrics`` and statsd can show counts, rates and
 totals. A shard that leaves keeps adding to the totals (its counters until
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from gshard.manager.fsm import Reason
+from gshard.manager.events import Reason
 from gshard.snapshot import Snapshot
 
 # req/s is measured over this many seconds of heartbeats.
@@ -112,7 +112,7 @@ class Registry:
 
     def shard_gone(self, pid: int, slot: int, generation: int, reason: Reason, detail: str,
                    wall: float) -> None:
-        """A shard left (``manager_fsm.Departed``); its counters stay in the totals."""
+        """A shard left (``events.Departed``); its counters stay in the totals."""
         record = self.shards.pop(pid, None)
         if record is not None:
             record.snapshot = record.snapshot.counters_only()

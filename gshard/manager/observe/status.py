@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gshard.manager import fsm
+from gshard.manager import events, fsm
 from gshard.manager.observe.registry import Registry
 from gshard.version import __version__
 
@@ -122,7 +122,7 @@ def _generations(machine: fsm.ManagerFSM) -> list[dict[str, Any]]:
     for generation in numbers:
         if generation == machine.booting:
             state = "booting"
-        elif generation == machine.live and machine.phase is not fsm.Phase.STOPPING:
+        elif generation == machine.live and machine.phase is not events.Phase.STOPPING:
             state = "serving"
         else:
             state = "draining"
