@@ -5,7 +5,7 @@
     python -m tests.fuzz.fuzz_protocol --minutes 10 --engine hypothesis
     python -m tests.fuzz.fuzz_protocol --minutes 10 --engine atheris
 
-Two engines hold the parser to the invariants of ``tests/protocol_checks.py``
+Two engines hold the parser to the invariants of ``tests/support/protocol_checks.py``
 (the same ones the CI property tests check with a few hundred examples):
 
 * ``hypothesis``: the CI strategies with far more examples, longer inputs and
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def hang_guard(seconds: float = HANG_SECONDS):
     """Turn an input that takes too long into a failure instead of a stuck run."""
-    from tests.protocol_checks import ParserBug
+    from tests.support.protocol_checks import ParserBug
 
     def alarm(signum, frame):
         raise ParserBug(f"input took longer than {seconds}s (hang or quadratic work)")
@@ -112,7 +112,7 @@ def hypothesis_engine(seconds: float, first_seed: int | None, out: pathlib.Path)
 
     from gshard.errors import ProtocolError
     from gshard.http.protocol import Need, ServerConnection
-    from tests import protocol_checks as pc
+    from tests.support import protocol_checks as pc
 
     stats: Counter = Counter()
     samples: dict[str, list[str]] = {}
@@ -242,7 +242,7 @@ def atheris_engine(seconds: float, out: pathlib.Path) -> int:
     # parser passes.
     with atheris.instrument_imports(include=["gshard"]):
         import gshard.protocol  # noqa: F401  (instrumented for coverage)
-    from tests import protocol_checks as pc
+    from tests.support import protocol_checks as pc
 
     def one_input(data: bytes) -> None:
         if len(data) < 2:
@@ -267,8 +267,8 @@ def write_seeds(folder: pathlib.Path) -> None:
     """The shared corpus's requests and a few hundred generated ones, as atheris inputs."""
     from hypothesis import HealthCheck, given, settings
 
-    from tests import protocol_checks as pc
-    from tests.conftest import CORPUS_DIR, corpus_runner
+    from tests.support import protocol_checks as pc
+    from tests.support.paths import CORPUS_DIR, corpus_runner
 
     streams: list[bytes] = []
     if (CORPUS_DIR / "run_corpus.py").exists():

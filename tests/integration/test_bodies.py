@@ -10,7 +10,7 @@ import threading
 import pytest
 import requests
 
-from tests.integration.rawhttp import Closed, Conn, request_bytes
+from tests.support.rawhttp import Closed, Conn, request_bytes
 
 MIB = 1024 * 1024
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from gshard.http import compiled
-from tests.conftest import FIXTURE_APPS, REPO
+from tests.support.paths import FIXTURE_APPS, REPO
 
 HTTP = REPO / "gshard" / "http"
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import CORPUS_DIR
+from tests.support.paths import CORPUS_DIR
 
 RUNNER = CORPUS_DIR / "run_corpus.py"
 

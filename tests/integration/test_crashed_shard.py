@@ -14,10 +14,8 @@ import time
 
 import pytest
 
-from tests.integration.loadgen import (
-    Load,
-    wait_state,
-)
+from tests.support.loadgen import Load
+from tests.support.processes import wait_state
 
 CONCURRENCY = 24
 ARRIVING = 16  # clients that start while a shard is frozen

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.rawhttp import Conn, garbage, request_bytes
+from tests.support.rawhttp import Conn, garbage, request_bytes
 
 
 @pytest.fixture

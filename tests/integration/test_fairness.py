@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.rawhttp import fetch
+from tests.support.rawhttp import fetch
 
 CONNECTIONS = 800
 SHARDS = 4

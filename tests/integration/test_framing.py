@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.rawhttp import Conn, request_bytes
 
 
 @pytest.fixture

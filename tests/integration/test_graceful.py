@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.rawhttp import Conn, request_bytes
 
 IN_FLIGHT = 4
 

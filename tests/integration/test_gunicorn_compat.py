@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import FIXTURE_APPS
-from tests.integration.conftest import START_TIMEOUT, Server, kill_group, launch
+from tests.support.paths import FIXTURE_APPS
+from tests.support.processes import START_TIMEOUT, Server, kill_group, launch
 
 # What a folder holding a gunicorn deployment looks like: the app imports a
 # helper from --pythonpath, reads a variable from raw_env, and borrows

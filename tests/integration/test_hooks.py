@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from tests.conftest import FIXTURE_APPS
-from tests.integration.conftest import Output, Server
+from tests.support.paths import FIXTURE_APPS
+from tests.support.processes import Output, Server
 
 CONFIG = str(FIXTURE_APPS / "recording_hooks.conf.py")
 

@@ -25,15 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.conftest import (
+from tests.support.processes import (
     START_TIMEOUT,
     Server,
     kill_group,
     launch,
     need_descriptors,
+    process_state,
 )
-from tests.integration.loadgen import process_state
-from tests.integration.rawhttp import Conn, fetch, garbage, read_to_eof, request_bytes
+from tests.support.rawhttp import Conn, fetch, garbage, read_to_eof, request_bytes
 
 REFUSALS = {400, 408, 413, 414, 431, 501, 505}
 

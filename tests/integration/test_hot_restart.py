@@ -16,13 +16,13 @@ import time
 
 import pytest
 
-from tests.integration.conftest import process_title, wait_until
-from tests.integration.loadgen import (
+from tests.support.loadgen import (
     APP,
     Load,
     Result,
     deploy,
 )
+from tests.support.processes import process_title, wait_until
 
 # After a reload returns, the old generation may still answer what it had in
 # flight (a /slow request takes 1.5 s); from then on only the new one answers.

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.loadgen import Load
+from tests.support.loadgen import Load
 
 
 @pytest.mark.slow

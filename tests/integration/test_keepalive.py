@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import need_descriptors
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.processes import need_descriptors
+from tests.support.rawhttp import Conn, request_bytes
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Server
+from tests.support.processes import Server
 
 WAIT = 15.0
 

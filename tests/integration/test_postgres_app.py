@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.integration.postgres import Postgres, running_postgres
+from tests.support.postgres import Postgres, running_postgres
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 APP = "pg_app:app"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import child_pids, process_title, wait_until
-from tests.integration.loadgen import Load, deploy, fresh_request
+from tests.support.loadgen import Load, deploy, fresh_request
+from tests.support.processes import child_pids, process_title, wait_until
 
 BLOB_MIB = 64
 _BIG_APP = f'''\

@@ -18,17 +18,17 @@ import requests
 
 from gshard.http import compiled
 from gshard.version import __version__
-from tests.conftest import FIXTURE_APPS
-from tests.integration.conftest import (
+from tests.support.paths import FIXTURE_APPS
+from tests.support.processes import (
     Output,
     Server,
     kill_group,
     listening_sockets,
     need_descriptors,
+    process_start_time,
     wait_until,
 )
-from tests.integration.loadgen import process_start_time
-from tests.integration.rawhttp import Closed, Conn, fetch, request_bytes
+from tests.support.rawhttp import Closed, Conn, fetch, request_bytes
 
 # --- helpers -------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import ssl
 
 import pytest
 
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.rawhttp import Conn, request_bytes
 
 FORWARDED = (
     ("X-Forwarded-For", "198.51.100.1, 203.0.113.7"),

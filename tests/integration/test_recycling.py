@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.loadgen import (
+from tests.support.loadgen import (
     Load,
     deploy,
     fresh_request,

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import wait_until
-from tests.integration.loadgen import APP_MODULE, Load, deploy, fresh_request
+from tests.support.loadgen import APP_MODULE, Load, deploy, fresh_request
+from tests.support.processes import wait_until
 
 
 def _served(port: int) -> str | None:

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import listening_sockets, wait_until
-from tests.integration.loadgen import Load
+from tests.support.loadgen import Load
+from tests.support.processes import listening_sockets, wait_until
 
 pytestmark = pytest.mark.usefixtures("no_request_migration")
 

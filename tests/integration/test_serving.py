@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.rawhttp import Conn, request_bytes
 
 
 def test_flask_app(gshard_proc):

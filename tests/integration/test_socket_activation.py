@@ -30,15 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.conftest import START_TIMEOUT, Output, Server, kill_group
-from tests.integration.loadgen import (
+from tests.support.loadgen import (
     APP,
     SERVER_ENV,
     Load,
     deploy,
     fresh_request,
 )
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.processes import START_TIMEOUT, Output, Server, kill_group
+from tests.support.rawhttp import Conn, request_bytes
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
 

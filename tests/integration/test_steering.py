@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.integration.loadgen import deploy, fresh_request
+from tests.support.loadgen import deploy, fresh_request
 
 
 @pytest.mark.timeout(60)

@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.rawhttp import Conn, read_to_eof, request_bytes
+from tests.support.rawhttp import Conn, read_to_eof, request_bytes
 
 trustme = pytest.importorskip("trustme")
 

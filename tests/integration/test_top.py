@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="needs tmux (.ci/run installs it)")

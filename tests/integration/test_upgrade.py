@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import child_pids, wait_until
-from tests.integration.loadgen import Load, deploy, wait_state
+from tests.support.loadgen import Load, deploy
+from tests.support.processes import child_pids, wait_state, wait_until
 
 
 def _load(port: int) -> Load:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gshard.http import compiled
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 PURE = bool(os.environ.get("GSHARD_PURE_PYTHON"))
 HTTP = REPO / "gshard" / "http"

@@ -24,7 +24,7 @@ from gshard.http.exchange import Exchange, Outcome
 from gshard.http.protocol import Limits
 from gshard.http.wsgi import base_environ
 from gshard.shard.serving import _close_idle
-from tests.integration.rawhttp import Closed, Conn, request_bytes
+from tests.support.rawhttp import Closed, Conn, request_bytes
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -23,7 +23,7 @@ from gshard.http.protocol import Limits
 from gshard.http.wsgi import base_environ
 from gshard.shard import request_hooks
 from gshard.sockets.listener import ListenerSet
-from tests.integration.rawhttp import Conn, request_bytes
+from tests.support.rawhttp import Conn, request_bytes
 
 pytestmark = pytest.mark.timeout(10)
 

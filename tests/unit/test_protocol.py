@@ -28,7 +28,7 @@ from gshard.http.protocol import (
 )
 from gshard.http.response import ResponseWriter
 from gshard.http.wsgi import split_target
-from tests.conftest import CORPUS_DIR, corpus_runner
+from tests.support.paths import CORPUS_DIR, corpus_runner
 
 run_corpus = corpus_runner()
 

@@ -24,7 +24,7 @@ from gshard.http.protocol import (
     ServerConnection,
     State,
 )
-from tests.protocol_checks import (
+from tests.support.protocol_checks import (
     DEFAULT_LIMITS,
     SMALL_LIMITS,
     buffer_bound,

@@ -26,7 +26,7 @@ from gshard.http.proxy import (
     parse_proxy_header,
 )
 from gshard.http.wsgi import EMPTY_INPUT, base_environ, make_environ
-from tests.conftest import CORPUS_DIR, corpus_runner
+from tests.support.paths import CORPUS_DIR, corpus_runner
 
 run_corpus = corpus_runner()
 

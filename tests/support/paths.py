@@ -1,4 +1,4 @@
-"""Shared test settings: where the fixture apps and the shared HTTP corpus live."""
+"""Where things are: the tests, the fixture apps, the repository and the shared HTTP corpus."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pathlib
 import sys
 from types import ModuleType
 
-TESTS = pathlib.Path(__file__).resolve().parent
+TESTS = pathlib.Path(__file__).resolve().parent.parent
 FIXTURE_APPS = TESTS / "fixtureapps"
 REPO = TESTS.parent
 # The conformance corpus sits beside the checkout (../shared), as in CI.

@@ -296,37 +296,3 @@ def deploy(directory: os.PathLike | str, version: str, broken: str | None = None
 # twice within a second at the same size could be imported stale from
 # __pycache__. Deploys seconds apart are safe anyway; this rules it out.
 SERVER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
-
-def _stat_after_name(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (which may hold spaces
-    and parentheses), from the state on; None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter (R, S, T, Z...); None once the process is gone."""
-    fields = _stat_after_name(pid)
-    return fields[0] if fields else None
-
-
-def process_start_time(pid: int) -> str | None:
-    """When the process started (to tell it from a later one with its PID); None once gone."""
-    fields = _stat_after_name(pid)
-    return fields[19] if fields else None
-
-
-def wait_state(pid: int, dead: bool = False, stopped: bool = False,
-               timeout: float = 5.0) -> float:
-    """Wait until ``pid`` is dead (a zombie or reaped) or stopped (T); the time it was seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = process_state(pid)
-        if (dead and state in (None, "Z")) or (stopped and state in ("T", "t")):
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} still in state {state!r} after {timeout}s")
-        time.sleep(0.002)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.integration.conftest import Output
+from tests.support.processes import Output
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0

@@ -2,7 +2,7 @@
 property tests (``tests/unit/test_protocol_properties.py``, in CI) and the long
 fuzz run (``tests/fuzz/fuzz_protocol.py``, by hand).
 
-* ``run`` drives a ``ServerConnection`` the way ``gshard/connection.py`` does
+* ``run`` drives a ``ServerConnection`` the way ``gshard/http/connection.py`` does
   and records what it made of the bytes; it fails on any exception other than
   ``ProtocolError``, on a parser that keeps answering without consuming input,
   and on buffered input beyond the limits (``buffer_bound``);
