@@ -20,17 +20,10 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from gshard.manager import fsm
 from gshard.manager.control import ControlServer, Outcome, Waiter
-from gshard.manager.events import (
-    Event,
-    Phase,
-    RecycleRequested,
-    Reload,
-    Scale,
-    ShardState,
-    Stop,
-)
+from gshard.manager.events import Event, RecycleRequested, Reload, Scale, ShardState, Stop
+from gshard.manager.fsm import ManagerFSM
+from gshard.manager.view import ShardView
 
 REFUSED_BUSY = "the server is starting, reloading or stopping; try again once it serves"
 MAX_SHARDS = 1024
@@ -41,7 +34,7 @@ class CommandHandler:
 
     def __init__(
         self,
-        machine: fsm.ManagerFSM,
+        machine: ManagerFSM,
         control: ControlServer,
         status: Callable[[], dict[str, Any]],
         reopen: Callable[[], int],
@@ -78,14 +71,11 @@ class CommandHandler:
         self.control.reply(client, False, f"unknown command {line[:40]!r}")
         return []
 
-    def _busy(self) -> bool:
-        return self.machine.phase is not Phase.RUNNING or self.machine.booting is not None
-
     def _scale(self, client: socket.socket, argument: str, now: float) -> list[Event]:
         if not argument.isdigit() or not 1 <= int(argument) <= MAX_SHARDS:
             self.control.reply(client, False, f"scale needs a shard count from 1 to {MAX_SHARDS}")
             return []
-        if self._busy():
+        if self.machine.busy():
             self.control.reply(client, False, f"Not scaling: {REFUSED_BUSY}")
             return []
         target = int(argument)
@@ -97,35 +87,30 @@ class CommandHandler:
     def _scaled(self, target: int) -> Outcome:
         machine = self.machine
         if machine.slots != target:
-            if self._busy():
+            if machine.busy():
                 return False, f"Scaling to {target} interrupted: {REFUSED_BUSY}"
             return None
-        serving = {s.slot for s in machine.of_generation(machine.live)
-                   if s.state is ShardState.READY}
-        leftover = [s for s in machine.shards.values() if s.slot >= target]
-        if serving.issuperset(range(target)) and not leftover:
+        leftover = any(slot >= target for slot in machine.occupied_slots())
+        if machine.serving_slots().issuperset(range(target)) and not leftover:
             return True, f"{target} shard{'' if target == 1 else 's'} serving"
         return None
 
     def _recycle(self, client: socket.socket, argument: str, now: float) -> list[Event]:
-        shard = self.machine.shards.get(int(argument)) if argument.isdigit() else None
-        if (shard is None or shard.state is not ShardState.READY
-                or shard.generation != self.machine.live):
+        shard = self.machine.shard(int(argument)) if argument.isdigit() else None
+        if shard is None or not self.machine.is_serving(shard.pid):
             self.control.reply(client, False, f"No serving shard has pid {argument[:20]}")
             return []
-        if self._busy() or self._successor(shard) is not None:
+        if self.machine.busy() or self.machine.successor_of(shard) is not None:
             self.control.reply(client, False, f"Not recycling: {REFUSED_BUSY}")
             return []
         self.control.wait(Waiter(client, lambda: self._recycled(shard)))
         return [RecycleRequested(shard.pid, now)]
 
-    def _successor(self, shard: fsm.Shard) -> fsm.Shard | None:
-        return next((s for s in self.machine.of_generation(shard.generation)
-                     if s.slot == shard.slot and s is not shard), None)
-
-    def _recycled(self, shard: fsm.Shard) -> Outcome:
-        successor = self._successor(shard)
-        if shard.state is ShardState.DRAINING or shard.pid not in self.machine.shards:
+    def _recycled(self, shard: ShardView) -> Outcome:
+        """``shard`` as it was when the recycle was asked for; the machine says how it is now."""
+        successor = self.machine.successor_of(shard)
+        current = self.machine.shard(shard.pid)
+        if current is None or current.state is ShardState.DRAINING:
             replaced_by = f" by pid {successor.pid}" if successor is not None else ""
             return True, (f"Shard {shard.slot} (pid {shard.pid}) replaced{replaced_by}; "
                           f"pid {shard.pid} is draining")

@@ -34,7 +34,7 @@ no user code runs in here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
@@ -80,6 +80,7 @@ from gshard.manager.events import (
     UpgradeRequested,
     describe_status,
 )
+from gshard.manager.view import GenerationState, GenerationView, MachineView, ShardView
 
 # A shard that served this long before dying starts its slot's backoff afresh.
 STABLE_SECONDS = 10.0
@@ -102,6 +103,8 @@ class Timings:
 
 @dataclass
 class Shard:
+    """The machine's own record of one shard process; outside, a ``ShardView`` of it."""
+
     pid: int
     slot: int
     generation: int
@@ -112,33 +115,44 @@ class Shard:
     killed: bool = False
     leaving: Reason | None = None  # why it was asked (or forced) to leave
 
+    def view(self) -> ShardView:
+        return ShardView(self.pid, self.slot, self.generation, self.state, self.since,
+                         self.last_beat, self.kill_at, self.leaving)
 
-@dataclass
+
 class ManagerFSM:
-    """Shards, generations and the phase of the whole server."""
+    """Shards, generations and the phase of the whole server.
 
-    slots: int
-    timings: Timings = field(default_factory=Timings)
-    phase: Phase = Phase.STARTING
-    shards: dict[int, Shard] = field(default_factory=dict)
-    live: int = 0  # generation serving now; 0 before the first is ready
-    booting: int | None = None  # generation booting as a whole (first start or reload)
-    last_generation: int = 0
-    exit_code: int = EXIT_OK
-    respawn_at: dict[int, float] = field(default_factory=dict)  # slot -> when
-    failures: dict[int, int] = field(default_factory=dict)  # slot -> consecutive failures
-    boot_errors: dict[int, str] = field(default_factory=dict)  # generation -> first traceback
-    sockets: int = 0  # slots that have a listener open; set from ``slots`` at start
-    steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's hash
-    # A successor manager inherits its listeners and owns nothing until it serves.
-    inherited: bool = False
-    # This manager owns the pidfile, control socket and unix socket files.
-    owns_files: bool = False
-    upgrade: Upgrade = Upgrade.NONE
-    successor: int | None = None  # the successor manager's pid while it runs
+    Its state is its own: the loop, the control commands and the observers
+    change it only through ``handle`` and read it through the queries below
+    (and ``view()``), so every rule about it is in this class.
+    """
 
     # Which method handles each event type; filled in below the class.
     HANDLERS: ClassVar[dict[type, Callable[[ManagerFSM, Event], list[Action]]]]
+
+    def __init__(self, slots: int, timings: Timings | None = None,
+                 inherited: bool = False) -> None:
+        """``inherited``: a successor manager (SIGUSR2), started on its
+        predecessor's listeners, which owns nothing until it serves."""
+        self.timings = timings or Timings()
+        self._slots = slots
+        self._inherited = inherited
+        self._phase = Phase.STARTING
+        self._shards: dict[int, Shard] = {}
+        self._live = 0  # generation serving now; 0 before the first is ready
+        self._booting: int | None = None  # generation booting as a whole (first start or reload)
+        self._last_generation = 0
+        self._exit_code = EXIT_OK
+        self._respawn_at: dict[int, float] = {}  # slot -> when
+        self._failures: dict[int, int] = {}  # slot -> consecutive failures
+        self._boot_errors: dict[int, str] = {}  # generation -> first traceback
+        self._sockets = 0  # slots that have a listener open; set from ``slots`` at start
+        self._steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's
+        # This manager owns the pidfile, control socket and unix socket files.
+        self._owns_files = False
+        self._upgrade = Upgrade.NONE
+        self._successor: int | None = None  # the successor manager's pid while it runs
 
     def handle(self, event: Event) -> list[Action]:
         actions = self.HANDLERS[type(event)](self, event)
@@ -148,13 +162,62 @@ class ManagerFSM:
 
     # --- queries -------------------------------------------------------
 
-    def of_generation(self, generation: int) -> list[Shard]:
-        return [s for s in self.shards.values() if s.generation == generation]
+    @property
+    def slots(self) -> int:
+        """Shards the server runs now (gunicorn's worker count)."""
+        return self._slots
+
+    @property
+    def owns_files(self) -> bool:
+        """The pidfile, control socket and unix socket files are this manager's to
+        write and remove (not yet a successor's, no longer one that handed over)."""
+        return self._owns_files
+
+    def busy(self) -> bool:
+        """Starting, reloading or stopping: no time to scale or recycle."""
+        return self._phase is not Phase.RUNNING or self._booting is not None
+
+    def shard(self, pid: int) -> ShardView | None:
+        shard = self._shards.get(pid)
+        return shard.view() if shard is not None else None
+
+    def shard_pids(self) -> list[int]:
+        return list(self._shards)
+
+    def is_serving(self, pid: int) -> bool:
+        """``pid`` is a ready shard of the generation serving."""
+        shard = self._shards.get(pid)
+        return (shard is not None and shard.state is ShardState.READY
+                and shard.generation == self._live)
+
+    def serving_slots(self) -> set[int]:
+        """Slots whose shard of the serving generation is ready."""
+        return {s.slot for s in self._of_generation(self._live) if s.state is ShardState.READY}
+
+    def occupied_slots(self) -> set[int]:
+        """Slots that have a shard, whatever its state (one that leaves still accepts)."""
+        return {s.slot for s in self._shards.values()}
+
+    def successor_of(self, shard: ShardView) -> ShardView | None:
+        """The other shard of ``shard``'s generation and slot: a recycled shard's
+        successor (while either is there)."""
+        return next((s.view() for s in self._of_generation(shard.generation)
+                     if s.slot == shard.slot and s.pid != shard.pid), None)
+
+    def generations_in_use(self) -> set[int]:
+        """Generations that serve, boot or still have a shard (their ``--preload``
+        templates are kept)."""
+        return {*(g for g in (self._live, self._booting) if g),
+                *(s.generation for s in self._shards.values())}
+
+    def is_successor_manager(self, pid: int) -> bool:
+        """``pid`` is the manager started to replace this one (SIGUSR2)."""
+        return self._successor is not None and pid == self._successor
 
     def next_deadline(self) -> float | None:
         """The earliest time a ``Tick`` could change something."""
-        times = list(self.respawn_at.values())
-        for shard in self.shards.values():
+        times = list(self._respawn_at.values())
+        for shard in self._shards.values():
             if shard.kill_at is not None:
                 times.append(shard.kill_at)
             elif shard.killed:
@@ -165,67 +228,98 @@ class ManagerFSM:
                 times.append(shard.last_beat + self.timings.heartbeat_timeout)
         return min(times, default=None)
 
+    def view(self) -> MachineView:
+        return MachineView(
+            phase=self._phase,
+            slots=self._slots,
+            live=self._live,
+            booting=self._booting,
+            shards=tuple(shard.view() for shard in self._shards.values()),
+            generations=self._generations(),
+            steered=self._steered,
+            owns_files=self._owns_files,
+            upgrade=self._upgrade,
+            successor=self._successor,
+        )
+
+    def _generations(self) -> tuple[GenerationView, ...]:
+        """Each generation with shards, newest first: booting, serving or draining."""
+        views = []
+        for generation in sorted({s.generation for s in self._shards.values()}, reverse=True):
+            if generation == self._booting:
+                state = GenerationState.BOOTING
+            elif generation == self._live and self._phase is not Phase.STOPPING:
+                state = GenerationState.SERVING
+            else:
+                state = GenerationState.DRAINING
+            views.append(GenerationView(generation, state,
+                                        len(self._of_generation(generation))))
+        return tuple(views)
+
+    def _of_generation(self, generation: int) -> list[Shard]:
+        return [s for s in self._shards.values() if s.generation == generation]
+
     # --- event handlers --------------------------------------------------
 
     def _on_start(self, event: Start) -> list[Action]:
-        self.sockets = self.slots
-        actions: list[Action] = [] if self.inherited else self._take_ownership()
+        self._sockets = self._slots
+        actions: list[Action] = [] if self._inherited else self._take_ownership()
         # gunicorn's order: the count is set, then the server starts and is
         # ready (its listeners are bound), and only then are workers forked.
-        hooks = [Hook("nworkers_changed", (self.slots, None)), Hook("on_starting"),
+        hooks = [Hook("nworkers_changed", (self._slots, None)), Hook("on_starting"),
                  Hook("when_ready")]
-        return [*actions, *hooks, Log(Level.INFO, f"Booting {self.slots} shards"),
+        return [*actions, *hooks, Log(Level.INFO, f"Booting {self._slots} shards"),
                 *self._boot_generation()]
 
     def _take_ownership(self) -> list[Action]:
-        self.owns_files = True
+        self._owns_files = True
         return [TakeOwnership()]
 
     def _status(self, state: ServiceState, message: str) -> list[Action]:
         """Tell the supervisor, unless a successor speaks for the service now."""
-        if self.upgrade is Upgrade.HANDING_OVER:
+        if self._upgrade is Upgrade.HANDING_OVER:
             return []
         return [Status(state, message)]
 
     def _boot_generation(self) -> list[Action]:
-        self.last_generation += 1
-        self.booting = self.last_generation
-        return [Spawn(slot, self.booting) for slot in range(self.slots)]
+        self._last_generation += 1
+        self._booting = self._last_generation
+        return [Spawn(slot, self._booting) for slot in range(self._slots)]
 
     def _on_spawned(self, event: Spawned) -> list[Action]:
-        shard = self.shards[event.pid] = Shard(
+        shard = self._shards[event.pid] = Shard(
             event.pid, event.slot, event.generation, ShardState.BOOTING, event.now, event.now
         )
-        if self.phase is Phase.STOPPING or event.generation not in (self.live, self.booting):
+        if self._phase is Phase.STOPPING or event.generation not in (self._live, self._booting):
             # Reported late (--preload's template forks asynchronously): its
             # generation failed, was replaced or is stopping meanwhile.
-            reason = Reason.STOPPED if self.phase is Phase.STOPPING else Reason.BOOT_FAILED
+            reason = Reason.STOPPED if self._phase is Phase.STOPPING else Reason.BOOT_FAILED
             return self._leave(shard, StopMode.QUIT, event.now, reason)
         return []
 
     def _on_beat(self, event: Beat) -> list[Action]:
-        shard = self.shards.get(event.pid)
+        shard = self._shards.get(event.pid)
         if shard is not None:
             shard.last_beat = event.now
         return []
 
     def _on_ready(self, event: Ready) -> list[Action]:
-        shard = self.shards.get(event.pid)
+        shard = self._shards.get(event.pid)
         if shard is None or shard.state is not ShardState.BOOTING:
             return []
         shard.state = ShardState.READY
         shard.since = shard.last_beat = event.now
-        if shard.generation == self.booting:
-            if all(s.state is ShardState.READY for s in self.of_generation(self.booting)) and len(
-                self.of_generation(self.booting)
-            ) == self.slots:
+        if shard.generation == self._booting:
+            if all(s.state is ShardState.READY for s in self._of_generation(self._booting)) and len(
+                self._of_generation(self._booting)
+            ) == self._slots:
                 return self._promote(event.now)
             return []
         # A replacement within the serving generation: a respawn or a recycle.
         actions: list[Action] = [
             Log(Level.INFO, f"Shard {shard.slot} (pid {shard.pid}) is serving")
         ]
-        for other in self.of_generation(shard.generation):
+        for other in self._of_generation(shard.generation):
             if other is not shard and other.slot == shard.slot and other.state is ShardState.READY:
                 actions += self._leave(other, StopMode.DRAIN, event.now, Reason.RECYCLED)
         return actions
@@ -239,35 +333,32 @@ class ManagerFSM:
         already queued wait for the slot's next shard. While every listener
         has a serving shard, the kernel's own hash is left alone.
         """
-        if self.phase is not Phase.RUNNING:
+        if self._phase is not Phase.RUNNING:
             return []
-        serving = tuple(sorted(
-            s.slot for s in self.of_generation(self.live)
-            if s.state is ShardState.READY and s.slot < self.slots
-        ))
-        if not serving or serving == self.steered:
+        serving = tuple(sorted(slot for slot in self.serving_slots() if slot < self._slots))
+        if not serving or serving == self._steered:
             return []
-        if self.steered is None and serving == tuple(range(self.sockets)):
+        if self._steered is None and serving == tuple(range(self._sockets)):
             return []
-        self.steered = serving
+        self._steered = serving
         return [Steer(serving)]
 
     def _promote(self, now: float) -> list[Action]:
         """The booting generation is all ready: it serves, and the one before drains."""
-        old, self.live, self.booting = self.live, self.booting or 0, None
-        self.respawn_at.clear()
+        old, self._live, self._booting = self._live, self._booting or 0, None
+        self._respawn_at.clear()
         actions: list[Action] = []
-        for shard in self.of_generation(old):
+        for shard in self._of_generation(old):
             if shard.state is not ShardState.DRAINING:
                 actions += self._leave(shard, StopMode.DRAIN, now, Reason.RELOADED)
-        if self.phase is Phase.STARTING:
-            self.phase = Phase.RUNNING
-            message = f"Ready: {self.slots} shards serving"
+        if self._phase is Phase.STARTING:
+            self._phase = Phase.RUNNING
+            message = f"Ready: {self._slots} shards serving"
             actions.append(Log(Level.INFO, message))
-            if not self.owns_files:  # a successor: its predecessor drains now
+            if not self._owns_files:  # a successor: its predecessor drains now
                 actions += self._take_ownership()
         else:
-            message = f"Generation {self.live} is serving; generation {old} is draining"
+            message = f"Generation {self._live} is serving; generation {old} is draining"
             actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
         return actions + self._status(ServiceState.READY, message)
 
@@ -284,16 +375,16 @@ class ManagerFSM:
         return [Signal(shard.pid, mode)]
 
     def _on_boot_failed(self, event: BootFailed) -> list[Action]:
-        shard = self.shards.get(event.pid)
+        shard = self._shards.get(event.pid)
         if shard is None:
             return []
-        if shard.generation in self.boot_errors:
+        if shard.generation in self._boot_errors:
             return []  # every shard of the generation fails alike: report it once
-        self.boot_errors[shard.generation] = event.detail
+        self._boot_errors[shard.generation] = event.detail
         return [Log(Level.ERROR, f"Shard {shard.slot} failed to boot:\n{event.detail.rstrip()}")]
 
     def _on_exited(self, event: Exited) -> list[Action]:
-        shard = self.shards.pop(event.pid, None)
+        shard = self._shards.pop(event.pid, None)
         if shard is None:
             return []
         return [self._departure(shard, event.status), *self._after_exit(shard, event)]
@@ -301,9 +392,9 @@ class ManagerFSM:
     def _departure(self, shard: Shard, status: int) -> Departed:
         reason = shard.leaving
         if reason is None:
-            if self.phase is Phase.STOPPING:
+            if self._phase is Phase.STOPPING:
                 reason = Reason.STOPPED
-            elif shard.generation == self.booting:
+            elif shard.generation == self._booting:
                 reason = Reason.BOOT_FAILED
             else:
                 reason = Reason.CRASHED
@@ -315,64 +406,64 @@ class ManagerFSM:
 
     def _after_exit(self, shard: Shard, event: Exited) -> list[Action]:
         how = describe_status(event.status)
-        if self.phase is Phase.STOPPING:
-            return [Exit(self.exit_code)] if not self.shards else []
+        if self._phase is Phase.STOPPING:
+            return [Exit(self._exit_code)] if not self._shards else []
         if shard.state is ShardState.DRAINING:
             return [Log(Level.INFO, f"Shard {shard.slot} (pid {shard.pid}) {how} after draining"),
                     *self._close_unused_listeners()]
-        if shard.generation == self.booting:
+        if shard.generation == self._booting:
             return self._generation_failed(shard, event.status, event.now)
-        if shard.generation != self.live:
+        if shard.generation != self._live:
             return []
         actions: list[Action] = [
             Log(Level.ERROR, f"Shard {shard.slot} (pid {shard.pid}) {how}")
         ]
         if any(s.slot == shard.slot and s.state is ShardState.READY
-               for s in self.of_generation(self.live)):
+               for s in self._of_generation(self._live)):
             return actions  # a successor that failed; its predecessor still serves
         return actions + self._schedule_respawn(shard, event.now)
 
     def _close_unused_listeners(self) -> list[Action]:
         """Close listeners of removed slots once no shard accepts on them any more."""
-        needed = max([self.slots, *(s.slot + 1 for s in self.shards.values())])
-        if needed >= self.sockets:
+        needed = max([self._slots, *(slot + 1 for slot in self.occupied_slots())])
+        if needed >= self._sockets:
             return []
-        self.sockets = needed
+        self._sockets = needed
         return [Listeners(needed)]
 
     def _schedule_respawn(self, shard: Shard, now: float) -> list[Action]:
         ran_well = shard.state is ShardState.READY and now - shard.since >= STABLE_SECONDS
-        failures = 1 if ran_well else self.failures.get(shard.slot, 0) + 1
-        self.failures[shard.slot] = failures
+        failures = 1 if ran_well else self._failures.get(shard.slot, 0) + 1
+        self._failures[shard.slot] = failures
         delay = 0.0 if failures == 1 else min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_CAP)
         if delay == 0.0:
-            return [Spawn(shard.slot, self.live)]
-        self.respawn_at[shard.slot] = now + delay
+            return [Spawn(shard.slot, self._live)]
+        self._respawn_at[shard.slot] = now + delay
         return [Log(Level.WARNING, f"Shard {shard.slot} keeps failing; respawning in {delay:g}s")]
 
     def _generation_failed(self, shard: Shard, status: int, now: float) -> list[Action]:
         """A shard of the booting generation died: that generation will not serve."""
         generation = shard.generation
-        self.booting = None
+        self._booting = None
         reason = self._boot_reason(generation, shard, status)
         actions: list[Action] = []
-        for other in self.of_generation(generation):
+        for other in self._of_generation(generation):
             if other.state is not ShardState.DRAINING:
                 actions += self._leave(other, StopMode.QUIT, now, Reason.BOOT_FAILED)
-        if not self.live:
-            self.phase = Phase.STOPPING
-            self.exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
+        if not self._live:
+            self._phase = Phase.STOPPING
+            self._exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
                 else EXIT_BOOT_ERROR
             actions.append(Log(Level.ERROR, f"Shutting down: {reason}"))
-            if not self.shards:
-                actions.append(Exit(self.exit_code))
+            if not self._shards:
+                actions.append(Exit(self._exit_code))
             return actions
-        message = f"Reload failed, generation {self.live} keeps serving: {reason}"
+        message = f"Reload failed, generation {self._live} keeps serving: {reason}"
         return [*actions, Log(Level.ERROR, message), ReloadFinished(False, message),
                 *self._status(ServiceState.READY, message)]
 
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
-        error = self.boot_errors.get(generation)
+        error = self._boot_errors.get(generation)
         if error:
             what = ("the application failed to load" if status == EXIT_APP_LOAD_ERROR
                     else "a shard failed to boot")
@@ -382,83 +473,83 @@ class ManagerFSM:
         return f"shard {shard.slot} {describe_status(status)} while booting"
 
     def _on_recycle_requested(self, event: RecycleRequested) -> list[Action]:
-        shard = self.shards.get(event.pid)
+        shard = self._shards.get(event.pid)
         if (
             shard is None
             or shard.state is not ShardState.READY
-            or shard.generation != self.live
-            or self.booting is not None
-            or self.phase is not Phase.RUNNING
+            or shard.generation != self._live
+            or self._booting is not None
+            or self._phase is not Phase.RUNNING
             or any(s.slot == shard.slot and s.state is ShardState.BOOTING
-                   for s in self.of_generation(self.live))
+                   for s in self._of_generation(self._live))
         ):
             return []
         return [Log(Level.INFO, f"Recycling shard {shard.slot} (pid {shard.pid})"),
-                Spawn(shard.slot, self.live)]
+                Spawn(shard.slot, self._live)]
 
     def _on_reload(self, event: Reload) -> list[Action]:
-        if self.phase is not Phase.RUNNING:
-            message = f"Reload refused: the server is {self.phase.value}"
+        if self._phase is not Phase.RUNNING:
+            message = f"Reload refused: the server is {self._phase.value}"
             return [Log(Level.WARNING, message), ReloadFinished(False, message)]
         actions: list[Action] = []
-        if self.booting is not None:
+        if self._booting is not None:
             # Newer code was deployed while the last reload booted: boot that
             # instead. Whoever waits on a reload hears how this one ends.
-            for shard in self.of_generation(self.booting):
+            for shard in self._of_generation(self._booting):
                 actions += self._leave(shard, StopMode.QUIT, event.now, Reason.RELOADED)
         actions += self._boot_generation()
-        message = f"Reloading: booting generation {self.booting}"
+        message = f"Reloading: booting generation {self._booting}"
         return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
                 # gunicorn sets its count anew on every reload, then reloads.
-                Hook("nworkers_changed", (self.slots, self.slots)), Hook("on_reload"), *actions]
+                Hook("nworkers_changed", (self._slots, self._slots)), Hook("on_reload"), *actions]
 
     def _on_stop(self, event: Stop) -> list[Action]:
         mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
-        if self.phase is Phase.STOPPING and event.graceful:
+        if self._phase is Phase.STOPPING and event.graceful:
             return []
-        self.phase = Phase.STOPPING
-        self.booting = None
-        self.respawn_at.clear()
+        self._phase = Phase.STOPPING
+        self._booting = None
+        self._respawn_at.clear()
         message = "Shutting down gracefully" if event.graceful else "Shutting down now"
         actions: list[Action] = [Log(Level.INFO, message),
                                  *self._status(ServiceState.STOPPING, message)]
-        for shard in self.shards.values():
+        for shard in self._shards.values():
             actions += self._leave(shard, mode, event.now, Reason.STOPPED)
-        if not self.shards:
-            actions.append(Exit(self.exit_code))
+        if not self._shards:
+            actions.append(Exit(self._exit_code))
         return actions
 
     def _on_scale(self, event: Scale) -> list[Action]:
-        if self.phase is not Phase.RUNNING or self.booting is not None:
+        if self._phase is not Phase.RUNNING or self._booting is not None:
             return [Log(Level.WARNING, "Not scaling while the server is starting, reloading "
                                        "or stopping")]
         if event.delta > 0:
             return self._add_slot()
-        if self.slots == 1:
+        if self._slots == 1:
             return [Log(Level.WARNING, "Not removing the last shard")]
         return self._remove_slot(event.now)
 
     def _add_slot(self) -> list[Action]:
-        slot = self.slots
-        self.slots += 1
-        opens = self.sockets < self.slots
-        self.sockets = max(self.sockets, self.slots)
+        slot = self._slots
+        self._slots += 1
+        opens = self._sockets < self._slots
+        self._sockets = max(self._sockets, self._slots)
         # Steered off the new listener before it exists, until its shard serves.
         actions: list[Action] = [Log(Level.INFO, f"Adding shard {slot}"),
-                                 Hook("nworkers_changed", (self.slots, slot)), *self._steer()]
+                                 Hook("nworkers_changed", (self._slots, slot)), *self._steer()]
         if opens:
-            actions.append(Listeners(self.slots))
-        return [*actions, Spawn(slot, self.live)]
+            actions.append(Listeners(self._slots))
+        return [*actions, Spawn(slot, self._live)]
 
     def _remove_slot(self, now: float) -> list[Action]:
-        self.slots -= 1
-        slot = self.slots
-        self.respawn_at.pop(slot, None)
-        self.failures.pop(slot, None)
+        self._slots -= 1
+        slot = self._slots
+        self._respawn_at.pop(slot, None)
+        self._failures.pop(slot, None)
         # Steered away first: the leaving shard then accepts what was queued.
         actions: list[Action] = [Log(Level.INFO, f"Removing shard {slot}"),
                                  Hook("nworkers_changed", (slot, slot + 1)), *self._steer()]
-        for shard in list(self.shards.values()):
+        for shard in list(self._shards.values()):
             if shard.slot == slot and shard.state is not ShardState.DRAINING:
                 actions += self._leave(shard, StopMode.RETIRE, now, Reason.SCALED_DOWN)
         return actions + self._close_unused_listeners()
@@ -466,12 +557,12 @@ class ManagerFSM:
     def _on_tick(self, event: Tick) -> list[Action]:
         now = event.now
         actions: list[Action] = []
-        for shard in list(self.shards.values()):
+        for shard in list(self._shards.values()):
             actions += self._check_shard(shard, now)
-        for slot, due in list(self.respawn_at.items()):
+        for slot, due in list(self._respawn_at.items()):
             if due <= now:
-                del self.respawn_at[slot]
-                actions.append(Spawn(slot, self.live))
+                del self._respawn_at[slot]
+                actions.append(Spawn(slot, self._live))
         return actions
 
     def _check_shard(self, shard: Shard, now: float) -> list[Action]:
@@ -506,38 +597,38 @@ class ManagerFSM:
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
     def _on_upgrade_requested(self, event: UpgradeRequested) -> list[Action]:
-        if self.upgrade is not Upgrade.NONE:
+        if self._upgrade is not Upgrade.NONE:
             return [Log(Level.WARNING, "Upgrade already under way; SIGUSR2 ignored")]
-        if self.phase is not Phase.RUNNING or not self.owns_files:
+        if self._phase is not Phase.RUNNING or not self._owns_files:
             return [Log(Level.WARNING, "Upgrade refused: the server is not serving yet")]
-        self.upgrade = Upgrade.STARTING
+        self._upgrade = Upgrade.STARTING
         return [StartSuccessor()]
 
     def _on_successor_spawned(self, event: SuccessorSpawned) -> list[Action]:
-        self.successor = event.pid
+        self._successor = event.pid
         return [Log(Level.INFO, f"Upgrading: started a new manager (pid {event.pid}); "
                                 "this one drains once it serves")]
 
     def _on_successor_spawn_failed(self, event: SuccessorSpawnFailed) -> list[Action]:
-        self.upgrade = Upgrade.NONE
+        self._upgrade = Upgrade.NONE
         return [Log(Level.ERROR, f"Upgrade failed: cannot start a new manager: {event.error}")]
 
     def _on_successor_ready(self, event: SuccessorReady) -> list[Action]:
         """The successor serves and owns the files: hand over and drain."""
-        if self.upgrade is not Upgrade.STARTING:
+        if self._upgrade is not Upgrade.STARTING:
             return []
-        self.upgrade = Upgrade.HANDING_OVER
-        self.owns_files = False
-        return [Log(Level.INFO, f"Upgrade: the new manager (pid {self.successor}) serves; "
+        self._upgrade = Upgrade.HANDING_OVER
+        self._owns_files = False
+        return [Log(Level.INFO, f"Upgrade: the new manager (pid {self._successor}) serves; "
                                 "draining this one"),
                 Title("manager (upgraded, draining)"),
                 *self._on_stop(Stop(graceful=True, now=event.now))]
 
     def _on_successor_exited(self, event: SuccessorExited) -> list[Action]:
-        self.successor = None
-        if self.upgrade is not Upgrade.STARTING:
+        self._successor = None
+        if self._upgrade is not Upgrade.STARTING:
             return []  # it took over, and may come and go as it likes
-        self.upgrade = Upgrade.NONE
+        self._upgrade = Upgrade.NONE
         return [Log(Level.ERROR, f"Upgrade failed: the new manager (pid {event.pid}) "
                                  f"{describe_status(event.status)}; this manager keeps serving")]
 

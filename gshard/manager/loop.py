@@ -205,8 +205,7 @@ class Manager:
             for event in events:
                 pending.extend(self.fsm.handle(event))
             if self.templates is not None:
-                self.templates.prune((self.fsm.live, self.fsm.booting),
-                                     (s.generation for s in self.fsm.shards.values()))
+                self.templates.prune(self.fsm.generations_in_use())
             self.observer.tick(now)
 
     # --- turning the world into events ---------------------------------
@@ -284,7 +283,7 @@ class Manager:
             code = os.waitstatus_to_exitcode(status)
             if self.templates is not None and self.templates.is_template(pid):
                 events += self._template_exited(pid, code, now)
-            elif pid == self.fsm.successor:
+            elif self.fsm.is_successor_manager(pid):
                 self._close_successor_ready()
                 events.append(SuccessorExited(pid, code, now))
             else:
@@ -452,7 +451,7 @@ class Manager:
 
     def _signal_shards(self, signum: int) -> int:
         told = 0
-        for pid in self.fsm.shards:
+        for pid in self.fsm.shard_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
                 told += 1
@@ -481,7 +480,7 @@ class Manager:
         self.observer.close()
         if self.templates is not None:
             self.templates.close()
-        for pid in list(self.fsm.shards):
+        for pid in self.fsm.shard_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for listener_set in self.listeners:

@@ -48,7 +48,7 @@ import ctypes
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,10 +161,9 @@ class Templates:
     def is_template(self, pid: int) -> bool:
         return pid in self.orphans or any(t.pid == pid for t in self.by_generation.values())
 
-    def prune(self, keep: Iterable[int | None], running: Iterable[int]) -> None:
-        """Tell the templates of generations that neither serve, boot nor have a
-        shard to exit (they do on end of file); reaping forgets them."""
-        needed = {*keep, *running}
+    def prune(self, needed: Collection[int]) -> None:
+        """Tell the templates of generations not ``needed`` (that neither serve,
+        boot nor have a shard) to exit (they do on end of file); reaping forgets them."""
         for generation, template in list(self.by_generation.items()):
             if generation not in needed and not template.pending:
                 del self.by_generation[generation]

@@ -7,45 +7,28 @@ import socket
 
 import pytest
 
-from gshard.manager import events, fsm
+from gshard.manager import events
 from gshard.manager.commands import CommandHandler
 from gshard.manager.control import ControlServer
+from tests.support.fsm_driver import FsmDriver
 
 
 class Rig:
     """A state machine with generation 1 serving, a control socket and a handler."""
 
     def __init__(self, path: str, slots: int = 2) -> None:
-        self.machine = fsm.ManagerFSM(slots=slots)
         self.control = ControlServer.open(path)
+        # The loop checks the control socket's waiters after each turn.
+        self.driver = FsmDriver(slots, after_turn=self.control.check_waiters)
+        self.machine = self.driver.fsm
         self.reopened = 0
         self.handler = CommandHandler(self.machine, self.control, lambda: {"schema": 1},
                                       self._reopen)
-        self.now = 0.0
-        self.next_pid = 100
-        self.feed([events.Start(self.now)])
-        self.ready_booting()
+        self.driver.started()
 
     def _reopen(self) -> int:
         self.reopened += 1
-        return len(self.machine.shards)
-
-    def feed(self, batch) -> None:
-        pending = []
-        for event in batch:
-            pending += self.machine.handle(event)
-        while pending:
-            action = pending.pop(0)
-            if isinstance(action, events.Spawn):
-                pid, self.next_pid = self.next_pid, self.next_pid + 1
-                pending += self.machine.handle(
-                    events.Spawned(pid, action.slot, action.generation, self.now))
-        self.control.check_waiters()
-
-    def ready_booting(self) -> None:
-        for shard in list(self.machine.shards.values()):
-            if shard.state is events.ShardState.BOOTING:
-                self.feed([events.Ready(shard.pid, self.now)])
+        return len(self.machine.shard_pids())
 
     def send(self, line: str) -> socket.socket:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -55,7 +38,7 @@ class Rig:
         server_side = next(s for s in self.control.clients if s not in self._known())
         client.sendall(line.encode() + b"\n")
         command = self.control.read(server_side)
-        self.feed(self.handler.handle(server_side, command, self.now))
+        self.driver.feed_events(*self.handler.handle(server_side, command, self.driver.now))
         return client
 
     def _known(self) -> set:
@@ -98,15 +81,15 @@ def test_scale_up_waits_until_the_new_shards_serve(rig):
     client = rig.send("scale 4")
     assert rig.machine.slots == 4
     assert pending(client)
-    rig.ready_booting()
+    rig.driver.ready_booting()
     assert answer(client) == "ok 4 shards serving\n"
 
 
 def test_scale_down_waits_until_the_removed_shards_are_gone(rig):
     client = rig.send("scale 1")
-    leaving = [s.pid for s in rig.machine.shards.values() if s.slot == 1]
+    leaving = [s.pid for s in rig.driver.view().shards if s.slot == 1]
     assert pending(client)
-    rig.feed([events.Exited(pid, 0, rig.now) for pid in leaving])
+    rig.driver.feed_events(*[events.Exited(pid, 0, rig.driver.now) for pid in leaving])
     assert answer(client) == "ok 1 shard serving\n"
 
 
@@ -117,32 +100,32 @@ def test_bad_commands_fail_at_once(rig, line):
 
 
 def test_scale_is_refused_during_a_reload(rig):
-    rig.feed([events.Reload(rig.now)])
+    rig.driver.feed(events.Reload)
     assert answer(rig.send("scale 3")).startswith("failed Not scaling: the server is starting")
 
 
 def test_recycle_waits_for_the_successor_then_reports_both_pids(rig):
-    old = min(rig.machine.shards)
+    old = min(rig.machine.shard_pids())
     client = rig.send(f"recycle {old}")
     assert pending(client)
-    successor = max(rig.machine.shards)
-    rig.ready_booting()
+    successor = max(rig.machine.shard_pids())
+    rig.driver.ready_booting()
     assert answer(client) == (f"ok Shard 0 (pid {old}) replaced by pid {successor}; "
                               f"pid {old} is draining\n")
 
 
 def test_recycle_fails_when_the_successor_dies_booting(rig):
-    old = min(rig.machine.shards)
+    old = min(rig.machine.shard_pids())
     client = rig.send(f"recycle {old}")
-    successor = max(rig.machine.shards)
-    rig.feed([events.Exited(successor, 1, rig.now)])
+    successor = max(rig.machine.shard_pids())
+    rig.driver.exit_shard(successor, 1)
     assert answer(client) == (f"failed The successor of shard 0 did not boot; pid {old} "
                               "keeps serving\n")
 
 
 def test_stop_is_answered_when_the_manager_exits(rig):
     client = rig.send("stop fast")
-    assert rig.machine.phase is events.Phase.STOPPING
+    assert rig.driver.view().phase is events.Phase.STOPPING
     assert pending(client)
     rig.control.close()
     assert answer(client) == "ok Stopped fast\n"

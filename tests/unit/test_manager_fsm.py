@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
-from gshard.manager import events, fsm
+from gshard.manager import events
 from gshard.manager.events import StopMode
+from gshard.manager.fsm import ABORT_GRACE, STABLE_SECONDS, Timings
+from tests.support.fsm_driver import FsmDriver
 
-TIMINGS = fsm.Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
+TIMINGS = Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
 
 
-class Driver:
-    """Plays the manager loop: performs Spawn actions by inventing PIDs."""
-
-    def __init__(self, slots: int = 3, inherited: bool = False) -> None:
-        self.fsm = fsm.ManagerFSM(slots=slots, timings=TIMINGS, inherited=inherited)
-        self.now = 0.0
-        self.pids = itertools.count(100)
-        self.actions: list[events.Action] = []
-
-    def feed(self, event_type, *args) -> list[events.Action]:
-        """Handle one event (``now`` appended) and perform the spawns it asks for."""
-        out = []
-        pending = list(self.fsm.handle(event_type(*args, self.now)))
-        while pending:
-            action = pending.pop(0)
-            out.append(action)
-            if isinstance(action, events.Spawn):
-                pid = next(self.pids)
-                pending += self.fsm.handle(
-                    events.Spawned(pid, action.slot, action.generation, self.now)
-                )
-        self.actions += out
-        return out
-
-    def pids_of(self, generation: int) -> list[int]:
-        return sorted(s.pid for s in self.fsm.of_generation(generation))
-
-    def ready(self, *pids: int) -> list[events.Action]:
-        out = []
-        for pid in pids:
-            out += self.feed(events.Ready, pid)
-        return out
-
-    def started(self) -> list[int]:
-        """Start and bring generation 1 up; its PIDs."""
-        self.feed(events.Start)
-        pids = self.pids_of(1)
-        self.ready(*pids)
-        assert self.fsm.phase is events.Phase.RUNNING
-        return pids
+def driver(slots: int, inherited: bool = False) -> FsmDriver:
+    """A state machine with the tests' timings."""
+    return FsmDriver(slots, TIMINGS, inherited)
 
 
 def signals(actions) -> dict[int, StopMode]:
@@ -84,19 +47,19 @@ def kinds(actions) -> list[type]:
 
 
 def test_start_spawns_one_shard_per_slot_and_is_ready_only_when_all_are():
-    d = Driver(slots=3)
+    d = driver(slots=3)
     actions = d.feed(events.Start)
     assert spawns(actions) == [(0, 1), (1, 1), (2, 1)]
     first, second, third = d.pids_of(1)
     d.ready(first, second)
-    assert d.fsm.phase is events.Phase.STARTING
+    assert d.view().phase is events.Phase.STARTING
     d.ready(third)
-    assert d.fsm.phase is events.Phase.RUNNING
-    assert d.fsm.live == 1
+    assert d.view().phase is events.Phase.RUNNING
+    assert d.view().live == 1
 
 
 def test_import_error_at_first_start_halts_with_its_status_and_logs_once():
-    d = Driver(slots=3)
+    d = driver(slots=3)
     d.feed(events.Start)
     a, b, c = d.pids_of(1)
     d.feed(events.BootFailed, a, "Traceback...\nImportError: no module named flask")
@@ -111,7 +74,7 @@ def test_import_error_at_first_start_halts_with_its_status_and_logs_once():
 
 
 def test_boot_timeout_at_first_start_kills_and_halts():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.feed(events.Start)
     (pid,) = d.pids_of(1)
     d.now = TIMINGS.boot_timeout - 1
@@ -123,7 +86,7 @@ def test_boot_timeout_at_first_start_kills_and_halts():
 
 
 def test_crashed_shard_is_respawned_at_once_then_with_growing_backoff():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     first, _ = d.started()
     assert spawns(d.feed(events.Exited, first, -9)) == [(0, 1)]
     (replacement,) = [p for p in d.pids_of(1) if p > first + 1]
@@ -139,17 +102,17 @@ def test_crashed_shard_is_respawned_at_once_then_with_growing_backoff():
 
 
 def test_a_shard_that_ran_well_is_respawned_without_delay():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (pid,) = d.started()
     assert spawns(d.feed(events.Exited, pid, -9)) == [(0, 1)]
     (second,) = d.pids_of(1)
     d.ready(second)
-    d.now += fsm.STABLE_SECONDS + 1
+    d.now += STABLE_SECONDS + 1
     assert spawns(d.feed(events.Exited, second, -9)) == [(0, 1)]
 
 
 def test_reload_boots_the_new_generation_before_draining_the_old():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     old = d.started()
     actions = d.feed(events.Reload)
     assert spawns(actions) == [(0, 2), (1, 2)]
@@ -159,11 +122,11 @@ def test_reload_boots_the_new_generation_before_draining_the_old():
     actions = d.ready(new[1])
     assert signals(actions) == {pid: StopMode.DRAIN for pid in old}
     assert reload_results(actions) == [True]
-    assert d.fsm.live == 2
+    assert d.view().live == 2
 
 
 def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     old = d.started()
     d.feed(events.Reload)
     new = d.pids_of(2)
@@ -172,9 +135,9 @@ def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed()
     assert signals(actions) == {new[1]: StopMode.QUIT}
     assert reload_results(actions) == [False]
     assert any("SyntaxError" in a.message for a in actions if isinstance(a, events.ReloadFinished))
-    assert d.fsm.live == 1 and d.fsm.phase is events.Phase.RUNNING
+    assert d.view().live == 1 and d.view().phase is events.Phase.RUNNING
     assert exits(d.feed(events.Exited, new[1], 0)) == []
-    assert all(d.fsm.shards[pid].state is events.ShardState.READY for pid in old)
+    assert all(d.fsm.shard(pid).state is events.ShardState.READY for pid in old)
     # Fixed code: the next reload goes through.
     d.feed(events.Reload)
     newer = d.pids_of(3)
@@ -185,28 +148,28 @@ def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed()
 def test_a_shard_reported_after_its_generation_failed_is_told_to_quit():
     # --preload: a template forks asynchronously, so a shard of a generation
     # can be reported after another shard of it already failed the boot.
-    d = Driver(slots=2)
+    d = driver(slots=2)
     old = d.started()
     d.fsm.handle(events.Reload(d.now))  # the spawns are not answered yet
     first = d.fsm.handle(events.Spawned(200, 0, 2, d.now))
     assert first == []
     d.feed(events.Exited, 200, EXIT_APP_LOAD_ERROR)
-    assert d.fsm.booting is None
+    assert d.view().booting is None
     late = d.fsm.handle(events.Spawned(201, 1, 2, d.now))
     assert signals(late) == {201: StopMode.QUIT}
-    assert d.fsm.shards[201].kill_at is not None  # killed if it does not go
-    assert all(d.fsm.shards[pid].state is events.ShardState.READY for pid in old)
+    assert d.fsm.shard(201).kill_at is not None  # killed if it does not go
+    assert all(d.fsm.shard(pid).state is events.ShardState.READY for pid in old)
 
 
 def test_a_shard_reported_while_stopping_is_told_to_quit():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.started()
     d.feed(events.Stop, True)
     assert signals(d.fsm.handle(events.Spawned(300, 0, 1, d.now))) == {300: StopMode.QUIT}
 
 
 def test_reload_boot_timeout_keeps_the_old_generation():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (old,) = d.started()
     d.feed(events.Beat, old)
     d.feed(events.Reload)
@@ -216,11 +179,11 @@ def test_reload_boot_timeout_keeps_the_old_generation():
     assert signals(d.feed(events.Tick)) == {new: StopMode.KILL}
     actions = d.feed(events.Exited, new, -9)
     assert reload_results(actions) == [False]
-    assert d.fsm.shards[old].state is events.ShardState.READY
+    assert d.fsm.shard(old).state is events.ShardState.READY
 
 
 def test_a_newer_reload_supersedes_one_still_booting():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.started()
     d.feed(events.Reload)
     (booting,) = d.pids_of(2)
@@ -233,7 +196,7 @@ def test_a_newer_reload_supersedes_one_still_booting():
 
 
 def test_draining_shards_are_killed_after_the_graceful_timeout():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (old,) = d.started()
     d.feed(events.Reload)
     (new,) = d.pids_of(2)
@@ -247,7 +210,7 @@ def test_draining_shards_are_killed_after_the_graceful_timeout():
 
 
 def test_blocked_shard_is_killed_and_replaced():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (pid,) = d.started()
     d.now = TIMINGS.heartbeat_timeout - 1
     d.feed(events.Beat, pid)
@@ -255,7 +218,7 @@ def test_blocked_shard_is_killed_and_replaced():
     assert signals(d.feed(events.Tick)) == {}
     d.now += 1
     assert signals(d.feed(events.Tick)) == {pid: StopMode.ABORT}  # worker_abort, then exit
-    d.now += fsm.ABORT_GRACE - 0.1
+    d.now += ABORT_GRACE - 0.1
     assert signals(d.feed(events.Tick)) == {}
     d.now += 0.2
     assert signals(d.feed(events.Tick)) == {pid: StopMode.KILL}  # it could not run Python
@@ -263,27 +226,27 @@ def test_blocked_shard_is_killed_and_replaced():
 
 
 def test_an_aborted_shard_that_exits_is_replaced_without_a_kill():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (pid,) = d.started()
     d.now = TIMINGS.heartbeat_timeout + 1
     assert signals(d.feed(events.Tick)) == {pid: StopMode.ABORT}
     assert spawns(d.feed(events.Exited, pid, 1)) == [(0, 1)]
-    d.now += fsm.ABORT_GRACE + 1
+    d.now += ABORT_GRACE + 1
     assert signals(d.feed(events.Tick)) == {}
 
 
 def test_a_drain_does_not_postpone_the_kill_of_an_aborted_shard():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (old,) = d.started()
     d.now = TIMINGS.heartbeat_timeout + 1
     assert signals(d.feed(events.Tick)) == {old: StopMode.ABORT}
     d.feed(events.Stop, True)  # asks it to drain, with the whole graceful timeout
-    d.now += fsm.ABORT_GRACE + 0.1
+    d.now += ABORT_GRACE + 0.1
     assert signals(d.feed(events.Tick)) == {old: StopMode.KILL}
 
 
 def test_recycle_drains_only_once_the_successor_is_ready():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     first, second = d.started()
     actions = d.feed(events.RecycleRequested, first)
     assert spawns(actions) == [(0, 1)]
@@ -291,22 +254,22 @@ def test_recycle_drains_only_once_the_successor_is_ready():
     assert spawns(d.feed(events.RecycleRequested, first)) == []  # one successor at a time
     successor = max(d.pids_of(1))
     assert signals(d.ready(successor)) == {first: StopMode.DRAIN}
-    assert second in d.fsm.shards and d.fsm.shards[second].state is events.ShardState.READY
+    assert d.fsm.shard(second) is not None and d.fsm.shard(second).state is events.ShardState.READY
 
 
 def test_failed_recycle_successor_leaves_its_predecessor_serving():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (pid,) = d.started()
     d.feed(events.RecycleRequested, pid)
     successor = max(d.pids_of(1))
     actions = d.feed(events.Exited, successor, EXIT_APP_LOAD_ERROR)
     assert spawns(actions) == [] and signals(actions) == {}
-    assert d.fsm.shards[pid].state is events.ShardState.READY
+    assert d.fsm.shard(pid).state is events.ShardState.READY
 
 
 @pytest.mark.parametrize(("graceful", "mode"), [(True, StopMode.DRAIN), (False, StopMode.QUIT)])
 def test_stop_signals_every_shard_and_exits_zero_when_all_are_gone(graceful, mode):
-    d = Driver(slots=2)
+    d = driver(slots=2)
     pids = d.started()
     actions = d.feed(events.Stop, graceful)
     assert signals(actions) == {pid: mode for pid in pids}
@@ -315,21 +278,21 @@ def test_stop_signals_every_shard_and_exits_zero_when_all_are_gone(graceful, mod
 
 
 def test_no_respawn_while_stopping():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     pids = d.started()
     d.feed(events.Stop, True)
     assert spawns(d.feed(events.Exited, pids[0], -9)) == []
 
 
 def test_fast_stop_after_graceful_escalates_to_quit():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     (pid,) = d.started()
     d.feed(events.Stop, True)
     assert signals(d.feed(events.Stop, False)) == {pid: StopMode.QUIT}
 
 
 def test_reload_is_refused_before_the_first_generation_serves():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.feed(events.Start)
     actions = d.feed(events.Reload)
     assert reload_results(actions) == [False]
@@ -345,7 +308,7 @@ def listeners(actions) -> list[int]:
 
 
 def test_adding_a_shard_keeps_connections_off_its_listener_until_it_serves():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
     actions = d.feed(events.Scale, +1)
     assert steers(actions) == [(0, 1)]  # only the two serving slots get new connections
@@ -359,22 +322,22 @@ def test_adding_a_shard_keeps_connections_off_its_listener_until_it_serves():
 
 
 def test_removing_a_shard_steers_away_first_and_closes_its_listener_only_after_it_exits():
-    d = Driver(slots=3)
+    d = driver(slots=3)
     pids = d.started()
-    leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 2)
+    leaving = d.pid_in_slot(2)
     actions = d.feed(events.Scale, -1)
     assert steers(actions) == [(0, 1)]
     assert signals(actions) == {leaving: StopMode.RETIRE}
     assert listeners(actions) == []  # its queue may still hold connections
     assert listeners(d.feed(events.Exited, leaving, 0)) == [2]
     assert spawns(d.actions) == [(0, 1), (1, 1), (2, 1)]  # nothing respawned
-    assert sorted(d.fsm.shards) == sorted(p for p in pids if p != leaving)
+    assert sorted(d.fsm.shard_pids()) == sorted(p for p in pids if p != leaving)
 
 
 def test_scaling_back_up_reuses_a_listener_still_draining():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
-    leaving = next(s.pid for s in d.fsm.shards.values() if s.slot == 1)
+    leaving = d.pid_in_slot(1)
     d.feed(events.Scale, -1)
     actions = d.feed(events.Scale, +1)
     assert listeners(actions) == []  # slot 1's listener was never closed
@@ -383,7 +346,7 @@ def test_scaling_back_up_reuses_a_listener_still_draining():
 
 
 def test_the_last_shard_is_never_removed_and_scaling_waits_for_a_reload():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.started()
     assert steers(d.feed(events.Scale, -1)) == []
     d.feed(events.Reload)
@@ -391,7 +354,7 @@ def test_the_last_shard_is_never_removed_and_scaling_waits_for_a_reload():
 
 
 def test_a_reload_after_scaling_boots_every_slot_and_keeps_steering():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
     d.feed(events.Scale, +1)
     d.ready(max(d.pids_of(1)))
@@ -401,7 +364,7 @@ def test_a_reload_after_scaling_boots_every_slot_and_keeps_steering():
 
 
 def test_a_second_added_shard_still_booting_gets_no_connections():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
     d.feed(events.Scale, +1)
     third = max(d.pids_of(1))
@@ -412,9 +375,9 @@ def test_a_second_added_shard_still_booting_gets_no_connections():
 
 
 def test_a_crashed_slot_gets_no_new_connections_until_its_replacement_serves():
-    d = Driver(slots=3)
+    d = driver(slots=3)
     d.started()
-    victim = next(s.pid for s in d.fsm.shards.values() if s.slot == 1)
+    victim = d.pid_in_slot(1)
     actions = d.feed(events.Exited, victim, -9)
     assert steers(actions) == [(0, 2)]
     assert spawns(actions) == [(1, 1)]
@@ -423,11 +386,11 @@ def test_a_crashed_slot_gets_no_new_connections_until_its_replacement_serves():
 
 
 def test_all_slots_serving_leaves_the_kernel_hash_alone():
-    d = Driver(slots=3)
+    d = driver(slots=3)
     d.started()
     d.feed(events.Reload)
     assert steers(d.ready(*d.pids_of(2))) == []
-    assert d.fsm.steered is None
+    assert d.view().steered is None
 
 
 # --- upgrading gshard itself (SIGUSR2) -------------------------------------
@@ -435,9 +398,9 @@ def test_all_slots_serving_leaves_the_kernel_hash_alone():
 SUCCESSOR = 9000
 
 
-def upgrading() -> Driver:
+def upgrading() -> FsmDriver:
     """A serving manager whose successor has been started and boots."""
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
     assert kinds(d.feed(events.UpgradeRequested)) == [events.StartSuccessor]
     d.feed(events.SuccessorSpawned, SUCCESSOR)
@@ -445,14 +408,14 @@ def upgrading() -> Driver:
 
 
 def test_a_manager_started_afresh_owns_its_files_from_the_start():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     actions = d.feed(events.Start)
     assert kinds(actions)[0] is events.TakeOwnership
     assert d.fsm.owns_files
 
 
 def test_a_successor_takes_ownership_only_once_its_first_generation_is_ready():
-    d = Driver(slots=2, inherited=True)
+    d = driver(slots=2, inherited=True)
     assert events.TakeOwnership not in kinds(d.feed(events.Start))
     first, second = d.pids_of(1)
     assert events.TakeOwnership not in kinds(d.ready(first))
@@ -469,13 +432,13 @@ def test_upgrade_drains_only_once_the_successor_is_ready_and_then_leaves_systemd
     d = upgrading()
     old = d.pids_of(1)
     assert signals(d.actions) == {}  # nothing drains while the successor boots
-    assert d.fsm.upgrade is events.Upgrade.STARTING
+    assert d.view().upgrade is events.Upgrade.STARTING
     actions = d.feed(events.SuccessorReady)
     assert signals(actions) == {pid: StopMode.DRAIN for pid in old}
     assert events.Title("manager (upgraded, draining)") in actions
     assert statuses(actions) == []  # the successor speaks for the service now
-    assert d.fsm.upgrade is events.Upgrade.HANDING_OVER
-    assert d.fsm.phase is events.Phase.STOPPING
+    assert d.view().upgrade is events.Upgrade.HANDING_OVER
+    assert d.view().phase is events.Phase.STOPPING
     assert not d.fsm.owns_files  # the pidfile, control and unix sockets are the successor's
     assert statuses(d.feed(events.Stop, False)) == []
     assert exits(d.feed(events.Exited, old[0], 0)) == []
@@ -489,14 +452,14 @@ def test_a_successor_that_exits_before_it_is_ready_leaves_this_manager_serving()
         f"Upgrade failed: the new manager (pid {SUCCESSOR}) exited with status "
         f"{EXIT_APP_LOAD_ERROR}; this manager keeps serving"]
     assert signals(actions) == {} and statuses(actions) == []
-    assert d.fsm.phase is events.Phase.RUNNING and d.fsm.owns_files
-    assert d.fsm.upgrade is events.Upgrade.NONE and d.fsm.successor is None
+    assert d.view().phase is events.Phase.RUNNING and d.fsm.owns_files
+    assert d.view().upgrade is events.Upgrade.NONE and d.view().successor is None
     # A fixed deploy may retry.
     assert kinds(d.feed(events.UpgradeRequested)) == [events.StartSuccessor]
 
 
 def test_a_successor_that_cannot_be_started_leaves_the_next_upgrade_possible():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.started()
     d.feed(events.UpgradeRequested)
     actions = d.feed(events.SuccessorSpawnFailed, "No such file or directory")
@@ -510,7 +473,7 @@ def test_a_successor_exiting_after_it_took_over_is_none_of_this_managers_busines
     d.feed(events.SuccessorReady)
     actions = d.feed(events.SuccessorExited, SUCCESSOR, 0)
     assert actions == []
-    assert d.fsm.upgrade is events.Upgrade.HANDING_OVER
+    assert d.view().upgrade is events.Upgrade.HANDING_OVER
 
 
 def test_a_second_upgrade_is_refused_while_one_is_under_way():
@@ -528,12 +491,12 @@ def test_a_second_upgrade_is_refused_while_one_is_under_way():
 
 @pytest.mark.parametrize("inherited", [False, True])
 def test_upgrade_is_refused_before_the_server_serves(inherited):
-    d = Driver(slots=2, inherited=inherited)
+    d = driver(slots=2, inherited=inherited)
     d.feed(events.Start)
     actions = d.feed(events.UpgradeRequested)
     assert logs(actions, events.Level.WARNING) == ["Upgrade refused: the server is not serving yet"]
     assert events.StartSuccessor not in kinds(actions)
-    assert d.fsm.upgrade is events.Upgrade.NONE
+    assert d.view().upgrade is events.Upgrade.NONE
 
 
 # --- gunicorn's server hooks: where the rules put them ---------------------------
@@ -546,30 +509,30 @@ def hook_calls(actions) -> list:
 
 
 def test_start_runs_gunicorns_start_hooks_before_any_shard_is_forked():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     assert hook_calls(d.feed(events.Start)) == [
         ("nworkers_changed", 2, None), ("on_starting",), ("when_ready",),
         ("spawn", 0), ("spawn", 1)]
 
 
 def test_reload_runs_on_reload_before_the_new_generation_is_forked():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
     assert hook_calls(d.feed(events.Reload)) == [
         ("nworkers_changed", 2, 2), ("on_reload",), ("spawn", 0), ("spawn", 1)]
 
 
 def test_a_refused_reload_runs_no_hook():
-    d = Driver(slots=1)
+    d = driver(slots=1)
     d.feed(events.Start)  # still starting
     assert hook_calls(d.feed(events.Reload)) == []
 
 
 def test_scaling_tells_nworkers_changed_the_new_and_old_counts():
-    d = Driver(slots=2)
+    d = driver(slots=2)
     d.started()
     assert hook_calls(d.feed(events.Scale, +1)) == [("nworkers_changed", 3, 2), ("spawn", 2)]
-    d.ready(*[p for p in d.pids_of(1) if d.fsm.shards[p].state is events.ShardState.BOOTING])
+    d.ready_booting()
     assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 2, 3)]
     assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 1, 2)]
     assert hook_calls(d.feed(events.Scale, -1)) == []  # the last shard stays: nothing changed

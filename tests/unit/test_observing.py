@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections import defaultdict
 from types import SimpleNamespace
 
 import pytest
@@ -15,13 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from gshard.addresses import BindAddress, parse_statsd_host
 from gshard.cli import status as status_cli
 from gshard.cli import top
-from gshard.manager import events, fsm
+from gshard.manager import events
 from gshard.manager.events import Reason
 from gshard.manager.observe import status
 from gshard.manager.observe.prometheus import MetricsServer
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.statsd import StatsdSender, normalize_prefix
 from gshard.shard.metrics import ShardMetrics
+from tests.support.fsm_driver import FsmDriver
 
 INFO = status.ManagerInfo(pid=4242, started=0.0, started_wall=1_700_000_000.0,
                           app="hello:app", urls=("http://127.0.0.1:8000",))
@@ -31,28 +33,14 @@ class World:
     """A state machine and a registry, fed what a manager would feed them."""
 
     def __init__(self, slots: int = 2) -> None:
-        self.machine = fsm.ManagerFSM(slots=slots)
+        self.driver = FsmDriver(slots)
         self.registry = Registry()
-        self.now = 0.0
-        self.next_pid = 100
-        self.counters: dict[int, ShardMetrics] = {}
-        self.feed(events.Start(self.now))
+        self.counters: defaultdict[int, ShardMetrics] = defaultdict(ShardMetrics)
+        self.driver.feed(events.Start)
 
-    def feed(self, event) -> list:
-        pending, out = list(self.machine.handle(event)), []
-        while pending:
-            action = pending.pop(0)
-            out.append(action)
-            if isinstance(action, events.Spawn):
-                pid, self.next_pid = self.next_pid, self.next_pid + 1
-                self.counters[pid] = ShardMetrics()
-                pending += self.machine.handle(
-                    events.Spawned(pid, action.slot, action.generation, self.now))
-        return out
-
-    def ready_all(self, generation: int) -> None:
-        for shard in self.machine.of_generation(generation):
-            self.feed(events.Ready(shard.pid, self.now))
+    @property
+    def now(self) -> float:
+        return self.driver.now
 
     def serve(self, pid: int, count: int, code: int = 200) -> None:
         for _ in range(count):
@@ -61,22 +49,22 @@ class World:
                 body_bytes=0))
 
     def beat(self, seconds: float = 1.0) -> None:
-        self.now += seconds
-        for pid, shard in self.machine.shards.items():
-            snapshot = self.counters[pid].snapshot(3, 1, 30_000_000)
-            self.registry.report(pid, shard.slot, shard.generation, snapshot, self.now)
+        self.driver.now += seconds
+        for shard in self.driver.view().shards:
+            snapshot = self.counters[shard.pid].snapshot(3, 1, 30_000_000)
+            self.registry.report(shard.pid, shard.slot, shard.generation, snapshot, self.now)
 
     def view(self, queues=None) -> status.View:
         queues = {0: (5, 2048), 1: (0, 2048)} if queues is None else queues
-        return status.View(INFO, self.machine, self.registry, queues, self.now,
+        return status.View(INFO, self.driver.view(), self.registry, queues, self.now,
                            1_700_000_100.0)
 
 
 def serving_world() -> World:
     world = World()
-    world.ready_all(1)
+    world.driver.ready_all(1)
     for _ in range(3):
-        for pid in world.machine.shards:
+        for pid in world.driver.fsm.shard_pids():
             world.serve(pid, 10)
         world.beat()
     return world
@@ -85,7 +73,7 @@ def serving_world() -> World:
 def reloading_world() -> World:
     """Generation 2 booting while generation 1 serves."""
     world = serving_world()
-    world.feed(events.Reload(world.now))
+    world.driver.feed(events.Reload)
     world.beat()
     return world
 
@@ -127,9 +115,10 @@ def test_status_during_a_reload_shows_both_generations():
 
 def test_status_after_a_reload_shows_old_generation_draining_and_the_outcome():
     world = reloading_world()
-    for action in world.feed(events.Ready(world.machine.of_generation(2)[0].pid, world.now)):
+    first, second = world.driver.pids_of(2)
+    for action in world.driver.ready(first):
         assert not isinstance(action, events.ReloadFinished)
-    actions = world.feed(events.Ready(world.machine.of_generation(2)[1].pid, world.now))
+    actions = world.driver.ready(second)
     finished = next(a for a in actions if isinstance(a, events.ReloadFinished))
     world.registry.reload_finished(finished.ok, finished.message, 1_700_000_050.0)
     doc = status.document(world.view())
@@ -141,8 +130,8 @@ def test_status_after_a_reload_shows_old_generation_draining_and_the_outcome():
 
 def test_status_lists_departures_with_reasons():
     world = serving_world()
-    pid = next(iter(world.machine.shards))
-    world.feed(events.Exited(pid, -9, world.now))
+    pid = world.driver.fsm.shard_pids()[0]
+    world.driver.exit_shard(pid, -9)
     world.registry.shard_gone(pid, 0, 1, Reason.CRASHED, "was killed by signal 9",
                               1_700_000_060.0)
     doc = status.document(world.view())
@@ -157,14 +146,14 @@ def test_status_lists_departures_with_reasons():
 
 def test_top_screen_shows_a_row_per_shard_with_trend_queue_and_state():
     world = World()
-    world.ready_all(1)
+    world.driver.ready_all(1)
     trends = top.Trends()
     for load in (0, 5, 10, 20):
-        for pid in world.machine.shards:
+        for pid in world.driver.fsm.shard_pids():
             world.serve(pid, load)
         world.beat()
         trends.add(status.document(world.view()))
-    world.feed(events.Reload(world.now))
+    world.driver.feed(events.Reload)
     world.beat()
     doc = status.document(world.view())
     trends.add(doc)
@@ -205,7 +194,7 @@ def test_prometheus_collector_totals_per_shard_series_queues_and_states():
     world = reloading_world()
     found = families(world)
     assert sample(found["gshard_requests"], "gshard_requests_total", status_class="2xx") == 60
-    shard = world.machine.of_generation(1)[0]
+    shard = world.driver.view().of_generation(1)[0]
     assert sample(found["gshard_shard_requests"], slot=str(shard.slot), generation="1",
                   pid=str(shard.pid), status_class="2xx") == 30
     histogram = found["gshard_request_duration_seconds"]
@@ -221,7 +210,7 @@ def test_prometheus_collector_totals_per_shard_series_queues_and_states():
 
 def test_prometheus_counts_exits_by_reason():
     world = serving_world()
-    pid = next(iter(world.machine.shards))
+    pid = world.driver.fsm.shard_pids()[0]
     world.registry.shard_gone(pid, 0, 1, Reason.BLOCKED, "blocked", 0.0)
     found = families(world)
     assert sample(found["gshard_shard_exits"], reason="blocked") == 1
@@ -302,7 +291,7 @@ def test_statsd_sends_changes_with_gunicorns_names_over_udp():
     try:
         sender.flush(world.view())
         first = receive_all(receiver)
-        pid = next(iter(world.machine.shards))
+        pid = world.driver.fsm.shard_pids()[0]
         world.serve(pid, 4, code=503)
         world.registry.manager_logs["error"] = 1
         world.beat()

@@ -17,9 +17,10 @@ from typing import Any
 
 from gshard import ipc, log, snapshot
 from gshard.config import Config
-from gshard.manager import events, fsm
+from gshard.manager import events
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.status import ManagerInfo, View, document
+from gshard.manager.view import MachineQueries
 
 # Each slot's accept queue: slot -> (waiting connections, limit).
 Queues = dict[int, tuple[int, int]]
@@ -28,9 +29,10 @@ Queues = dict[int, tuple[int, int]]
 class Observer:
     """Books of the shards' reports, and the outlets that show them."""
 
-    def __init__(self, config: Config, machine: fsm.ManagerFSM, urls: tuple[str, ...],
+    def __init__(self, config: Config, machine: MachineQueries, urls: tuple[str, ...],
                  queues: Callable[[], Queues], shared_ports: bool) -> None:
-        """``urls``: where the server listens; ``queues``: reads each slot's
+        """``machine``: the state machine, asked only for views of itself;
+        ``urls``: where the server listens; ``queues``: reads each slot's
         accept queue now (the manager holds the listeners). ``shared_ports``:
         this manager is an upgrade's successor, and its predecessor still
         holds the metrics port until it hands over."""
@@ -66,7 +68,7 @@ class Observer:
     def message(self, message: ipc.Message, now: float) -> None:
         """A shard's message: heartbeats carry its counters, BLOCKED where it is stuck."""
         if message.kind is ipc.Kind.BEAT and message.detail:
-            shard = self.machine.shards.get(message.pid)
+            shard = self.machine.shard(message.pid)
             if shard is None and message.pid not in self.registry.departed:
                 return
             try:
@@ -103,7 +105,7 @@ class Observer:
     # --- what it shows ---------------------------------------------------------
 
     def view(self) -> View:
-        return View(self.info, self.machine, self.registry, self.queues(), time.monotonic(),
+        return View(self.info, self.machine.view(), self.registry, self.queues(), time.monotonic(),
                     time.time())
 
     def status(self) -> dict[str, Any]:

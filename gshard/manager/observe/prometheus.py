@@ -83,7 +83,7 @@ class GshardCollector(Collector):
             )
         }
         states: Counter = Counter({state: 0 for state in ("booting", "ready", "draining")})
-        for shard in machine.shards.values():
+        for shard in machine.shards:
             states[shard.state.value] += 1
             record = registry.shards.get(shard.pid)
             if record is None:

@@ -1,10 +1,10 @@
 """The status document: what ``gshard status`` and ``gshard top`` show, as plain data.
 
-The manager builds it (``document``) from its state machine, its registry of
-shard reports and its listeners' queues, and answers the control socket's
-``status`` command with it as JSON. The JSON is the interface for scripts;
-its schema is versioned (``SCHEMA``) and documented in the README. Fields
-are only ever added within a version.
+The manager builds it (``document``) from a view of its state machine
+(``manager.view``), its registry of shard reports and its listeners' queues,
+and answers the control socket's ``status`` command with it as JSON. The
+JSON is the interface for scripts; its schema is versioned (``SCHEMA``) and
+documented in the README. Fields are only ever added within a version.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gshard.manager import events, fsm
 from gshard.manager.observe.registry import Registry
+from gshard.manager.view import MachineView
 from gshard.version import __version__
 
 SCHEMA = 1
@@ -38,7 +38,7 @@ class View:
     """Everything the manager knows that status, /metrics and statsd show, at one moment."""
 
     info: ManagerInfo
-    machine: fsm.ManagerFSM
+    machine: MachineView
     registry: Registry
     queues: Mapping[int, tuple[int, int]]  # slot -> (waiting connections, limit)
     now: float  # monotonic
@@ -50,7 +50,7 @@ def document(view: View) -> dict[str, Any]:
     info, machine, registry, queues, now = (view.info, view.machine, view.registry,
                                             view.queues, view.now)
     shards = []
-    for shard in sorted(machine.shards.values(), key=lambda s: (s.slot, s.generation)):
+    for shard in sorted(machine.shards, key=lambda s: (s.slot, s.generation)):
         record = registry.shards.get(shard.pid)
         snap = record.snapshot if record is not None else None
         depth, limit = queues.get(shard.slot, (None, None))
@@ -87,7 +87,8 @@ def document(view: View) -> dict[str, Any]:
             "phase": machine.phase.value,
             "shards": machine.slots,
         },
-        "generations": _generations(machine),
+        "generations": [{"generation": g.number, "state": g.state.value, "shards": g.shards}
+                        for g in machine.generations],
         "shards": shards,
         "queues": [{"slot": slot, "queue": depth, "queue_limit": limit}
                    for slot, (depth, limit) in sorted(queues.items())],
@@ -113,22 +114,6 @@ def document(view: View) -> dict[str, Any]:
             "message": registry.last_reload.message,
         },
     }
-
-
-def _generations(machine: fsm.ManagerFSM) -> list[dict[str, Any]]:
-    """Each generation with shards, newest first: serving, booting or draining."""
-    numbers = sorted({s.generation for s in machine.shards.values()}, reverse=True)
-    result = []
-    for generation in numbers:
-        if generation == machine.booting:
-            state = "booting"
-        elif generation == machine.live and machine.phase is not events.Phase.STOPPING:
-            state = "serving"
-        else:
-            state = "draining"
-        result.append({"generation": generation, "state": state,
-                       "shards": len(machine.of_generation(generation))})
-    return result
 
 
 def _iso(wall: float) -> str:
