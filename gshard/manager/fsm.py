@@ -1,8 +1,11 @@
 """The manager's decisions as a pure state machine: events in, actions out.
 
 No clock, no fork, no signals: every event carries ``now`` and every effect
-is an action the I/O loop in ``manager.py`` carries out. That makes each rule
-testable by feeding events (``tests/unit/test_manager_fsm.py``).
+is an action the I/O loop (``loop``) carries out; both are plain data in
+``events``. That makes each rule testable by feeding events
+(``tests/unit/test_manager_fsm.py``, through ``tests/support/fsm_driver.py``).
+The machine's state is its own: the loop and the control commands read it
+through its queries, the observers through frozen views (``view``).
 
 The rules that make restarts safe:
 
@@ -22,7 +25,8 @@ The rules that make restarts safe:
   this manager hand over the pidfile, control socket and supervisor
   (systemd) and drain. A successor that exits before that changes nothing.
   One upgrade at a time, and only from a manager that serves and owns its
-  files.
+  files. Those rules are a part of their own (``upgrade_rules``), which the
+  machine hands the upgrade's events.
 * A shard whose event loop is blocked past the heartbeat timeout is asked to
   abort (SIGABRT: gunicorn's worker_abort hook runs), then killed.
 
@@ -64,7 +68,6 @@ from gshard.manager.events import (
     Spawn,
     Spawned,
     Start,
-    StartSuccessor,
     Status,
     Steer,
     Stop,
@@ -75,11 +78,10 @@ from gshard.manager.events import (
     SuccessorSpawnFailed,
     TakeOwnership,
     Tick,
-    Title,
-    Upgrade,
     UpgradeRequested,
     describe_status,
 )
+from gshard.manager.upgrade_rules import SelfUpgrade, UpgradeEvent
 from gshard.manager.view import GenerationState, GenerationView, MachineView, ShardView
 
 # A shard that served this long before dying starts its slot's backoff afresh.
@@ -151,8 +153,7 @@ class ManagerFSM:
         self._steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's
         # This manager owns the pidfile, control socket and unix socket files.
         self._owns_files = False
-        self._upgrade = Upgrade.NONE
-        self._successor: int | None = None  # the successor manager's pid while it runs
+        self._upgrade = SelfUpgrade()  # SIGUSR2's rules, and where an upgrade stands
 
     def handle(self, event: Event) -> list[Action]:
         actions = self.HANDLERS[type(event)](self, event)
@@ -212,7 +213,7 @@ class ManagerFSM:
 
     def is_successor_manager(self, pid: int) -> bool:
         """``pid`` is the manager started to replace this one (SIGUSR2)."""
-        return self._successor is not None and pid == self._successor
+        return self._upgrade.successor is not None and pid == self._upgrade.successor
 
     def next_deadline(self) -> float | None:
         """The earliest time a ``Tick`` could change something."""
@@ -238,8 +239,8 @@ class ManagerFSM:
             generations=self._generations(),
             steered=self._steered,
             owns_files=self._owns_files,
-            upgrade=self._upgrade,
-            successor=self._successor,
+            upgrade=self._upgrade.state,
+            successor=self._upgrade.successor,
         )
 
     def _generations(self) -> tuple[GenerationView, ...]:
@@ -277,7 +278,7 @@ class ManagerFSM:
 
     def _status(self, state: ServiceState, message: str) -> list[Action]:
         """Tell the supervisor, unless a successor speaks for the service now."""
-        if self._upgrade is Upgrade.HANDING_OVER:
+        if self._upgrade.handed_over:
             return []
         return [Status(state, message)]
 
@@ -596,41 +597,15 @@ class ManagerFSM:
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
-    def _on_upgrade_requested(self, event: UpgradeRequested) -> list[Action]:
-        if self._upgrade is not Upgrade.NONE:
-            return [Log(Level.WARNING, "Upgrade already under way; SIGUSR2 ignored")]
-        if self._phase is not Phase.RUNNING or not self._owns_files:
-            return [Log(Level.WARNING, "Upgrade refused: the server is not serving yet")]
-        self._upgrade = Upgrade.STARTING
-        return [StartSuccessor()]
-
-    def _on_successor_spawned(self, event: SuccessorSpawned) -> list[Action]:
-        self._successor = event.pid
-        return [Log(Level.INFO, f"Upgrading: started a new manager (pid {event.pid}); "
-                                "this one drains once it serves")]
-
-    def _on_successor_spawn_failed(self, event: SuccessorSpawnFailed) -> list[Action]:
-        self._upgrade = Upgrade.NONE
-        return [Log(Level.ERROR, f"Upgrade failed: cannot start a new manager: {event.error}")]
-
-    def _on_successor_ready(self, event: SuccessorReady) -> list[Action]:
-        """The successor serves and owns the files: hand over and drain."""
-        if self._upgrade is not Upgrade.STARTING:
-            return []
-        self._upgrade = Upgrade.HANDING_OVER
+    def _on_upgrade_event(self, event: UpgradeEvent) -> list[Action]:
+        """SIGUSR2's rules decide (``upgrade_rules``); once the successor serves,
+        this manager gives it the files and drains."""
+        in_charge = self._phase is Phase.RUNNING and self._owns_files
+        outcome = self._upgrade.handle(event, in_charge)
+        if not outcome.hand_over:
+            return outcome.actions
         self._owns_files = False
-        return [Log(Level.INFO, f"Upgrade: the new manager (pid {self._successor}) serves; "
-                                "draining this one"),
-                Title("manager (upgraded, draining)"),
-                *self._on_stop(Stop(graceful=True, now=event.now))]
-
-    def _on_successor_exited(self, event: SuccessorExited) -> list[Action]:
-        self._successor = None
-        if self._upgrade is not Upgrade.STARTING:
-            return []  # it took over, and may come and go as it likes
-        self._upgrade = Upgrade.NONE
-        return [Log(Level.ERROR, f"Upgrade failed: the new manager (pid {event.pid}) "
-                                 f"{describe_status(event.status)}; this manager keeps serving")]
+        return [*outcome.actions, *self._on_stop(Stop(graceful=True, now=event.now))]
 
 
 ManagerFSM.HANDLERS = {
@@ -645,9 +620,9 @@ ManagerFSM.HANDLERS = {
     Stop: ManagerFSM._on_stop,
     Scale: ManagerFSM._on_scale,
     Tick: ManagerFSM._on_tick,
-    UpgradeRequested: ManagerFSM._on_upgrade_requested,
-    SuccessorSpawned: ManagerFSM._on_successor_spawned,
-    SuccessorSpawnFailed: ManagerFSM._on_successor_spawn_failed,
-    SuccessorReady: ManagerFSM._on_successor_ready,
-    SuccessorExited: ManagerFSM._on_successor_exited,
+    UpgradeRequested: ManagerFSM._on_upgrade_event,
+    SuccessorSpawned: ManagerFSM._on_upgrade_event,
+    SuccessorSpawnFailed: ManagerFSM._on_upgrade_event,
+    SuccessorReady: ManagerFSM._on_upgrade_event,
+    SuccessorExited: ManagerFSM._on_upgrade_event,
 }

@@ -15,7 +15,7 @@ connection is reset.
 
 This module does the process and pipe work; when an upgrade may start, when
 the old manager hands over and what a failed one changes are rules of the
-manager's state machine (``manager_fsm``).
+manager's state machine (``upgrade_rules``, a part of ``fsm``).
 """
 
 from __future__ import annotations
