@@ -25,11 +25,6 @@ from gshard.config import Config
 
 # Comfortably below the default unix datagram limit, traceback included.
 MAX_DATAGRAM = 32768
-# Retiring (SIGUSR2 to a shard): how long the shard keeps accepting what was
-# queued before it was steered away (handshakes under way complete within a
-# round trip). Both sides use it: the shard to settle, the manager to add it
-# to the shard's grace before killing it, so it lives with the protocol.
-RETIRE_SETTLE = 1.0
 
 
 @dataclass
@@ -42,6 +37,9 @@ class ShardSpec:
     listeners: list[tuple[socket.socket, BindAddress, int]]  # socket, address, bound port
     channel: socket.socket
     manager_pid: int
+    # Retired (SIGUSR2), how long it keeps accepting what is queued: the
+    # manager's ``Timings.retire_settle``, which also adds it to its grace.
+    retire_settle: float
     # The shard as gunicorn's hooks see it (a ``hooks.Worker``, made before the fork).
     worker: Any = None
 

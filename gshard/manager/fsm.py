@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
-from gshard.ipc import RETIRE_SETTLE
 from gshard.manager.events import (
     Action,
     Beat,
@@ -101,6 +100,12 @@ class Timings:
     boot_timeout: float = 30.0
     heartbeat_timeout: float = 30.0  # 0 disables
     graceful_timeout: float = 30.0
+    # Retiring (SIGUSR2 to a shard): how long the shard keeps accepting what was
+    # queued before it was steered away (handshakes under way complete within a
+    # round trip). Both sides use it: the shard to settle (the manager hands it
+    # over in its ``ShardSpec``), the manager to add it to the shard's grace
+    # before killing it.
+    retire_settle: float = 1.0
 
 
 @dataclass
@@ -369,7 +374,7 @@ class ManagerFSM:
         shard.leaving = shard.leaving or reason
         grace = QUIT_GRACE if mode is StopMode.QUIT else self.timings.graceful_timeout
         if mode is StopMode.RETIRE:
-            grace += RETIRE_SETTLE
+            grace += self.timings.retire_settle
         # A gentler request never postpones a kill already armed (an aborted shard).
         armed = shard.kill_at
         shard.kill_at = now + grace if armed is None else min(armed, now + grace)

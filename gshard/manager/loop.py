@@ -119,15 +119,13 @@ class Manager:
         self.inherited = inherited
         # The successor's ready pipe, while it boots (see ``upgrade``).
         self._successor_ready: int | None = None
-        self.fsm = ManagerFSM(
-            slots=config.shards,
-            timings=Timings(
-                boot_timeout=config.boot_timeout,
-                heartbeat_timeout=config.timeout,
-                graceful_timeout=config.graceful_timeout,
-            ),
-            inherited=inherited is not None,
+        self.timings = Timings(
+            boot_timeout=config.boot_timeout,
+            heartbeat_timeout=config.timeout,
+            graceful_timeout=config.graceful_timeout,
         )
+        self.fsm = ManagerFSM(slots=config.shards, timings=self.timings,
+                              inherited=inherited is not None)
         self.pid = os.getpid()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -312,18 +310,17 @@ class Manager:
     def _fork_template(self, generation: int, requests: socket.socket,
                        others: list[socket.socket]) -> int:
         """Fork the template of ``generation``; it keeps no listener (see ``template``)."""
-        spec = ipc.ShardSpec(self.config, -1, generation, [], self._outbox, self.pid)
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         pid = os.fork()
         if pid:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
             return pid
         try:
-            self._forget_manager_state(spec)
+            self._forget_manager_state(kept=[])
             for sock in others:
                 sock.close()
             template.run(self.config, generation, requests, self.listeners, self._outbox,
-                         self.pid, self.server)
+                         self.pid, self.server, self.timings.retire_settle)
         except BaseException:
             traceback.print_exc()
         os._exit(EXIT_BOOT_ERROR)
@@ -415,6 +412,7 @@ class Manager:
             listeners=[(ls.socket_for(slot), ls.address, ls.port) for ls in self.listeners],
             channel=self._outbox,
             manager_pid=self.pid,
+            retire_settle=self.timings.retire_settle,
             worker=worker,
         )
         # Until the new shard has its own handlers, a signal sent to it (a
@@ -428,14 +426,15 @@ class Manager:
             self.server.forked(worker, pid)
             return pid
         try:
-            self._forget_manager_state(spec)
+            self._forget_manager_state(kept=[sock for sock, _, _ in spec.listeners])
             boot.run(spec)
         except BaseException:
             traceback.print_exc()
         os._exit(EXIT_BOOT_ERROR)
 
-    def _forget_manager_state(self, spec: ipc.ShardSpec) -> None:
-        """In a new shard: drop the manager's signal plumbing and other slots' sockets."""
+    def _forget_manager_state(self, kept: list[socket.socket]) -> None:
+        """In a new shard or template: drop the manager's signal plumbing and every
+        listening socket but those ``kept`` (the shard's slot's)."""
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -443,7 +442,7 @@ class Manager:
         os.close(self._wakeup_w)
         self._inbox.close()
         self.observer.close()
-        mine = {id(sock) for sock, _, _ in spec.listeners}
+        mine = {id(sock) for sock in kept}
         for listener_set in self.listeners:
             for sock in listener_set.sockets:
                 if id(sock) not in mine:

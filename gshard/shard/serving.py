@@ -46,7 +46,7 @@ from gshard.http.context import Lifecycle, ServeContext
 from gshard.http.protocol import Limits
 from gshard.http.proxy import AllowList, Forwarded, ProxyProtocol
 from gshard.http.wsgi import base_environ
-from gshard.ipc import RETIRE_SETTLE, ShardSpec, send
+from gshard.ipc import ShardSpec, send
 from gshard.shard import metrics, request_hooks
 
 # How often a shard tells the manager its event loop is alive.
@@ -163,7 +163,7 @@ class ShardServer:
         for server in self.servers:
             server.start()
         gevent.signal_handler(signal.SIGTERM, self._leave, 0.0)
-        gevent.signal_handler(signal.SIGUSR2, self._leave, RETIRE_SETTLE)
+        gevent.signal_handler(signal.SIGUSR2, self._leave, self.spec.retire_settle)
         gevent.signal_handler(signal.SIGQUIT, self._quit)
         gevent.signal_handler(signal.SIGINT, self._quit)
         gevent.signal_handler(signal.SIGUSR1, log.reopen_files)

@@ -27,8 +27,10 @@ ADOPTION_POLLS = 5000
 
 
 def run(config: Config, generation: int, requests: socket.socket, listeners: list[ListenerSet],
-        channel: socket.socket, manager_pid: int, server: hooks.Server) -> NoReturn:
-    """Become generation ``generation``'s template: load the app, then fork shards on request."""
+        channel: socket.socket, manager_pid: int, server: hooks.Server,
+        retire_settle: float) -> NoReturn:
+    """Become generation ``generation``'s template: load the app, then fork shards on request
+    (``retire_settle``: the manager's, for every shard's ``ShardSpec``)."""
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
@@ -42,7 +44,8 @@ def run(config: Config, generation: int, requests: socket.socket, listeners: lis
         boot.patch_stdlib()
         log.configure_for(config)
         preloaded = boot.load(config)  # which freezes what it loaded (gc.freeze)
-        _serve_requests(config, requests, listeners, channel, manager_pid, server, preloaded)
+        _serve_requests(config, requests, listeners, channel, manager_pid, server,
+                        retire_settle, preloaded)
         status = EXIT_OK
     except BaseException:
         traceback.print_exc()
@@ -52,7 +55,7 @@ def run(config: Config, generation: int, requests: socket.socket, listeners: lis
 
 def _serve_requests(config: Config, requests: socket.socket, listeners: list[ListenerSet],
                     channel: socket.socket, manager_pid: int, server: hooks.Server,
-                    preloaded: Any) -> None:
+                    retire_settle: float, preloaded: Any) -> None:
     """Fork a shard per request until the manager closes the socket."""
     from gevent import monkey
 
@@ -72,7 +75,8 @@ def _serve_requests(config: Config, requests: socket.socket, listeners: list[Lis
             config=config, slot=slot, generation=generation,
             listeners=[(sock, ls.address, ls.port)
                        for sock, ls in zip(sockets, listeners, strict=True)],
-            channel=channel, manager_pid=manager_pid, worker=worker,
+            channel=channel, manager_pid=manager_pid, retire_settle=retire_settle,
+            worker=worker,
         )
         middle = fork()
         if middle == 0:
