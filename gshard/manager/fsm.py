@@ -37,9 +37,7 @@ no user code runs in here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
 from gshard.manager.events import (
@@ -135,9 +133,6 @@ class ManagerFSM:
     (and ``view()``), so every rule about it is in this class.
     """
 
-    # Which method handles each event type; filled in below the class.
-    HANDLERS: ClassVar[dict[type, Callable[[ManagerFSM, Event], list[Action]]]]
-
     def __init__(self, slots: int, timings: Timings | None = None,
                  inherited: bool = False) -> None:
         """``inherited``: a successor manager (SIGUSR2), started on its
@@ -161,10 +156,36 @@ class ManagerFSM:
         self._upgrade = SelfUpgrade()  # SIGUSR2's rules, and where an upgrade stands
 
     def handle(self, event: Event) -> list[Action]:
-        actions = self.HANDLERS[type(event)](self, event)
-        if isinstance(event, (Ready, Exited, Scale)):
-            actions += self._steer()  # which slots serve may have changed
-        return actions
+        """What ``event`` calls for: the actions, in the order to carry them out."""
+        match event:
+            case Start():
+                return self._on_start(event)
+            case Spawned():
+                return self._on_spawned(event)
+            case Beat():
+                return self._on_beat(event)
+            # A shard that is ready or gone, or a slot added or removed, may change
+            # which slots serve: steering follows.
+            case Ready():
+                return self._on_ready(event) + self._steer()
+            case Exited():
+                return self._on_exited(event) + self._steer()
+            case Scale():
+                return self._on_scale(event) + self._steer()
+            case BootFailed():
+                return self._on_boot_failed(event)
+            case RecycleRequested():
+                return self._on_recycle_requested(event)
+            case Reload():
+                return self._on_reload(event)
+            case Stop():
+                return self._on_stop(event)
+            case Tick():
+                return self._on_tick(event)
+            case (UpgradeRequested() | SuccessorSpawned() | SuccessorSpawnFailed()
+                  | SuccessorReady() | SuccessorExited()):
+                return self._on_upgrade_event(event)
+        raise TypeError(f"not an event: {event!r}")
 
     # --- queries -------------------------------------------------------
 
@@ -611,23 +632,3 @@ class ManagerFSM:
             return outcome.actions
         self._owns_files = False
         return [*outcome.actions, *self._on_stop(Stop(graceful=True, now=event.now))]
-
-
-ManagerFSM.HANDLERS = {
-    Start: ManagerFSM._on_start,
-    Spawned: ManagerFSM._on_spawned,
-    Ready: ManagerFSM._on_ready,
-    Beat: ManagerFSM._on_beat,
-    BootFailed: ManagerFSM._on_boot_failed,
-    RecycleRequested: ManagerFSM._on_recycle_requested,
-    Exited: ManagerFSM._on_exited,
-    Reload: ManagerFSM._on_reload,
-    Stop: ManagerFSM._on_stop,
-    Scale: ManagerFSM._on_scale,
-    Tick: ManagerFSM._on_tick,
-    UpgradeRequested: ManagerFSM._on_upgrade_event,
-    SuccessorSpawned: ManagerFSM._on_upgrade_event,
-    SuccessorSpawnFailed: ManagerFSM._on_upgrade_event,
-    SuccessorReady: ManagerFSM._on_upgrade_event,
-    SuccessorExited: ManagerFSM._on_upgrade_event,
-}

@@ -240,21 +240,22 @@ class Manager:
                 log.error_log.warning("Ignoring a malformed message from a shard: %r", data[:80])
                 continue
             self.observer.message(message, now)
-            kind = message.kind
-            if kind is ipc.Kind.BEAT:
-                events.append(Beat(message.pid, now))
-            elif kind is ipc.Kind.READY:
-                events.append(Ready(message.pid, now))
-            elif kind is ipc.Kind.BOOT_FAILED:
-                events.append(BootFailed(message.pid, message.detail, now))
-            elif kind is ipc.Kind.RECYCLE:
-                events.append(RecycleRequested(message.pid, now))
-            elif kind is ipc.Kind.SPAWNED and self.templates is not None:
-                spawned = self.templates.spawned(message.detail)
-                if spawned is not None:
-                    events += self._spawned(spawned, now)
-            elif kind is ipc.Kind.SOURCES and self.watcher is not None:
-                self.watcher.add(message.detail.split("\n"))
+            match message.kind:
+                case ipc.Kind.BEAT:
+                    events.append(Beat(message.pid, now))
+                case ipc.Kind.READY:
+                    events.append(Ready(message.pid, now))
+                case ipc.Kind.BOOT_FAILED:
+                    events.append(BootFailed(message.pid, message.detail, now))
+                case ipc.Kind.RECYCLE:
+                    events.append(RecycleRequested(message.pid, now))
+                case ipc.Kind.SPAWNED if self.templates is not None:
+                    spawned = self.templates.spawned(message.detail)
+                    if spawned is not None:
+                        events += self._spawned(spawned, now)
+                case ipc.Kind.SOURCES if self.watcher is not None:
+                    self.watcher.add(message.detail.split("\n"))
+                # BLOCKED is for the observer alone.
 
     def _control_events(self, readable: list, now: float) -> list[Event]:
         control = self.control
@@ -369,38 +370,41 @@ class Manager:
     # --- carrying out actions -----------------------------------------
 
     def _perform(self, action: Action) -> list[Action]:
+        """Carry out ``action``; the machine's answer to what came of it (a fork, a
+        successor started)."""
         self.observer.action(action)
-        if isinstance(action, Spawn) and self.templates is not None:
-            self._spawn_from_template(action.slot, action.generation)
-        elif isinstance(action, Spawn):
-            pid = self._fork(action.slot, action.generation)
-            return self.fsm.handle(Spawned(pid, action.slot, action.generation,
+        match action:
+            case Spawn() if self.templates is not None:
+                self._spawn_from_template(action.slot, action.generation)
+            case Spawn():
+                pid = self._fork(action.slot, action.generation)
+                return self.fsm.handle(Spawned(pid, action.slot, action.generation,
                                                time.monotonic()))
-        if isinstance(action, Signal):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(action.pid, _STOP_SIGNALS[action.mode])
-        elif isinstance(action, Log):
-            log.error_log.log(action.level, "%s", action.message)
-        elif isinstance(action, ReloadFinished):
-            if self.control is not None:
+            case Signal():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(action.pid, _STOP_SIGNALS[action.mode])
+            case Log():
+                log.error_log.log(action.level, "%s", action.message)
+            case ReloadFinished() if self.control is not None:
                 self.control.finish_reload(action.ok, action.message)
-        elif isinstance(action, Steer):
-            for listener_set in self.listeners:
-                if not listener_set.shared:  # one queue for all: nothing to choose
-                    steer(listener_set.sockets[0], action.slots)
-        elif isinstance(action, Listeners):
-            for listener_set in self.listeners:
-                listener_set.resize(action.count, self.config.backlog)
-        elif isinstance(action, Status):
-            systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
-        elif isinstance(action, StartSuccessor):
-            return self._start_successor()
-        elif isinstance(action, TakeOwnership):
-            self._take_ownership()
-        elif isinstance(action, Title):
-            log.set_process_title(action.role, self.config)
-        elif isinstance(action, Hook):
-            self.server.call(action.name, *action.args)
+            case Steer():
+                for listener_set in self.listeners:
+                    if not listener_set.shared:  # one queue for all: nothing to choose
+                        steer(listener_set.sockets[0], action.slots)
+            case Listeners():
+                for listener_set in self.listeners:
+                    listener_set.resize(action.count, self.config.backlog)
+            case Status():
+                systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+            case StartSuccessor():
+                return self._start_successor()
+            case TakeOwnership():
+                self._take_ownership()
+            case Title():
+                log.set_process_title(action.role, self.config)
+            case Hook():
+                self.server.call(action.name, *action.args)
+            # Departed is for the observer alone; Exit ends the loop before it gets here.
         return []
 
     def _fork(self, slot: int, generation: int) -> int:

@@ -84,11 +84,12 @@ class Observer:
 
     def action(self, action: events.Action) -> None:
         """An action the manager carries out; departures and reload outcomes are booked."""
-        if isinstance(action, events.Departed):
-            self.registry.shard_gone(action.pid, action.slot, action.generation, action.reason,
-                                     action.detail, time.time())
-        elif isinstance(action, events.ReloadFinished):
-            self.registry.reload_finished(action.ok, action.message, time.time())
+        match action:
+            case events.Departed():
+                self.registry.shard_gone(action.pid, action.slot, action.generation,
+                                         action.reason, action.detail, time.time())
+            case events.ReloadFinished():
+                self.registry.reload_finished(action.ok, action.message, time.time())
 
     def descriptors(self) -> list:
         return self.metrics_server.descriptors() if self.metrics_server is not None else []
