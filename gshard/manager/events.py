@@ -51,7 +51,7 @@ class Reason(enum.Enum):
 
 
 class StopMode(enum.Enum):
-    """How to ask a shard to leave; manager.py maps these to signals."""
+    """How to ask a shard to leave; the loop maps these to signals."""
 
     DRAIN = "drain"  # finish in-flight requests, then exit (SIGTERM)
     # Connections were steered away from this shard's listener: accept what is

@@ -95,6 +95,8 @@ ABORT_GRACE = 1.0
 
 @dataclass(frozen=True)
 class Timings:
+    """How long shards have for each step (seconds), from the configuration."""
+
     boot_timeout: float = 30.0
     heartbeat_timeout: float = 30.0  # 0 disables
     graceful_timeout: float = 30.0
@@ -150,7 +152,8 @@ class ManagerFSM:
         self._failures: dict[int, int] = {}  # slot -> consecutive failures
         self._boot_errors: dict[int, str] = {}  # generation -> first traceback
         self._sockets = 0  # slots that have a listener open; set from ``slots`` at start
-        self._steered: tuple[int, ...] | None = None  # the slots last steered to; None: kernel's
+        # The slots last steered to; None while the kernel's hash is left alone.
+        self._steered: tuple[int, ...] | None = None
         # This manager owns the pidfile, control socket and unix socket files.
         self._owns_files = False
         self._upgrade = SelfUpgrade()  # SIGUSR2's rules, and where an upgrade stands
@@ -222,7 +225,8 @@ class ManagerFSM:
         return {s.slot for s in self._of_generation(self._live) if s.state is ShardState.READY}
 
     def occupied_slots(self) -> set[int]:
-        """Slots that have a shard, whatever its state (one that leaves still accepts)."""
+        """Slots that have a shard, whatever its state (a leaving shard may still
+        accept what its listener holds)."""
         return {s.slot for s in self._shards.values()}
 
     def successor_of(self, shard: ShardView) -> ShardView | None:
@@ -239,7 +243,7 @@ class ManagerFSM:
 
     def is_successor_manager(self, pid: int) -> bool:
         """``pid`` is the manager started to replace this one (SIGUSR2)."""
-        return self._upgrade.successor is not None and pid == self._upgrade.successor
+        return pid == self._upgrade.successor
 
     def next_deadline(self) -> float | None:
         """The earliest time a ``Tick`` could change something."""

@@ -14,7 +14,7 @@ after the template started gets its socket). Respawns of a crashed slot come
 from the same template, so they share its memory too.
 
 Who is a shard's parent. The manager must see each shard's exit status
-(``fsm.Exited``) even if a template dies, so the template double-forks: an
+(``events.Exited``) even if a template dies, so the template double-forks: an
 intermediate child forks the shard, sends its pid back and exits, and the
 manager, a child subreaper (``PR_SET_CHILD_SUBREAPER``), becomes the shard's
 parent. The manager then reaps shards exactly as without ``--preload`` and

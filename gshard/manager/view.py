@@ -61,9 +61,6 @@ class MachineView:
     upgrade: Upgrade  # where a self-upgrade (SIGUSR2) stands
     successor: int | None  # the successor manager's pid while it runs
 
-    def shard(self, pid: int) -> ShardView | None:
-        return next((shard for shard in self.shards if shard.pid == pid), None)
-
     def of_generation(self, generation: int) -> tuple[ShardView, ...]:
         return tuple(shard for shard in self.shards if shard.generation == generation)
 

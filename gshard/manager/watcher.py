@@ -7,7 +7,7 @@ site-packages, in ``SOURCES`` messages). The manager's ``Watcher`` watches
 those plus ``--reload-extra-file`` (globs allowed) by comparing modification
 times once a second, from the manager's own poll loop: no thread (a thread
 in a process that forks is a hazard), no dependency, and a few dozen
-``stat`` calls a second cost nothing. A change becomes ``fsm.Reload``, so
+``stat`` calls a second cost nothing. A change becomes ``events.Reload``, so
 new code goes live through the same lossless handover as ``gshard reload``,
 and code that fails to load (a syntax error) leaves the old generation
 serving, with the error logged. The watched set only grows: a file the
