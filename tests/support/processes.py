@@ -78,6 +78,17 @@ class Output:
         with self.cond:
             return "\n".join(self.lines)
 
+    def mark(self) -> int:
+        """Where the output is now: give it to ``since`` (or ``wait_for(start=)``) to
+        look only at what came after, as tests sharing a server must."""
+        with self.cond:
+            return len(self.lines)
+
+    def since(self, mark: int) -> str:
+        """The lines from ``mark`` on, joined."""
+        with self.cond:
+            return "\n".join(self.lines[mark:])
+
     def count(self, pattern: str) -> int:
         regex = re.compile(pattern)
         with self.cond:
@@ -86,10 +97,13 @@ class Output:
 
 @dataclass
 class Server:
+    """A started ``gshard`` manager; where it listens once ``wait_ready`` has read it."""
+
     proc: subprocess.Popen
     stdout: Output
     stderr: Output
-    port: int = 0
+    port: int = 0  # of the first TCP listener; 0 for a unix socket
+    unix_path: str | None = None  # the socket file, when the first listener is one
 
     @property
     def url(self) -> str:
@@ -112,9 +126,17 @@ class Server:
         return self.proc.wait(timeout=timeout)
 
     def wait_ready(self) -> Server:
-        """Wait for the "Listening at" line (which gives the port) and the "Ready" line."""
-        match = self.stderr.wait_for(r"Listening at: https?://[^ ]*:(\d+)", START_TIMEOUT)
-        self.port = int(match.group(1))
+        """Wait for the first "Listening at" line and the "Ready" line.
+
+        The first gives the address: ``http(s)://HOST:PORT`` sets ``port``,
+        ``unix:PATH`` sets ``unix_path``.
+        """
+        match = self.stderr.wait_for(r"Listening at: (?:https?://[^ ]*:(\d+)|unix:(\S+)) ",
+                                     START_TIMEOUT)
+        if match.group(1) is not None:
+            self.port = int(match.group(1))
+        else:
+            self.unix_path = match.group(2)
         self.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
         return self
 

@@ -9,7 +9,9 @@ was terminated. Every read has a deadline.
 from __future__ import annotations
 
 import random
+import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -45,6 +47,10 @@ class Conn:
         self.timeout = timeout
         self.buf = b""
         self.eof = False
+        # The TLS stream ended without a closure alert (close_notify), so its
+        # last bytes cannot be told from a truncation (RFC 9112 9.8); only a
+        # socket wrapped with suppress_ragged_eofs=False can tell.
+        self.unclean_close = False
 
     @classmethod
     def tcp(cls, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> Conn:
@@ -71,6 +77,52 @@ class Conn:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_reading(self, data: bytes, timeout: float | None = None) -> Exception | None:
+        """Send ``data`` while taking what the server answers into the buffer.
+
+        For a request the server may answer, or give up on, before it has read
+        it all: ``send`` could then wait forever on a full window, or lose the
+        answer to a reset. One thread does both because an SSL socket must not
+        be read and written from two threads at once. Returns the error that
+        stopped the sending (the server closed), or None once all was sent.
+        """
+        deadline = time.monotonic() + (timeout or self.timeout)
+        view = memoryview(data)
+        sent = 0
+        would_block = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        self.sock.setblocking(False)
+        try:
+            while sent < len(data) and not self.eof:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"sent {sent} of {len(data)} bytes in time")
+                readable, writable, _ = select.select([self.sock], [self.sock], [], remaining)
+                if readable:
+                    try:
+                        piece = self.sock.recv(65536)
+                    except would_block:
+                        piece = None
+                    except ConnectionResetError as exc:
+                        self.eof = True
+                        return exc
+                    except ssl.SSLEOFError as exc:
+                        self.eof = self.unclean_close = True
+                        return exc
+                    if piece == b"":
+                        self.eof = True
+                    elif piece:
+                        self.buf += piece
+                if writable and not self.eof:
+                    try:
+                        sent += self.sock.send(view[sent:sent + 65536])
+                    except would_block:
+                        pass
+                    except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError) as exc:
+                        return exc
+            return None if sent == len(data) else Closed(f"closed after {sent} bytes")
+        finally:
+            self.sock.settimeout(self.timeout)
+
     # --- reading -----------------------------------------------------------
 
     def _fill(self, deadline: float) -> bool:
@@ -85,6 +137,9 @@ class Conn:
             data = self.sock.recv(65536)
         except ConnectionResetError:
             data = b""
+        except ssl.SSLEOFError:
+            data = b""
+            self.unclean_close = True
         if not data:
             self.eof = True
             return False
@@ -227,6 +282,12 @@ def request_bytes(method: str, path: str, version: str = "HTTP/1.1",
     if body and not any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def chunked(pieces: list[bytes]) -> bytes:
+    """``pieces`` as a chunked body, each its own chunk, with the last chunk and no trailers."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces if piece) \
+        + b"0\r\n\r\n"
 
 
 TLS_CLIENT_HELLO_START = bytes.fromhex("1603010200010001fc0303")
