@@ -1,4 +1,10 @@
-"""Persistent connections: pipelining, HTTP/1.0 keep-alive, Connection: close, idle timeout."""
+"""Persistent connections: pipelining, HTTP/1.0 keep-alive, Connection: close, idle timeout.
+
+Every test but the 1,100-connection one runs once per transport (tcp, unix,
+tls, proxy: see ``tests/support/transports.py``) on one server per transport
+(``shared_gshard``): a connection is kept, reused and closed by the same rules
+whatever carries it.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,12 @@ from tests.support.rawhttp import Conn, request_bytes
 
 
 @pytest.fixture
-def echo(gshard_proc):
-    return gshard_proc("echo:app", "--shards", "1", "--keep-alive", "1")
+def echo(shared_gshard):
+    return shared_gshard("echo:app", "--shards", "1", "--keep-alive", "1")
 
 
-def test_three_pipelined_requests_answered_in_order(echo):
-    with Conn.tcp(echo.port) as conn:
+def test_three_pipelined_requests_answered_in_order(transport, echo):
+    with transport.connect(echo) as conn:
         conn.send(
             request_bytes("GET", "/first?n=1")
             + request_bytes("POST", "/second", body=b"payload-two")
@@ -34,8 +40,8 @@ def test_three_pipelined_requests_answered_in_order(echo):
         assert conn.buf == b""
 
 
-def test_http10_keep_alive_is_kept(echo):
-    with Conn.tcp(echo.port) as conn:
+def test_http10_keep_alive_is_kept(transport, echo):
+    with transport.connect(echo) as conn:
         for path in ("/a", "/b"):
             conn.send(request_bytes("GET", path, "HTTP/1.0", (("Connection", "keep-alive"),)))
             response = conn.read_response()
@@ -45,8 +51,8 @@ def test_http10_keep_alive_is_kept(echo):
         assert conn.wait_closed(timeout=0.3) is False
 
 
-def test_http10_without_keep_alive_is_closed(echo):
-    with Conn.tcp(echo.port) as conn:
+def test_http10_without_keep_alive_is_closed(transport, echo):
+    with transport.connect(echo) as conn:
         conn.send(request_bytes("GET", "/a", "HTTP/1.0", host=False))
         response = conn.read_response()
         assert response.status == 200
@@ -54,8 +60,8 @@ def test_http10_without_keep_alive_is_closed(echo):
         assert conn.wait_closed(timeout=3)
 
 
-def test_connection_close_closes_after_the_response(echo):
-    with Conn.tcp(echo.port) as conn:
+def test_connection_close_closes_after_the_response(transport, echo):
+    with transport.connect(echo) as conn:
         # The request behind the closing one must not be answered.
         conn.send(request_bytes("GET", "/last", headers=(("Connection", "close"),))
                   + request_bytes("GET", "/never"))
@@ -66,10 +72,10 @@ def test_connection_close_closes_after_the_response(echo):
         assert conn.wait_closed(timeout=3)
 
 
-def test_idle_keep_alive_connection_closed_after_timeout(echo):
+def test_idle_keep_alive_connection_closed_after_timeout(transport, echo):
     """Reused within --keep-alive (1 s) of its last response, then closed, with
     nothing sent, once idle that long."""
-    with Conn.tcp(echo.port) as conn:
+    with transport.connect(echo) as conn:
         for path in ("/one", "/two"):  # the second reuses it before the timeout
             conn.send(request_bytes("GET", path))
             response = conn.read_response()
@@ -81,10 +87,10 @@ def test_idle_keep_alive_connection_closed_after_timeout(echo):
     assert 0.8 <= idle <= 2.0, f"closed after {idle:.2f}s with --keep-alive 1"
 
 
-def test_keep_alive_0_disables_persistent_connections(gshard_proc):
+def test_keep_alive_0_disables_persistent_connections(transport, shared_gshard):
     """As in gunicorn: --keep-alive 0 closes after every response, and says so."""
-    server = gshard_proc("echo:app", "--shards", "1", "--keep-alive", "0")
-    with Conn.tcp(server.port) as conn:
+    server = shared_gshard("echo:app", "--shards", "1", "--keep-alive", "0")
+    with transport.connect(server) as conn:
         conn.send(request_bytes("GET", "/only"))
         response = conn.read_response()
         assert response.status == 200
@@ -95,7 +101,12 @@ def test_keep_alive_0_disables_persistent_connections(gshard_proc):
 @pytest.mark.timeout(60)
 def test_idle_connections_past_descriptor_1023_are_closed_too(gshard_proc):
     """The reaper must close idle connections whatever their descriptor number
-    (select(2) refuses numbers past 1023)."""
+    (select(2) refuses numbers past 1023).
+
+    TCP only: the reaper sees descriptors, not transports, and 1,100
+    connections take seconds to open and drain (and TLS handshakes far more)
+    on each transport for nothing more.
+    """
     clients = 1100
     need_descriptors(clients + 300)
     server = gshard_proc("hello:app", "--shards", "1", "--keep-alive", "1",
