@@ -204,8 +204,8 @@ def test_unix_socket_peers_count_as_allowed(gshard_proc, tmp_path):
     path = str(tmp_path / "gshard.sock")
     server = gshard_proc("echo:app", "--shards", "1", "--bind", f"unix:{path}",
                          "--forwarded-allow-ips", "10.0.0.1", "--proxy-protocol",
-                         "--proxy-allow-from", "10.0.0.1", ready=False)
-    server.stderr.wait_for(r"Ready: 1 shards serving", 20)
+                         "--proxy-allow-from", "10.0.0.1")
+    assert server.unix_path == path
     with Conn.unix(path) as conn:
         conn.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 1 8000\r\n")
         seen = echo(conn, headers=[("X-Forwarded-Proto", "https")])
