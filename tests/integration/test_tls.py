@@ -117,9 +117,6 @@ def test_certificate_that_does_not_load_is_one_boot_failure(gshard_proc, pki, tm
     assert "Traceback" not in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gshard closes TLS connections without a closure alert: http/linger.py's close() "
-    "shuts down and closes the socket under the TLS layer, never unwrap()"))
 def test_a_close_delimited_body_ends_with_a_closure_alert(gshard_proc, pki):
     """RFC 9112 9.8: a response with neither a length nor chunking is complete only
     if a TLS closure alert (close_notify) came before the close, and servers MUST
