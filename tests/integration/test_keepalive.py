@@ -72,9 +72,13 @@ def test_connection_close_closes_after_the_response(transport, echo):
         assert conn.wait_closed(timeout=3)
 
 
-def test_idle_keep_alive_connection_closed_after_timeout(transport, echo):
+def test_idle_keep_alive_connection_closed_after_timeout(transport, echo, request):
     """Reused within --keep-alive (1 s) of its last response, then closed, with
-    nothing sent, once idle that long."""
+    nothing sent, once idle that long (over TLS, nothing but a closure alert)."""
+    if transport.name == "tls":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "the idle reaper (shard/serving.py: _close_idle) shuts the TCP socket down "
+            "under the TLS layer, so linger.close cannot send the closure alert after it")))
     with transport.connect(echo) as conn:
         for path in ("/one", "/two"):  # the second reuses it before the timeout
             conn.send(request_bytes("GET", path))
@@ -82,9 +86,10 @@ def test_idle_keep_alive_connection_closed_after_timeout(transport, echo):
             assert response.status == 200
             assert json.loads(response.body)["path"] == path
         idle_from = time.monotonic()
-        assert conn.wait_closed(timeout=4), "idle connection still open after 4 s"
+        assert conn.wait_closed(timeout=4, alert=False), "idle connection still open after 4 s"
         idle = time.monotonic() - idle_from
     assert 0.8 <= idle <= 2.0, f"closed after {idle:.2f}s with --keep-alive 1"
+    assert not conn.unclean_close, "the server closed TLS without a closure alert"
 
 
 def test_keep_alive_0_disables_persistent_connections(transport, shared_gshard):

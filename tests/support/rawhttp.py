@@ -224,10 +224,12 @@ class Conn:
         except Closed:
             return body, False
 
-    def wait_closed(self, timeout: float = 3.0) -> bool:
+    def wait_closed(self, timeout: float = 3.0, alert: bool = True) -> bool:
         """True if the server closes the connection within ``timeout`` sending nothing more.
 
-        Fails the test if bytes arrive instead; False if it stays open.
+        Fails the test if bytes arrive instead, or (unless ``alert`` is False)
+        if a TLS server closes without a closure alert (RFC 9112 9.8: servers
+        MUST attempt one); False if it stays open.
         """
         assert not self.buf, f"unexpected bytes from the server: {self.buf[:200]!r}"
         deadline = time.monotonic() + timeout
@@ -236,6 +238,7 @@ class Conn:
         except TimeoutError:
             return False
         assert closed and not self.buf, f"unexpected bytes from the server: {self.buf[:200]!r}"
+        assert not (alert and self.unclean_close), "the server closed TLS without a closure alert"
         return True
 
 
