@@ -175,14 +175,7 @@ class Connection:
         sock = self.sock
         lifecycle.idle[sock] = time.monotonic()
         try:
-            if self.raw is not None:
-                data = self._recv_when_readable()
-            else:
-                # TLS: the next request may be decrypted already, so read at
-                # once, through the TLS socket and without its timeout.
-                if sock.timeout is not None:
-                    sock.settimeout(None)
-                data = sock.recv(RECV_SIZE)
+            data = self._recv_when_readable() if self.raw is not None else self._recv_tls()
         except OSError:
             return False
         finally:
@@ -211,6 +204,27 @@ class Connection:
                 return raw.recv(RECV_SIZE)
             except BlockingIOError:
                 continue
+
+    def _recv_tls(self) -> bytes:
+        """The next request's first bytes through TLS, once there are any.
+
+        A request may be decrypted already (``pending``): read it at once.
+        Otherwise wait for the socket as the plain path does, so that the
+        shard's reaper can end the wait without a read: a read that met the
+        shut-down socket would leave the TLS layer broken, unable to send the
+        closure alert the close owes the client (RFC 9112 9.8).
+        """
+        sock = self.sock
+        if not sock.pending():
+            readable = self.readable
+            if readable is None:
+                readable = self.readable = get_hub().loop.io(sock.fileno(), 1)  # 1: readable
+            get_hub().wait(readable)
+            if sock not in self.ctx.lifecycle.idle:
+                return b""  # the reaper ended the wait
+        if sock.timeout is not None:
+            sock.settimeout(None)  # the wait had no timer; neither has the read
+        return sock.recv(RECV_SIZE)
 
     def receive_body(self, exchange: Exchange) -> bytes:
         """The next piece of the request body; ``b""`` at its end (the Transport's)."""

@@ -204,7 +204,7 @@ class ShardServer:
         if self.lifecycle.idle:
             gevent.sleep(min(self.config.keepalive, DRAIN_IDLE_GRACE))
         for idle in list(self.lifecycle.idle):
-            _close_idle(idle)
+            _close_idle(idle, self.lifecycle.idle)
         if not self.pool.join(timeout=self.config.graceful_timeout):
             log.error_log.warning("Shard %d: %d connections still open after %gs",
                                   self.spec.slot, len(self.pool), self.config.graceful_timeout)
@@ -241,19 +241,29 @@ class ShardServer:
             expired = time.monotonic() - keepalive
             for sock, since in list(idle.items()):
                 if since <= expired:
-                    _close_idle(sock)
+                    _close_idle(sock, idle)
 
 
-def _close_idle(sock: socket.socket) -> None:
-    """End an idle keep-alive connection, unless a request is arriving on it."""
+def _close_idle(sock: socket.socket, idle: dict) -> None:
+    """End an idle keep-alive connection, unless a request is arriving on it.
+
+    The socket leaves the idle map, which tells its connection that the wait
+    is over, and its reading side is shut down, which wakes that wait. The
+    connection's greenlet then closes it the way every connection closes
+    (``http.linger``): over TLS, with the closure alert first, a write this
+    shutdown leaves possible.
+    """
     # The real poll: gevent's select() calls select(2), which refuses
     # descriptors past 1023, and a busy shard has many.
     poller = _real_poll()
     poller.register(sock, select.POLLIN)
     if poller.poll(0):
         return  # it is served (with Connection: close while draining)
+    idle.pop(sock, None)
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        # The socket under gevent's wrapper: a TLS socket's own shutdown()
+        # would throw its TLS state away, and the closure alert with it.
+        sock._sock.shutdown(socket.SHUT_RD)
 
 
 def _handler(ctx: ServeContext) -> Callable:

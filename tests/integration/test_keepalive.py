@@ -75,10 +75,6 @@ def test_connection_close_closes_after_the_response(transport, echo):
 def test_idle_keep_alive_connection_closed_after_timeout(transport, echo, request):
     """Reused within --keep-alive (1 s) of its last response, then closed, with
     nothing sent, once idle that long (over TLS, nothing but a closure alert)."""
-    if transport.name == "tls":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the idle reaper (shard/serving.py: _close_idle) shuts the TCP socket down "
-            "under the TLS layer, so linger.close cannot send the closure alert after it")))
     with transport.connect(echo) as conn:
         for path in ("/one", "/two"):  # the second reuses it before the timeout
             conn.send(request_bytes("GET", path))

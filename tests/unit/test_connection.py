@@ -230,7 +230,7 @@ def test_an_idle_connection_parks_for_the_reaper(serve):
     while not served.lifecycle.idle and time.monotonic() < deadline:
         gevent.sleep(0.01)
     [parked] = served.lifecycle.idle
-    _close_idle(parked)  # what the shard's reaper does past --keep-alive
+    _close_idle(parked, served.lifecycle.idle)  # what the shard's reaper does past --keep-alive
     assert served.client.wait_closed()
     assert served.ended()
 
