@@ -242,7 +242,16 @@ def launch(
     env: dict[str, str] | None = None,
 ) -> Server:
     """Start ``python -m gshard APP ARGS...`` without waiting for anything."""
-    cmd = [sys.executable, "-m", "gshard", app, *args]
+    return launch_command([sys.executable, "-m", "gshard", app, *args], cwd=cwd, env=env)
+
+
+def launch_command(
+    cmd: list[str],
+    cwd: str | os.PathLike = FIXTURE_APPS,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start any command that runs a gshard (``python -c "gshard.run(...)"`` too) in a
+    session of its own, its output read into memory, without waiting for anything."""
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
