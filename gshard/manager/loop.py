@@ -24,43 +24,9 @@ from collections.abc import Sequence
 from gshard import hooks, ipc, log
 from gshard.config import Config
 from gshard.errors import EXIT_BOOT_ERROR
-from gshard.manager import systemd, templates, upgrade
+from gshard.manager import events, systemd, templates, upgrade
 from gshard.manager.commands import CommandHandler
 from gshard.manager.control import ControlServer
-from gshard.manager.events import (
-    Action,
-    Beat,
-    BootFailed,
-    Event,
-    Exit,
-    Exited,
-    Hook,
-    Listeners,
-    Log,
-    Ready,
-    RecycleRequested,
-    Reload,
-    ReloadFinished,
-    Scale,
-    ServiceState,
-    Signal,
-    Spawn,
-    Spawned,
-    Start,
-    StartSuccessor,
-    Status,
-    Steer,
-    Stop,
-    StopMode,
-    SuccessorExited,
-    SuccessorReady,
-    SuccessorSpawned,
-    SuccessorSpawnFailed,
-    TakeOwnership,
-    Tick,
-    Title,
-    UpgradeRequested,
-)
 from gshard.manager.fsm import ManagerFSM, Timings
 from gshard.manager.observe.observer import Observer
 from gshard.manager.watcher import Watcher
@@ -73,21 +39,21 @@ from gshard.sockets.queues import slot_queues
 from gshard.sockets.steering import steer
 
 _SIGNAL_EVENTS = {
-    signal.SIGHUP: lambda now: Reload(now),
-    signal.SIGTERM: lambda now: Stop(graceful=True, now=now),
-    signal.SIGINT: lambda now: Stop(graceful=False, now=now),
-    signal.SIGQUIT: lambda now: Stop(graceful=False, now=now),
-    signal.SIGTTIN: lambda now: Scale(+1, now),
-    signal.SIGTTOU: lambda now: Scale(-1, now),
-    signal.SIGUSR2: lambda now: UpgradeRequested(now),
+    signal.SIGHUP: lambda now: events.Reload(now),
+    signal.SIGTERM: lambda now: events.Stop(graceful=True, now=now),
+    signal.SIGINT: lambda now: events.Stop(graceful=False, now=now),
+    signal.SIGQUIT: lambda now: events.Stop(graceful=False, now=now),
+    signal.SIGTTIN: lambda now: events.Scale(+1, now),
+    signal.SIGTTOU: lambda now: events.Scale(-1, now),
+    signal.SIGUSR2: lambda now: events.UpgradeRequested(now),
 }
 _HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
-    StopMode.DRAIN: signal.SIGTERM,
-    StopMode.RETIRE: signal.SIGUSR2,
-    StopMode.QUIT: signal.SIGQUIT,
-    StopMode.ABORT: signal.SIGABRT,
-    StopMode.KILL: signal.SIGKILL,
+    events.StopMode.DRAIN: signal.SIGTERM,
+    events.StopMode.RETIRE: signal.SIGUSR2,
+    events.StopMode.QUIT: signal.SIGQUIT,
+    events.StopMode.ABORT: signal.SIGABRT,
+    events.StopMode.KILL: signal.SIGKILL,
 }
 # The loop wakes at least this often even when nothing is due.
 MAX_SLEEP = 1.0
@@ -164,11 +130,11 @@ class Manager:
             self.server.call("on_exit")
 
     def _loop(self) -> int:
-        pending = deque(self.fsm.handle(Start(time.monotonic())))
+        pending = deque(self.fsm.handle(events.Start(time.monotonic())))
         while True:
             while pending:
                 action = pending.popleft()
-                if isinstance(action, Exit):
+                if isinstance(action, events.Exit):
                     return action.code
                 pending.extend(self._perform(action))
             if self.control is not None:
@@ -184,23 +150,23 @@ class Manager:
             readable = _wait_readable(watched, sleep)
             now = time.monotonic()
             self.observer.handle(readable)
-            events: list[Event] = []
+            found: list[events.Event] = []
             if self._wakeup_r in readable:
-                events += self._signal_events(now)
+                found += self._signal_events(now)
             # Exits are collected before messages and handled after them:
             # whatever a process sent before it exited is then seen first.
             reaped = self._reap(now)
-            events += self._message_events(now)
+            found += self._message_events(now)
             if self.control is not None:
-                events += self._control_events(readable, now)
+                found += self._control_events(readable, now)
             if self._successor_ready is not None and self._successor_ready in readable:
-                events += self._successor_events(now)
-            events += reaped
+                found += self._successor_events(now)
+            found += reaped
             if self.watcher is not None and (changed := self.watcher.changed(now)):
                 log.error_log.info("Reloading: %s changed", ", ".join(changed[:3]))
-                events.append(Reload(now))
-            events.append(Tick(now))
-            for event in events:
+                found.append(events.Reload(now))
+            found.append(events.Tick(now))
+            for event in found:
                 pending.extend(self.fsm.handle(event))
             if self.templates is not None:
                 self.templates.prune(self.fsm.generations_in_use())
@@ -208,32 +174,32 @@ class Manager:
 
     # --- turning the world into events ---------------------------------
 
-    def _signal_events(self, now: float) -> list[Event]:
-        events: list[Event] = []
+    def _signal_events(self, now: float) -> list[events.Event]:
+        found: list[events.Event] = []
         try:
             signums = os.read(self._wakeup_r, 512)
         except BlockingIOError:
-            return events
+            return found
         for signum in signums:
             make = _SIGNAL_EVENTS.get(signum)
             if make is not None:
-                events.append(make(now))
+                found.append(make(now))
             elif signum == signal.SIGUSR1:
                 self._reopen_logs()
-        return events
+        return found
 
     def _reopen_logs(self) -> int:
         """Reopen the log files here and in every shard; the shards told."""
         log.reopen_files()
         return self._signal_shards(signal.SIGUSR1)
 
-    def _message_events(self, now: float) -> list[Event]:
-        events: list[Event] = []
+    def _message_events(self, now: float) -> list[events.Event]:
+        found: list[events.Event] = []
         while True:
             try:
                 data = self._inbox.recv(ipc.MAX_DATAGRAM)
             except BlockingIOError:
-                return events
+                return found
             try:
                 message = ipc.decode(data)
             except ValueError:
@@ -242,52 +208,52 @@ class Manager:
             self.observer.message(message, now)
             match message.kind:
                 case ipc.Kind.BEAT:
-                    events.append(Beat(message.pid, now))
+                    found.append(events.Beat(message.pid, now))
                 case ipc.Kind.READY:
-                    events.append(Ready(message.pid, now))
+                    found.append(events.Ready(message.pid, now))
                 case ipc.Kind.BOOT_FAILED:
-                    events.append(BootFailed(message.pid, message.detail, now))
+                    found.append(events.BootFailed(message.pid, message.detail, now))
                 case ipc.Kind.RECYCLE:
-                    events.append(RecycleRequested(message.pid, now))
+                    found.append(events.RecycleRequested(message.pid, now))
                 case ipc.Kind.SPAWNED if self.templates is not None:
                     spawned = self.templates.spawned(message.detail)
                     if spawned is not None:
-                        events += self._spawned(spawned, now)
+                        found += self._spawned(spawned, now)
                 case ipc.Kind.SOURCES if self.watcher is not None:
                     self.watcher.add(message.detail.split("\n"))
                 # BLOCKED is for the observer alone.
 
-    def _control_events(self, readable: list, now: float) -> list[Event]:
+    def _control_events(self, readable: list, now: float) -> list[events.Event]:
         control = self.control
         assert control is not None
-        events: list[Event] = []
+        found: list[events.Event] = []
         for sock in readable:
             if sock is control.sock:
                 control.accept()
             elif sock in control.clients:
                 command = control.read(sock)
                 if command is not None and self.commands is not None:
-                    events += self.commands.handle(sock, command, now)
-        return events
+                    found += self.commands.handle(sock, command, now)
+        return found
 
-    def _reap(self, now: float) -> list[Event]:
-        events: list[Event] = []
+    def _reap(self, now: float) -> list[events.Event]:
+        found: list[events.Event] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return events
+                return found
             if pid == 0:
-                return events
+                return found
             code = os.waitstatus_to_exitcode(status)
             if self.templates is not None and self.templates.is_template(pid):
-                events += self._template_exited(pid, code, now)
+                found += self._template_exited(pid, code, now)
             elif self.fsm.is_successor_manager(pid):
                 self._close_successor_ready()
-                events.append(SuccessorExited(pid, code, now))
+                found.append(events.SuccessorExited(pid, code, now))
             else:
                 self.server.reaped(pid)
-                events.append(Exited(pid, code, now))
+                found.append(events.Exited(pid, code, now))
 
     # --- preloading (--preload) -------------------------------------------
 
@@ -297,16 +263,16 @@ class Manager:
         self.templates.spawn(slot, generation, worker,
                              [ls.socket_for(slot) for ls in self.listeners])
 
-    def _spawned(self, shard: templates.Spawned, now: float) -> list[Event]:
+    def _spawned(self, shard: templates.Spawned, now: float) -> list[events.Event]:
         self.server.forked(shard.worker, shard.pid)
-        return [Spawned(shard.pid, shard.slot, shard.generation, now)]
+        return [events.Spawned(shard.pid, shard.slot, shard.generation, now)]
 
-    def _template_exited(self, pid: int, code: int, now: float) -> list[Event]:
+    def _template_exited(self, pid: int, code: int, now: float) -> list[events.Event]:
         assert self.templates is not None
         lost = self.templates.reaped(pid, code)
         if lost is None:
             return []
-        return [*self._spawned(lost, now), Exited(pid, code, now)]
+        return [*self._spawned(lost, now), events.Exited(pid, code, now)]
 
     def _fork_template(self, generation: int, requests: socket.socket,
                        others: list[socket.socket]) -> int:
@@ -328,27 +294,27 @@ class Manager:
 
     # --- upgrading gshard itself (SIGUSR2) -------------------------------
 
-    def _start_successor(self) -> list[Action]:
+    def _start_successor(self) -> list[events.Action]:
         now = time.monotonic()
         if self.argv is None:
-            return self.fsm.handle(SuccessorSpawnFailed(
+            return self.fsm.handle(events.SuccessorSpawnFailed(
                 "started by gshard.run(), without a command line to start again", now))
         self.server.call("pre_exec")
         try:
             successor = upgrade.start_successor(self.argv, self.listeners)
         except OSError as exc:
-            return self.fsm.handle(SuccessorSpawnFailed(str(exc), now))
+            return self.fsm.handle(events.SuccessorSpawnFailed(str(exc), now))
         self._successor_ready = successor.ready_r
-        return self.fsm.handle(SuccessorSpawned(successor.pid, now))
+        return self.fsm.handle(events.SuccessorSpawned(successor.pid, now))
 
-    def _successor_events(self, now: float) -> list[Event]:
+    def _successor_events(self, now: float) -> list[events.Event]:
         assert self._successor_ready is not None
         outcome = upgrade.read_outcome(self._successor_ready)
         if outcome is None:
             return []
         self._close_successor_ready()
         # A pipe closed without "ready": the successor died, and reaping it says how.
-        return [SuccessorReady(now)] if outcome else []
+        return [events.SuccessorReady(now)] if outcome else []
 
     def _close_successor_ready(self) -> None:
         if self._successor_ready is not None:
@@ -369,42 +335,42 @@ class Manager:
 
     # --- carrying out actions -----------------------------------------
 
-    def _perform(self, action: Action) -> list[Action]:
+    def _perform(self, action: events.Action) -> list[events.Action]:
         """Carry out ``action``; the machine's answer to what came of it (a fork, a
         successor started)."""
         self.observer.action(action)
         match action:
-            case Spawn() if self.templates is not None:
+            case events.Spawn() if self.templates is not None:
                 self._spawn_from_template(action.slot, action.generation)
-            case Spawn():
+            case events.Spawn():
                 pid = self._fork(action.slot, action.generation)
-                return self.fsm.handle(Spawned(pid, action.slot, action.generation,
+                return self.fsm.handle(events.Spawned(pid, action.slot, action.generation,
                                                time.monotonic()))
-            case Signal():
+            case events.Signal():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(action.pid, _STOP_SIGNALS[action.mode])
-            case Log():
+            case events.Log():
                 log.error_log.log(action.level, "%s", action.message)
-            case ReloadFinished() if self.control is not None:
+            case events.ReloadFinished() if self.control is not None:
                 self.control.finish_reload(action.ok, action.message)
-            case Steer():
+            case events.Steer():
                 for listener_set in self.listeners:
                     if not listener_set.shared:  # one queue for all: nothing to choose
                         steer(listener_set.sockets[0], action.slots)
-            case Listeners():
+            case events.Listeners():
                 for listener_set in self.listeners:
                     listener_set.resize(action.count, self.config.backlog)
-            case Status():
+            case events.Status():
                 systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
-            case StartSuccessor():
+            case events.StartSuccessor():
                 return self._start_successor()
-            case TakeOwnership():
+            case events.TakeOwnership():
                 self._take_ownership()
-            case Title():
+            case events.Title():
                 log.set_process_title(action.role, self.config)
-            case Hook():
+            case events.Hook():
                 self.server.call(action.name, *action.args)
-            # Departed is for the observer alone; Exit ends the loop before it gets here.
+            # Departed is for the observer alone; events.Exit ends the loop before it gets here.
         return []
 
     def _fork(self, slot: int, generation: int) -> int:
@@ -497,9 +463,9 @@ class Manager:
 
 
 _SYSTEMD_STATES = {
-    ServiceState.READY: "READY=1",
-    ServiceState.RELOADING: "RELOADING=1",
-    ServiceState.STOPPING: "STOPPING=1",
+    events.ServiceState.READY: "READY=1",
+    events.ServiceState.RELOADING: "RELOADING=1",
+    events.ServiceState.STOPPING: "STOPPING=1",
 }
 
 

@@ -41,7 +41,9 @@ class ShardView:
 
 @dataclass(frozen=True)
 class GenerationView:
-    number: int
+    """A generation that has shards, what it is doing, and how many shards it has."""
+
+    number: int  # 1 for the first start, one more for each reload
     state: GenerationState
     shards: int
 

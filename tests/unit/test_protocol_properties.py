@@ -15,15 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gshard.errors import ProtocolError
-from gshard.http.protocol import (
-    END_OF_MESSAGE,
-    Data,
-    Limits,
-    Need,
-    Request,
-    ServerConnection,
-    State,
-)
+from gshard.http import protocol
+from gshard.http.protocol import Limits, Need, ServerConnection
 from tests.support.protocol_checks import (
     DEFAULT_LIMITS,
     SMALL_LIMITS,
@@ -168,7 +161,7 @@ def test_bound_holds_for_the_largest_limits():
     with pytest.raises(ProtocolError) as info:
         conn.next_event()
     assert info.value.status == 414
-    assert conn.state is State.CLOSED
+    assert conn.state is protocol.State.CLOSED
 
 
 # Regression tests for what the fuzz run found (tests/fuzz/fuzz_protocol.py).
@@ -192,7 +185,7 @@ def _trickle_heads(count: int, size: int) -> None:
         for pos in range(0, len(head), 32):
             conn.receive_data(head[pos : pos + 32])
             event = conn.next_event()
-        assert isinstance(event, Request)
+        assert isinstance(event, protocol.Request)
 
 
 def test_trickled_head_costs_linear_time():
@@ -256,7 +249,7 @@ def _trickle_chunk_framing(lines: int, size: int) -> None:
     each about ``size`` bytes, fed in 8-byte pieces."""
     conn = ServerConnection()
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-    assert isinstance(conn.next_event(), Request)
+    assert isinstance(conn.next_event(), protocol.Request)
     size_line = b"5" + b";a=b" * (size // 4) + b"\r\n"
     trailer = b"X-T: " + b"v" * size + b"\r\n"
     for _ in range(lines):
@@ -264,14 +257,14 @@ def _trickle_chunk_framing(lines: int, size: int) -> None:
             conn.receive_data(size_line[pos : pos + 8])
             assert conn.next_event() is Need.DATA
         conn.receive_data(b"hello\r\n")
-        assert conn.next_event() == Data(b"hello")
+        assert conn.next_event() == protocol.Data(b"hello")
     conn.receive_data(b"0\r\n")
     for _ in range(lines):
         for pos in range(0, len(trailer), 8):
             conn.receive_data(trailer[pos : pos + 8])
             assert conn.next_event() is Need.DATA
     conn.receive_data(b"\r\n")
-    assert conn.next_event() is END_OF_MESSAGE
+    assert conn.next_event() is protocol.END_OF_MESSAGE
 
 
 def test_trickled_chunk_framing_costs_linear_time():
