@@ -502,3 +502,11 @@ def test_metrics_bind_is_never_the_applications_port():
 def test_statsd_host_must_be_an_address(bad):
     with pytest.raises(ConfigError, match="--statsd-host"):
         parse("app:x", "--statsd-host", bad)
+
+
+def test_every_setting_is_in_exactly_one_group():
+    from gshard.config import GROUPS, INTERNAL
+
+    named = [name for _, names in GROUPS for name in names]
+    assert len(named) == len(set(named)), "a setting is in two groups"
+    assert set(named) | set(INTERNAL) == {spec.name for spec in settings()}
