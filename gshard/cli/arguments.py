@@ -163,14 +163,18 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     return Config.from_values(values)
 
 
+# Variables gunicorn takes a setting's default from, as gunicorn names them.
+ENVIRONMENT_DEFAULTS = {"FORWARDED_ALLOW_IPS": "forwarded_allow_ips",
+                        "WEB_CONCURRENCY": "shards", "SENDFILE": "sendfile",
+                        "SCRIPT_NAME": "script_name"}
+
+
 def _environment_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     """Defaults gunicorn takes from the environment (and, for SCRIPT_NAME, from raw_env)."""
     defaults: dict[str, Any] = {}
     if environ.get("PORT"):
         defaults["bind"] = [f"0.0.0.0:{environ['PORT']}"]  # as gunicorn does on PaaS
-    for variable, name in (("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
-                           ("WEB_CONCURRENCY", "shards"), ("SENDFILE", "sendfile"),
-                           ("SCRIPT_NAME", "script_name")):
+    for variable, name in ENVIRONMENT_DEFAULTS.items():
         if variable in environ:
             defaults[name] = environ[variable]
     return defaults
