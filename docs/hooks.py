@@ -1,6 +1,7 @@
 """MkDocs hooks: the pages' reference parts, generated from gshard's code at every build.
 
-A page asks for a part with a marker on a line of its own, ``<!-- gshard:NAME -->``;
+A page asks for a part with a marker on a line of its own, ``<!-- gshard:NAME -->``
+(indented as the part must be);
 the build fails on a marker it does not know, so a reference can be renamed
 but never silently left out. What is generated:
 
@@ -11,7 +12,10 @@ but never silently left out. What is generated:
 * ``gunicorn-table``: what each of gunicorn's settings gets in gshard;
 * ``metrics``: every metric family ``/metrics`` serves, from the collector itself;
 * ``layout``: the folders and the import arrows between them, drawn as SVG from
-  the import graph (grimp, import-linter's engine) and ``setup.cfg``'s floors.
+  the import graph (grimp, import-linter's engine) and ``setup.cfg``'s floors;
+* ``status``, ``top``, ``status-json``: a status document recorded from a real
+  server (``docs/samples.py``), printed by the code ``gshard status`` and
+  ``gshard top`` print with.
 
 The benchmark chart is added to the site from ``benchmarks/results``, where
 the benchmark run writes it.
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKER = re.compile(r"^<!-- gshard:([a-z-]+) -->$", re.M)
+MARKER = re.compile(r"^(?P<indent>[ ]*)<!-- gshard:(?P<name>[a-z-]+) -->$", re.M)
 
 
 # --- what the markers become -------------------------------------------------------------
@@ -72,9 +76,8 @@ def settings_reference() -> str:
                 ("default", _default(spec)),
                 ("gunicorn", _relation(meta["compat"])),
             ]
-            table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-            parts.append(f"### `{spec.name}`\n\n{_escape(meta['help'])}\n\n"
-                         f"| | |\n| --- | --- |\n{table}\n")
+            terms = "\n".join(f"- **{key}**: {value}" for key, value in rows)
+            parts.append(f"### `{spec.name}`\n\n{_escape(meta['help'])}\n\n{terms}\n")
     return "\n".join(parts)
 
 
@@ -264,12 +267,47 @@ def _box(x: float, y: float, w: float, h: float, label: str) -> str:
             f'{html.escape(label)}</text>')
 
 
+def _status_sample() -> dict:
+    import json
+
+    return json.loads((ROOT / "docs" / "samples" / "status.json").read_text())
+
+
+def status_sample() -> str:
+    """``gshard status`` as it prints the sample document (docs/samples.py records it)."""
+    from gshard.cli.status import render
+
+    return f"```text\n$ gshard status --pid /run/gshard.pid\n{render(_status_sample())}```"
+
+
+def top_sample() -> str:
+    """A frame of ``gshard top`` over the same document."""
+    from gshard.cli.top import Trends, screen
+
+    doc = _status_sample()
+    trends = Trends()
+    trends.add(doc)
+    frame = "\n".join(line.replace("\x1b[7m", "").replace("\x1b[0m", "")
+                      for line in screen(doc, trends, width=110))
+    return f"```text\n{frame}\n```"
+
+
+def status_json() -> str:
+    """The sample as ``gshard status --json`` prints it."""
+    import json
+
+    return f"```json\n{json.dumps(_status_sample(), indent=2)}\n```"
+
+
 PARTS: dict[str, Callable[[], str]] = {
     "help": cli_help,
     "settings": settings_reference,
     "gunicorn-table": gunicorn_table,
     "metrics": metrics_reference,
     "layout": layout_diagram,
+    "status": status_sample,
+    "top": top_sample,
+    "status-json": status_json,
 }
 
 
@@ -278,10 +316,12 @@ PARTS: dict[str, Callable[[], str]] = {
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     def generate(match: re.Match) -> str:
-        name = match.group(1)
+        name, indent = match.group("name"), match.group("indent")
         if name not in PARTS:
             raise ValueError(f"{page.file.src_uri}: no generated part named {name!r}")
-        return PARTS[name]()
+        # Indented as the marker is, so a part can sit in a list or a collapsed block.
+        return "\n".join(indent + line if line else line
+                         for line in PARTS[name]().splitlines())
 
     return MARKER.sub(generate, markdown)
 
