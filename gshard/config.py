@@ -311,9 +311,12 @@ class Config:
         flags=("--boot-timeout",), metavar="SECONDS", compat=GSHARD,
     )
     limit_request_line: int = setting(
-        4094, _int_range(0, 8190),
-        "Longest request line in bytes (414 beyond it); 0 means the maximum, 8190.",
+        8190, _int_range(0, 8190),
+        "Longest request line in bytes (beyond it 414, or 400 if the method leaves no room "
+        "for a target); 0 means the maximum, 8190.",
         flags=("--limit-request-line",), metavar="BYTES",
+        compat=different("default 8190, gunicorn's maximum (gunicorn: 4094), since RFC 9112 "
+                         "section 3 asks for at least 8,000 octets"),
     )
     limit_request_fields: int = setting(
         100, _int_range(0, 32768),

@@ -159,11 +159,23 @@ def test_defaults_match_gunicorn():
     assert config.graceful_timeout == 30
     assert config.backlog == 2048
     assert config.worker_connections == 1000
-    assert config.limit_request_line == 4094
     assert config.limit_request_fields == 100
     assert config.limit_request_field_size == 8190
     assert config.timeout == 30
     assert config.bind == (BindAddress("127.0.0.1", 8000),)
+
+
+def test_request_line_default_is_gunicorns_maximum_and_says_so():
+    """RFC 9112 3 asks for request lines of at least 8,000 octets; gunicorn's
+    default (4094) refuses them, its maximum (8190) does not."""
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.http.message import MAX_REQUEST_LINE
+
+    assert parse("app:x").limit_request_line == 8190 == MAX_REQUEST_LINE
+    assert GunicornConfig().settings["limit_request_line"].default == 4094
+    spec = next(spec for spec in settings() if spec.name == "limit_request_line")
+    assert spec.metadata["compat"].kind == "different"
+    assert "4094" in spec.metadata["compat"].note
 
 
 def test_defaults_and_flags_match_installed_gunicorn():
@@ -189,9 +201,11 @@ def test_defaults_and_flags_match_installed_gunicorn():
         # control socket: gshard's sits beside the pidfile (PIDFILE.ctl), so two
         # servers of one user never share gunicorn's single per-user path.
         # User, group, umask: gshard's None means "leave as started" (gunicorn
-        # computes the current ids at import, and applies umask 0).
+        # computes the current ids at import, and applies umask 0). The request
+        # line: gunicorn's maximum (see the test above).
         if name in ("workers", "worker_class", "chdir", "bind", "control_socket",
-                    "user", "group", "umask", "config", "reuse_port", "sendfile"):
+                    "user", "group", "umask", "config", "reuse_port", "sendfile",
+                    "limit_request_line"):
             continue
         # gunicorn's hooks default to functions that do nothing; gshard's to None.
         if callable(theirs.default):
@@ -268,7 +282,7 @@ def test_limits_zero_means_maximum():
         "head_total": 65536,
     }
     assert parse("app:x").limits_kwargs() == {
-        "request_line": 4094, "fields": 100, "field_size": 8190, "body": 0,
+        "request_line": 8190, "fields": 100, "field_size": 8190, "body": 0,
         "head_total": 65536,
     }
 
