@@ -16,7 +16,7 @@ REFUSED = {
     "valid/rfc9112_target_authority_ipv6_01": 501,
 }
 
-# Invalid cases refused only by gunicorn's default request-line limit: a
+# Invalid cases refused only at gunicorn's default request-line limit: a
 # 4,122-byte line is over gunicorn's 4094 and within gshard's 8190 (gunicorn's
 # maximum; RFC 9112 3 asks for at least 8,000 octets). gunicorn serves it too
 # with --limit-request-line 8190; the tests run it at gunicorn's default.
