@@ -29,6 +29,11 @@ GUNICORN_LOGGERS = ((error_log, logging.getLogger("gunicorn.error")),
                     (access_log, logging.getLogger("gunicorn.access")))
 
 
+def shards(count: int) -> str:
+    """``1 shard``, ``2 shards``: how every message counts shards."""
+    return f"{count} shard{'' if count == 1 else 's'}"
+
+
 def configure(level: str, error_logfile: str, access_logfile: str | None) -> None:
     """Point the two loggers at their destinations; ``-`` is stderr / stdout as in gunicorn."""
     for logger, target, stdio, fmt in (

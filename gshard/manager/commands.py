@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from gshard import log
 from gshard.manager.control import ControlServer, Outcome, Waiter
 from gshard.manager.events import Event, RecycleRequested, Reload, Scale, ShardState, Stop
 from gshard.manager.fsm import ManagerFSM
@@ -56,8 +57,8 @@ class CommandHandler:
             return []
         if name == "reopen" and not argument:
             told = self.reopen()
-            self.control.reply(client, True, f"Log files reopened by the manager and {told} "
-                                             "shards")
+            self.control.reply(client, True, "Log files reopened by the manager and "
+                                             f"{log.shards(told)}")
             return []
         if name == "stop" and argument in ("", "fast"):
             graceful = argument == ""
@@ -92,7 +93,7 @@ class CommandHandler:
             return None
         leftover = any(slot >= target for slot in machine.occupied_slots())
         if machine.serving_slots().issuperset(range(target)) and not leftover:
-            return True, f"{target} shard{'' if target == 1 else 's'} serving"
+            return True, f"{log.shards(target)} serving"
         return None
 
     def _recycle(self, client: socket.socket, argument: str, now: float) -> list[Event]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
+from gshard.log import shards
 from gshard.manager.events import (
     Action,
     Beat,
@@ -299,7 +300,7 @@ class ManagerFSM:
         # ready (its listeners are bound), and only then are workers forked.
         hooks = [Hook("nworkers_changed", (self._slots, None)), Hook("on_starting"),
                  Hook("when_ready")]
-        return [*actions, *hooks, Log(Level.INFO, f"Booting {self._slots} shards"),
+        return [*actions, *hooks, Log(Level.INFO, f"Booting {shards(self._slots)}"),
                 *self._boot_generation()]
 
     def _take_ownership(self) -> list[Action]:
@@ -384,7 +385,7 @@ class ManagerFSM:
                 actions += self._leave(shard, StopMode.DRAIN, now, Reason.RELOADED)
         if self._phase is Phase.STARTING:
             self._phase = Phase.RUNNING
-            message = f"Ready: {self._slots} shards serving"
+            message = f"Ready: {shards(self._slots)} serving"
             actions.append(Log(Level.INFO, message))
             if not self._owns_files:  # a successor: its predecessor drains now
                 actions += self._take_ownership()

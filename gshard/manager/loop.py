@@ -122,7 +122,7 @@ class Manager:
             url = listener_set.url
             if self.config.certfile and url.startswith("http://"):
                 url = "https://" + url[len("http://"):]
-            log.error_log.info("Listening at: %s (%d shards)", url, self.config.shards)
+            log.error_log.info("Listening at: %s (%s)", url, log.shards(self.config.shards))
         try:
             return self._loop()
         finally:

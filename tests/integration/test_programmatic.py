@@ -66,7 +66,7 @@ def test_a_bad_setting_raises_config_error_before_anything_binds(run_from_python
 def test_no_config_file_is_read_unless_asked(run_from_python, tmp_path):
     (tmp_path / "gunicorn.conf.py").write_text("workers = 3\n")
     implicit = run_from_python("bind=['127.0.0.1:0'], shards=1").wait_ready()
-    assert implicit.stderr.count(r"Ready: 1 shards? serving") == 1
+    assert implicit.stderr.count(r"Ready: 1 shard serving") == 1
     explicit = run_from_python("bind=['127.0.0.1:0'], config='gunicorn.conf.py'").wait_ready()
     assert explicit.stderr.count(r"Ready: 3 shards serving") == 1
     # What run() is given wins over the file, as the command line does.

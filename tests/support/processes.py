@@ -137,7 +137,7 @@ class Server:
             self.port = int(match.group(1))
         else:
             self.unix_path = match.group(2)
-        self.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        self.stderr.wait_for(r"Ready: \d+ shards? serving", START_TIMEOUT)
         return self
 
     def shard_pids(self) -> list[int]:

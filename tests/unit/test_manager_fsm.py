@@ -536,3 +536,10 @@ def test_scaling_tells_nworkers_changed_the_new_and_old_counts():
     assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 2, 3)]
     assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 1, 2)]
     assert hook_calls(d.feed(events.Scale, -1)) == []  # the last shard stays: nothing changed
+
+
+def test_one_shard_is_counted_as_one_shard():
+    d = driver(slots=1)
+    assert logs(d.feed(events.Start), events.Level.INFO) == ["Booting 1 shard"]
+    (pid,) = d.pids_of(1)
+    assert "Ready: 1 shard serving" in logs(d.ready(pid), events.Level.INFO)
