@@ -30,6 +30,7 @@ def run(app: str, **settings: Any) -> int:
     environment unless asked: pass ``config="gunicorn.conf.py"`` to read one
     (these settings win over its values, as the command line's do).
     """
-    from gshard.cli.serve import config_from_settings, serve
+    from gshard.cli.arguments import settings_config
+    from gshard.cli.serve import serve
 
-    return serve(config_from_settings(app, settings))
+    return serve(settings_config(app, settings))

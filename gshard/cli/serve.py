@@ -13,12 +13,10 @@ import contextlib
 import os
 import resource
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from gshard import log
 from gshard.cli import app_check, daemon, process_env
-from gshard.cli.arguments import load_config_file
 from gshard.config import Config
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.manager import upgrade
@@ -26,17 +24,6 @@ from gshard.manager.loop import Manager
 from gshard.shard import privileges
 from gshard.sockets import activation
 from gshard.sockets.listener import ListenerSet, open_listeners
-
-
-def config_from_settings(app: str, settings: Mapping[str, Any]) -> Config:
-    """The ``Config`` of ``gshard.run(app, **settings)``: those settings over a config file's,
-    if ``config`` names one; ConfigError if any is wrong."""
-    values: dict[str, Any] = {}
-    if settings.get("config"):
-        values.update(load_config_file(settings["config"]))
-    values.update(settings)
-    values["app"] = app
-    return Config.from_values(values)
 
 
 def serve(config: Config, argv: Sequence[str] | None = None) -> int:
