@@ -64,6 +64,24 @@ def _text(value: Any) -> str:
     return value
 
 
+class _AnyAtom:
+    """Answers every atom with 0, which every conversion (%s, %d, %r, %f...) can show."""
+
+    def __getitem__(self, key: str) -> int:
+        return 0
+
+
+def _access_format(value: Any) -> str:
+    """A format of gunicorn's atoms (``%(h)s %(s)s``), checked once here rather than
+    failing on every access-log line."""
+    text = _text(value)
+    try:
+        text % _AnyAtom()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a format of named atoms like %(h)s: {exc}") from None
+    return text
+
+
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
@@ -452,7 +470,7 @@ class Config:
         flags=("--access-logfile",), metavar="FILE",
     )
     access_log_format: str = setting(
-        DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
+        DEFAULT_ACCESS_FORMAT, _access_format, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
     metrics_bind: BindAddress | None = setting(

@@ -1,7 +1,7 @@
 """Starting a server from a ``Config``: the one path of the ``gshard`` command and ``gshard.run``.
 
-``serve`` checks what can only be checked against the machine (TLS files,
-the user to run as), applies the environment the application is imported
+``serve`` checks what can only be checked against the machine (the files
+and directories named, the user to run as), applies the environment the application is imported
 in, binds the listeners (or takes them from systemd or an upgrading
 predecessor), detaches if asked, and runs the manager until it exits.
 Anything wrong before a socket is bound is a ``ConfigError``.
@@ -37,7 +37,7 @@ def serve(config: Config, argv: Sequence[str] | None = None) -> int:
     if config.print_config:
         print(config.describe())
         return 0
-    check_tls_files(config)
+    check_paths(config)
     identity = privileges.resolve(config.user, config.group)
     process_env.apply(config)
     if config.check_config:
@@ -70,21 +70,53 @@ def serve(config: Config, argv: Sequence[str] | None = None) -> int:
     return manager.run()
 
 
-def check_tls_files(config: Config) -> None:
-    """Refuse TLS files that are missing or unreadable, before anything binds.
+def check_paths(config: Config) -> None:
+    """Refuse files and directories that cannot work, before anything binds.
 
-    Only their presence is checked here: loading them needs ``ssl``, which the
-    manager never imports (gevent must patch it first, in the shards). A file
-    that is there but does not load fails the shards' boot instead.
+    TLS files and logging configs must be there and readable; the pidfile,
+    control socket and log files must be writable where they go (their
+    directory exists); ``chdir`` and gunicorn's ``worker_tmp_dir`` must be
+    directories. Each failure is a ConfigError naming the setting, so a typo
+    in a path is one line and exit status 2, not a traceback after "Listening
+    at". TLS files are only found here: loading them needs ``ssl``, which the
+    manager never imports (gevent must patch it first, in the shards), so a
+    file that is there but does not load fails the shards' boot instead.
     """
     for flag, path in (("--certfile", config.certfile), ("--keyfile", config.keyfile),
-                       ("--ca-certs", config.ca_certs)):
+                       ("--ca-certs", config.ca_certs), ("--log-config", config.logconfig),
+                       ("--log-config-json", config.logconfig_json)):
         if path is None:
             continue
         if not os.path.isfile(path):
             raise ConfigError(f"{flag}: no such file {path!r}")
         if not os.access(path, os.R_OK):
             raise ConfigError(f"{flag}: {path!r} is not readable")
+    foreign = dict(config.gunicorn_only)
+    for flag, directory in (("--chdir", config.chdir),
+                            ("--worker-tmp-dir", foreign.get("worker_tmp_dir"))):
+        if directory is not None and not os.path.isdir(directory):
+            raise ConfigError(f"{flag}: no such directory {directory!r}")
+    logs = [(flag, path) for flag, path in (("--error-logfile", config.errorlog),
+                                            ("--access-logfile", config.accesslog))
+            if path not in (None, "-")]
+    for flag, path in (("--pid", config.pidfile), ("--control-socket", config.control_path),
+                       *logs):
+        if path is not None:
+            _check_writable(flag, path)
+
+
+def _check_writable(flag: str, path: str) -> None:
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag}: {path!r} is a directory")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{flag}: {path!r} is not writable")
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{flag}: cannot create {path!r}: no such directory {directory!r}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: cannot create {path!r}: {directory!r} is not writable")
 
 
 def _listeners(

@@ -406,6 +406,15 @@ def nothing_starts(monkeypatch):
         ["app:x", "--keyfile", __file__],
         ["app:x", "--certfile", __file__, "--ca-certs", "/nonexistent/ca.pem"],
         ["app:x", "--forwarded-allow-ips", "10.0.0.300"],
+        ["app:x", "--access-logformat", "%(h)s %(s)s 100%"],
+        # Paths that cannot work, found before anything binds.
+        ["app:x", "--pid", "/nonexistent/run/g.pid"],
+        ["app:x", "--control-socket", "/nonexistent/run/g.ctl"],
+        ["app:x", "--chdir", "/nonexistent/srv/app"],
+        ["app:x", "--worker-tmp-dir", "/nonexistent/shm"],
+        ["app:x", "--error-logfile", "/nonexistent/log/error.log"],
+        ["app:x", "--access-logfile", "/"],
+        ["app:x", "--log-config", "/nonexistent/logging.ini"],
         [],
     ],
 )
