@@ -57,6 +57,8 @@ _STOP_SIGNALS = {
 }
 # The loop wakes at least this often even when nothing is due.
 MAX_SLEEP = 1.0
+# How long an exiting manager waits for the templates it told to exit before killing them.
+CHILD_EXIT_WAIT = 5.0
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -447,11 +449,12 @@ class Manager:
             self.control.finish_reload(False, "the server is shutting down")
             self.control.close()
         self.observer.close()
-        if self.templates is not None:
-            self.templates.close()
+        children = self.templates.close() if self.templates is not None else []
         for pid in self.fsm.shard_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            children.append(pid)
+        _reap_before_exit(children, CHILD_EXIT_WAIT)
         for listener_set in self.listeners:
             listener_set.close(unlink=self.fsm.owns_files)
         signal.set_wakeup_fd(-1)
@@ -467,6 +470,32 @@ _SYSTEMD_STATES = {
     events.ServiceState.RELOADING: "RELOADING=1",
     events.ServiceState.STOPPING: "STOPPING=1",
 }
+
+
+def _reap_before_exit(pids: list[int], timeout: float) -> None:
+    """Wait for ``pids`` (children told to exit) to end and reap them, killing those
+    still there after ``timeout`` seconds: a child the manager leaves unreaped is
+    handed to init, which in a container may never reap it (``<defunct>``)."""
+    deadline = time.monotonic() + timeout
+    remaining = set(pids)
+    while remaining:
+        for pid in list(remaining):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                done = pid
+            if done:
+                remaining.discard(pid)
+        if not remaining:
+            return
+        if time.monotonic() >= deadline:
+            for pid in remaining:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            return
+        time.sleep(0.01)
 
 
 def _wait_readable(watched: list, timeout: float) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.loadgen import Load, deploy, fresh_request
-from tests.support.processes import child_pids, process_title, wait_until
+from tests.support.processes import child_pids, process_state, process_title, wait_until
 
 BLOB_MIB = 64
 _BIG_APP = f'''\
@@ -150,3 +152,38 @@ def test_a_crashed_shard_is_respawned_by_its_template_and_a_lost_template_replac
     wait_until(lambda: server.stderr.count(r"is serving") >= 2, 15, "the respawn serving")
     assert all(fresh_request(server.port, "/").ok for _ in range(20))
     assert server.stop() == 0
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def _adopting_orphans():
+    """Make this test process the subreaper of what it starts, as a container's init is:
+    a process the manager leaves behind becomes this one's child (and a zombie here,
+    since nothing reaps it) instead of vanishing into the system's init."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@pytest.mark.timeout(60)
+def test_the_manager_reaps_every_template_before_it_exits(deployed_gshard):
+    with _adopting_orphans():
+        server = deployed_gshard("--preload", "--shards", "2")
+        old_template = _template_pid(server.pid)
+        server.signal(signal.SIGHUP)  # a second generation, so two templates have lived
+        wait_until(lambda: old_template not in child_pids(server.pid), 20,
+                   "generation 1's template to exit")
+        template = _template_pid(server.pid)
+        assert server.stop() == 0
+        try:
+            time.sleep(0.5)  # an orphan would have reached this process by now
+            assert process_state(template) is None, (
+                f"template {template} outlived the manager: {process_state(template)}")
+        finally:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(template, os.WNOHANG)
