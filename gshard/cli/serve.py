@@ -13,27 +13,31 @@ import contextlib
 import os
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gshard import log
-from gshard.cli import app_check, daemon, process_env
+from gshard.cli import app_check, daemon
 from gshard.config import Config
 from gshard.errors import EXIT_USAGE, ConfigError
-from gshard.manager import upgrade
+from gshard.manager import process_env, upgrade
 from gshard.manager.loop import Manager
 from gshard.shard import privileges
 from gshard.sockets import activation
 from gshard.sockets.listener import ListenerSet, open_listeners
 
 
-def serve(config: Config, argv: Sequence[str] | None = None) -> int:
-    """Run a server for ``config`` until it stops; the exit status.
+def serve(read: Callable[[], Config], argv: Sequence[str] | None = None) -> int:
+    """Run a server for the configuration ``read`` returns until it stops; the exit status.
 
+    ``read`` layers the configuration (the command line's sources, or
+    ``gshard.run``'s settings over their file); the manager calls it again for
+    every reload, as gunicorn's arbiter reads its configuration again on HUP.
     ``argv`` is the command line that started it, which ``SIGUSR2`` starts
     again to upgrade gshard in place; without one (``gshard.run``), an
     upgrade is refused and the server keeps running. Raises ConfigError for
     a setting that cannot work here, before anything binds.
     """
+    config = read()
     if config.print_config:
         print(config.describe())
         return 0
@@ -63,11 +67,18 @@ def serve(config: Config, argv: Sequence[str] | None = None) -> int:
     if config.daemon and inherited is None:  # a USR2 successor stays where it was started
         daemon.daemonize(config.enable_stdio_inheritance)
     try:
-        manager = Manager(config, listeners, argv, inherited)
+        manager = Manager(config, listeners, argv, inherited, reread=lambda: _checked(read))
     except OSError as exc:  # --metrics-bind or --statsd-host
         log.error_log.error("Cannot start: %s", exc)
         return 1
     return manager.run()
+
+
+def _checked(read: Callable[[], Config]) -> Config:
+    """The configuration read again for a reload, its paths checked as at start."""
+    config = read()
+    check_paths(config)
+    return config
 
 
 def check_paths(config: Config) -> None:

@@ -3,8 +3,9 @@
 The manager reads a command line from the control socket and hands it here;
 this turns it into state-machine events (the machine decides, as for
 signals) and leaves the client waiting on a condition over the machine's
-state that says how the command ended. ``reload`` keeps its own outcome
-(``ReloadFinished``); the others are judged from the shards the machine has:
+state that says how the command ended. ``reload`` hears the outcome of the
+reload that covers its request (``ReloadFinished``, by ticket); the others
+are judged from the shards the machine has:
 
     status            the status document (JSON), at once
     scale N           ok once N shards serve and no other slot has one
@@ -50,8 +51,7 @@ class CommandHandler:
         name, _, argument = line.partition(" ")
         argument = argument.strip()
         if name == "reload" and not argument:
-            self.control.reload_waiters.append(client)
-            return [Reload(now)]
+            return [Reload(now, ticket=self.control.wait_for_reload(client))]
         if name == "status" and not argument:
             self.control.reply(client, True, json.dumps(self.status(), separators=(",", ":")))
             return []

@@ -133,9 +133,9 @@ def test_a_fork_makes_a_worker_pre_fork_sees_it_booting_and_child_exit_sees_it_r
     )
     server = make_server(config)
     workers = server.WORKERS  # gunicorn's name for the arbiter's {pid: worker}
-    first = server.forking(slot=0, generation=1)
+    first = server.forking(slot=0, generation=1, config=config)
     server.forked(first, 1001)
-    second = server.forking(slot=1, generation=1)
+    second = server.forking(slot=1, generation=1, config=config)
     server.forked(second, 1002)
     assert (first.age, first.ppid, first.slot, first.generation) == (1, 4242, 0, 1)
     assert second.age == 2
@@ -166,7 +166,7 @@ def serve() -> Iterator:
     made = []
 
     def make(config: Config, app=hello) -> Conn:
-        worker = make_server(config).forking(0, 1)
+        worker = make_server(config).forking(0, 1, config)
         starting, finished = request_hooks.request_hooks(config, worker)
         ctx = ServeContext(
             app=app, base_environ=base_environ("localhost", "80", "http", False),
@@ -186,7 +186,7 @@ def serve() -> Iterator:
 
 
 def test_no_request_hooks_means_empty_tuples():
-    worker = make_server(make_config()).forking(0, 1)
+    worker = make_server(config := make_config()).forking(0, 1, config)
     assert request_hooks.request_hooks(make_config(), worker) == ((), ())
 
 
@@ -270,10 +270,10 @@ def test_a_raising_post_request_is_logged_and_the_connection_serves_on(serve, ca
 
 
 def test_setting_alive_false_asks_the_shard_to_retire_once():
-    worker = make_server(make_config()).forking(0, 1)
+    worker = make_server(config := make_config()).forking(0, 1, config)
     worker.alive = False  # not serving yet: nobody to ask, and nothing breaks
     asked = []
-    worker = make_server(make_config()).forking(0, 1)
+    worker = make_server(config := make_config()).forking(0, 1, config)
     worker.retire = lambda: asked.append(True)
     worker.alive = True
     assert asked == []
