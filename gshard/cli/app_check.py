@@ -45,7 +45,7 @@ def _check_in_child(config: Config) -> int:
             # Its output stays on this terminal: capture_output is a shard's business.
             log.configure_for(dataclasses.replace(config, capture_output=False))
         except Exception as exc:  # as the start reports it, where it would fail
-            print(f"gshard: error: logging config: {exc!r}", file=sys.stderr)
+            print(f"gshard: error: logging config: {log.failure(exc)}", file=sys.stderr)
             return 1
         from gshard.shard.loader import load_app
 

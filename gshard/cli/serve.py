@@ -54,7 +54,7 @@ def serve(read: Callable[[], Config], argv: Sequence[str] | None = None) -> int:
     try:
         log.configure_for(config)
     except Exception as exc:  # a logging config can fail in any way its handlers can
-        print(f"gshard: error: logging config: {exc!r}", file=sys.stderr)
+        print(f"gshard: error: logging config: {log.failure(exc)}", file=sys.stderr)
         return EXIT_USAGE
     for warning in config.compat_warnings():
         log.error_log.warning(warning)

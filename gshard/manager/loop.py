@@ -409,7 +409,8 @@ class Manager:
             log.configure_for(config)
         except Exception as exc:  # a logging config can fail in any way its handlers can
             log.configure_for(self.config)  # the one that worked
-            return self.fsm.handle(events.ConfigFailed(f"logging config: {exc!r}", now))
+            return self.fsm.handle(events.ConfigFailed(f"logging config: {log.failure(exc)}",
+                                                       now))
         if kept:
             log.error_log.warning("%s", reconfigure.kept_message(kept))
         said = set(self.config.compat_warnings())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -15,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.loadgen import Load, deploy, fresh_request
-from tests.support.processes import child_pids, process_state, process_title, wait_until
+from tests.support.processes import (
+    adopting_orphans,
+    child_pids,
+    process_state,
+    process_title,
+    wait_until,
+)
 
 BLOB_MIB = 64
 _BIG_APP = f'''\
@@ -154,26 +159,30 @@ def test_a_crashed_shard_is_respawned_by_its_template_and_a_lost_template_replac
     assert server.stop() == 0
 
 
-_PR_SET_CHILD_SUBREAPER = 36
+# A deployment's config file, as projects write one for --preload.
+PRELOAD_CONF = """\
+import multiprocessing
+
+preload_app = True
+workers = 2
+graceful_timeout = 5
 
 
-@contextlib.contextmanager
-def _adopting_orphans():
-    """Make this test process the subreaper of what it starts, as a container's init is:
-    a process the manager leaves behind becomes this one's child (and a zombie here,
-    since nothing reaps it) instead of vanishing into the system's init."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    try:
-        yield
-    finally:
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+def post_fork(server, worker):
+    server.log.info("post_fork: shard %s of generation %s", worker.slot, worker.generation)
+
+
+def when_ready(server):
+    server.log.info("when_ready: %d workers", server.num_workers)
+"""
 
 
 @pytest.mark.timeout(60)
-def test_the_manager_reaps_every_template_before_it_exits(deployed_gshard):
-    with _adopting_orphans():
-        server = deployed_gshard("--preload", "--shards", "2")
+def test_the_manager_reaps_every_template_before_it_exits(deployed_gshard, tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text(PRELOAD_CONF)
+    with adopting_orphans():
+        server = deployed_gshard()
+        server.stderr.wait_for(r"post_fork: shard 1 of generation 1", 10)
         old_template = _template_pid(server.pid)
         server.signal(signal.SIGHUP)  # a second generation, so two templates have lived
         wait_until(lambda: old_template not in child_pids(server.pid), 20,

@@ -403,3 +403,20 @@ def test_trusting_every_forwarder_on_a_tcp_listener_is_said_once():
     # Behind a unix socket only local proxies connect: nothing to say.
     assert parse("app:x", "-w", "1", "--forwarded-allow-ips", "*",
                  "-b", "unix:/run/a.sock").compat_warnings() == []
+
+
+def test_a_logging_config_may_name_gshards_loggers_instead(restore_logging, tmp_path):
+    target = tmp_path / "gshard.log"
+    config = Config.from_values({"app": "a:b", "logconfig_dict": {
+        "version": 1,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target)}},
+        "loggers": {"gshard.error": {"handlers": ["file"], "level": "WARNING"}},
+    }})
+    log.configure_for(config)
+    error = logging.getLogger("gunicorn.error")
+    assert error is log.error_log  # gshard logs on gunicorn's logger, as gunicorn does
+    error.info("below the level given to gshard.error")
+    error.warning("said on gunicorn.error")
+    for handler in error.handlers:
+        handler.flush()
+    assert target.read_text() == "said on gunicorn.error\n"

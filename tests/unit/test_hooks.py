@@ -60,7 +60,7 @@ def test_a_raising_hook_is_logged_with_its_traceback_and_the_caller_goes_on(capl
     def when_ready(server):
         raise RuntimeError("the metrics port is taken")
 
-    with caplog.at_level(logging.ERROR, logger="gshard.error"):
+    with caplog.at_level(logging.ERROR, logger="gunicorn.error"):
         assert hooks.call(make_config(when_ready=when_ready), "when_ready", None) is None
     assert "Exception in the when_ready hook" in caplog.text
     assert "Traceback" in caplog.text and "the metrics port is taken" in caplog.text
@@ -121,7 +121,7 @@ def test_server_carries_gunicorn_arbiter_attributes():
     assert server.num_workers == 3
     count[0] = 5
     assert server.num_workers == 5  # the manager's count as it is now
-    assert server.log.error_log is logging.getLogger("gshard.error")
+    assert server.log.error_log is logging.getLogger("gunicorn.error")
     assert callable(server.log.info) and callable(server.log.exception)
 
 
