@@ -127,7 +127,7 @@ def load_config_file(path: str) -> ConfigFile:
             namespace = _run_file(path)
     except FileNotFoundError:
         raise ConfigError(f"--config: no such file {path!r}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a file that exits must not end a manager
         raise ConfigError(f"--config: {path!r} failed: {exc!r}") from None
     names = {**config_names(), **{entry.name: entry.name for entry in GUNICORN_ONLY}}
     values = {}

@@ -404,6 +404,9 @@ class Manager:
             read = self.config if self._reread is None else self._reread()
         except ConfigError as exc:
             return self.fsm.handle(events.ConfigFailed(str(exc), now))
+        except Exception as exc:  # whatever it is, the serving generation stays
+            log.error_log.exception("Reading the configuration again failed")
+            return self.fsm.handle(events.ConfigFailed(log.failure(exc), now))
         config, kept = reconfigure.keep_fixed(self.config, read)
         try:
             log.configure_for(config)

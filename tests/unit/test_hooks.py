@@ -280,3 +280,22 @@ def test_setting_alive_false_asks_the_shard_to_retire_once():
     worker.alive = False
     worker.alive = False
     assert asked == [True] and worker.alive is False
+
+
+def test_a_shards_hooks_are_its_generations_and_the_servers_the_configuration_read_last():
+    seen = []
+    first = make_config(pre_fork=lambda server, worker: seen.append(("pre_fork", "first")),
+                        child_exit=lambda server, worker: seen.append(("child_exit", "first")))
+    second = make_config(on_reload=lambda server: seen.append(("on_reload", "second")),
+                         pre_fork=lambda server, worker: seen.append(("pre_fork", "second")))
+    server = make_server(first)
+    old = server.forking(0, 1, first)
+    server.forked(old, 1001)
+    server.config = second  # a reload read the file again
+    server.call("on_reload")
+    new = server.forking(0, 2, second)
+    assert (old.cfg.timeout, new.config) == (first.timeout, second)
+    server.reaped(1001)  # generation 1's shard: generation 1's child_exit
+    assert seen == [("pre_fork", "first"), ("on_reload", "second"), ("pre_fork", "second"),
+                    ("child_exit", "first")]
+    assert server.cfg.workers == second.shards
