@@ -64,6 +64,24 @@ def _text(value: Any) -> str:
     return value
 
 
+class _AnyAtom:
+    """Answers every atom with 0, which every conversion (%s, %d, %r, %f...) can show."""
+
+    def __getitem__(self, key: str) -> int:
+        return 0
+
+
+def _access_format(value: Any) -> str:
+    """A format of gunicorn's atoms (``%(h)s %(s)s``), checked once here rather than
+    failing on every access-log line."""
+    text = _text(value)
+    try:
+        text % _AnyAtom()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a format of named atoms like %(h)s: {exc}") from None
+    return text
+
+
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
@@ -455,7 +473,7 @@ class Config:
         flags=("--access-logfile",), metavar="FILE",
     )
     access_log_format: str = setting(
-        DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
+        DEFAULT_ACCESS_FORMAT, _access_format, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
     metrics_bind: BindAddress | None = setting(
@@ -589,9 +607,18 @@ class Config:
         False, _bool, "Print the effective settings and exit.",
         flags=("--print-config",), switch=True,
     )
+    # --- bookkeeping: what the configuration said, not settings one can give -----
     gunicorn_only: tuple[tuple[str, Any], ...] = setting(
         (), tuple, "gunicorn settings given that gshard has no use for, as (name, value).",
         compat=GSHARD,
+    )
+    misspelt: tuple[tuple[str, str], ...] = setting(
+        (), tuple, "Names in the config file that look like a misspelt setting, as "
+        "(name, the setting it resembles).", compat=GSHARD,
+    )
+    given: frozenset[str] = setting(
+        frozenset(), frozenset, "The settings the configuration gave, whatever the source "
+        "(the others have their defaults).", compat=GSHARD,
     )
     # gunicorn's server hooks, as gunicorn checks them; called at gunicorn's moments.
     on_starting: Callable | None = server_hook("on_starting")
@@ -612,21 +639,23 @@ class Config:
     ssl_context: Callable | None = server_hook("ssl_context")
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> Config:
+    def from_values(cls, values: Mapping[str, Any],
+                    misspelt: Iterable[tuple[str, str]] = ()) -> Config:
         """Convert and check raw values (strings from the CLI or Python from a file).
 
         Each value is converted by its setting, and a failure names the setting
         and the rule it broke; so does a value gunicorn accepts and gshard
         refuses. gunicorn's settings that gshard has no field for are judged
         the same way and kept in ``gunicorn_only`` (to warn about); any other
-        name is refused.
+        name is refused. ``misspelt``: the config file's names that look like a
+        misspelt setting (kept to warn about).
         """
         known = {f.name: f for f in dataclasses.fields(cls)}
         converted: dict[str, Any] = {}
         foreign = []
         for name, raw in values.items():
             spec = known.get(name)
-            if spec is None or spec.name == "gunicorn_only":
+            if spec is None or spec.name in BOOKKEEPING:
                 foreign.append((name, _judge_gunicorn_only(name, raw)))
                 continue
             try:
@@ -638,6 +667,8 @@ class Config:
             except ValueError as exc:
                 raise ConfigError(f"{flag_name(spec)}: {exc}") from None
         converted["gunicorn_only"] = tuple(foreign)
+        converted["misspelt"] = tuple(misspelt)
+        converted["given"] = frozenset(values)
         if "app" not in converted:
             raise ConfigError("the application is required (APP, e.g. myapp:app)")
         config = cls(**converted)
@@ -662,8 +693,11 @@ class Config:
                               f"({metrics.port})")
 
     def compat_warnings(self) -> list[str]:
-        """One line for each setting given that gshard accepts but that means nothing or
-        something else here (``--threads``, ``-k sync``): logged once at start."""
+        """What a start says once, as warnings: each setting given that gshard accepts but
+        that means nothing or something else here (``--threads``, ``-k sync``), each name
+        of the config file that looks like a misspelt setting, and the defaults and
+        values a gunicorn user would not expect (one shard per CPU, a trust in
+        forwarded headers from anyone)."""
         lines = []
         for spec in settings():
             value = getattr(self, spec.name)
@@ -672,12 +706,25 @@ class Config:
             entry = compat.gunicorn_only(name)
             if entry is not None:
                 lines.append(entry.compat.verdict(value, entry.default, name))
+        lines += [f"Ignoring {name!r} in {self.config}: not a setting; did you mean {meant}?"
+                  for name, meant in self.misspelt]
+        if "shards" not in self.given:
+            lines.append(
+                f"Starting one shard per CPU ({self.shards}): neither workers nor "
+                "$WEB_CONCURRENCY is set, and gunicorn would start 1 worker. To keep "
+                "gunicorn's count, set workers = 1 (or -w 1, or WEB_CONCURRENCY=1)")
+        tcp = [str(b) for b in self.bind if not b.is_unix]
+        if "*" in self.forwarded_allow_ips and tcp:
+            lines.append(
+                f"forwarded_allow_ips = '*' on {', '.join(tcp)}: any client that connects "
+                "directly chooses its REMOTE_ADDR and scheme (X-Forwarded-For, "
+                "X-Forwarded-Proto); list your proxies' addresses instead")
         return [line for line in lines if line is not None]
 
     def describe(self) -> str:
         """Every setting as ``name = value``, sorted, as gunicorn's --print-config shows them."""
         shown = {spec.name: getattr(self, spec.name) for spec in settings()
-                 if spec.name != "gunicorn_only"}
+                 if spec.name not in BOOKKEEPING}
         width = max(len(name) for name in shown)
         lines = []
         for name, value in sorted(shown.items()):
@@ -713,6 +760,10 @@ class Config:
             "body": self.limit_request_body,
             "head_total": self.limit_request_head,
         }
+
+
+# Fields that record what the configuration said rather than settings one can give.
+BOOKKEEPING = frozenset({"gunicorn_only", "misspelt", "given"})
 
 
 def _judge_gunicorn_only(name: str, raw: Any) -> Any:
@@ -751,7 +802,7 @@ def config_names() -> dict[str, str]:
     """Names a config file may use (settings and their aliases) -> setting name."""
     names = {}
     for spec in settings():
-        if spec.name == "gunicorn_only":
+        if spec.name in BOOKKEEPING:
             continue
         names[spec.name] = spec.name
         for alias in spec.metadata["aliases"]:

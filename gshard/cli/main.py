@@ -7,6 +7,7 @@ them and turns a ``ConfigError`` into one line and exit status 2 (1 under
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -35,8 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
         return subcommand_main(argv[0], argv[1:])
+    environ = dict(os.environ)  # as gshard started: raw_env changes os.environ later
     try:
-        return serve(parse_config(argv), argv)
+        return serve(lambda: parse_config(argv, environ), argv)
     except ConfigError as exc:
         print(f"gshard: error: {exc}", file=sys.stderr)
         # --check-config answers 0 or 1, as gunicorn's; a run refuses with 2.

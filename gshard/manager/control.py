@@ -9,17 +9,19 @@ a client sends one command line and reads one answer line::
     < failed Reload failed, generation 2 keeps serving: the application failed ...
 
 The manager side is non-blocking and driven by the manager's poll loop. A
-command whose outcome comes later leaves its client waiting: on the reload's
-outcome (``finish_reload``), or on a condition the loop checks after each
-round (``wait`` and ``check_waiters``).
+command whose outcome comes later leaves its client waiting: on the outcome of
+the reload that covers its request (``wait_for_reload``, ``finish_reload``),
+or on a condition the loop checks after each round (``wait`` and
+``check_waiters``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAX_LINE = 1024
@@ -50,8 +52,10 @@ class ControlServer:
     sock: socket.socket
     inode: int  # of the socket file, to tell ours from a successor's at the same path
     clients: dict[socket.socket, bytes] = field(default_factory=dict)  # partial command lines
-    reload_waiters: list[socket.socket] = field(default_factory=list)
+    # Clients waiting on a reload, by the ticket their request carries (``Reload.ticket``).
+    reload_waiters: dict[int, socket.socket] = field(default_factory=dict)
     waiters: list[Waiter] = field(default_factory=list)
+    _tickets: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @classmethod
     def open(cls, path: str) -> ControlServer:
@@ -111,10 +115,18 @@ class ControlServer:
             client.sendall(f"{'ok' if ok else 'failed'} {message}\n".encode())
         self._drop(client)
 
-    def finish_reload(self, ok: bool, message: str) -> None:
-        waiters, self.reload_waiters = self.reload_waiters, []
-        for client in waiters:
-            self.reply(client, ok, message)
+    def wait_for_reload(self, client: socket.socket) -> int:
+        """Park ``client`` until the reload that covers its request ends; its ticket."""
+        ticket = next(self._tickets)
+        self.reload_waiters[ticket] = client
+        return ticket
+
+    def finish_reload(self, ok: bool, message: str, tickets: Iterable[int] | None) -> None:
+        """Answer the clients whose requests the reload covered (``None``: all of them)."""
+        for ticket in list(self.reload_waiters) if tickets is None else tickets:
+            client = self.reload_waiters.pop(ticket, None)
+            if client is not None:
+                self.reply(client, ok, message)
 
     def wait(self, waiter: Waiter) -> None:
         """Answer ``waiter.client`` once ``waiter.check`` decides (checked after each round)."""
@@ -128,8 +140,8 @@ class ControlServer:
 
     def _drop(self, client: socket.socket) -> None:
         self.clients.pop(client, None)
-        if client in self.reload_waiters:
-            self.reload_waiters.remove(client)
+        for ticket in [t for t, waiting in self.reload_waiters.items() if waiting is client]:
+            del self.reload_waiters[ticket]
         self.waiters = [w for w in self.waiters if w.client is not client]
         client.close()
 

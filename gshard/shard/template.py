@@ -70,7 +70,7 @@ def _serve_requests(config: Config, requests: socket.socket, listeners: list[Lis
             return
         slot, generation, age = (int(word) for word in data.split())
         sockets = [socket.socket(fileno=fd) for fd in fds]
-        worker = hooks.Worker(server, age, slot, generation)
+        worker = hooks.Worker(server, age, slot, generation, config)
         spec = ipc.ShardSpec(
             config=config, slot=slot, generation=generation,
             listeners=[(sock, ls.address, ls.port)

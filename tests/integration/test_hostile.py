@@ -603,7 +603,7 @@ def test_shards_lift_the_soft_open_files_limit(gshard_proc):
         server = gshard_proc("hello:app", "--shards", "1", ready=False)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    server.stderr.wait_for(r"Ready: 1 shards serving", START_TIMEOUT)
+    server.stderr.wait_for(r"Ready: 1 shard serving", START_TIMEOUT)
     for pid in (server.pid, *server.shard_pids()):
         assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (hard, hard)
     assert server.stop() == 0

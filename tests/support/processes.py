@@ -13,6 +13,7 @@ what processes show through /proc and ``ss``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import resource
@@ -22,8 +23,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TypeVar
 
 import pytest
@@ -137,7 +139,7 @@ class Server:
             self.port = int(match.group(1))
         else:
             self.unix_path = match.group(2)
-        self.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        self.stderr.wait_for(r"Ready: \d+ shards? serving", START_TIMEOUT)
         return self
 
     def shard_pids(self) -> list[int]:
@@ -264,6 +266,33 @@ def launch_command(
     for output, stream in ((server.stdout, proc.stdout), (server.stderr, proc.stderr)):
         threading.Thread(target=output.pump, args=(stream,), daemon=True).start()
     return server
+
+
+# The console script a user runs. Unlike ``python -m gshard``, it does not put the
+# start directory on sys.path: gshard must, before a config file imports from it.
+GSHARD_SCRIPT = Path(sys.executable).with_name("gshard")
+
+
+def launch_script(*args: str, cwd: str | os.PathLike = FIXTURE_APPS,
+                  env: dict[str, str] | None = None) -> Server:
+    """Start ``gshard ARGS...`` as a user types it, without waiting for anything."""
+    return launch_command([str(GSHARD_SCRIPT), *args], cwd=cwd, env=env)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this test process the subreaper of what it starts, as a container's init is:
+    a process a manager leaves behind becomes this one's child (and a zombie here,
+    since nothing reaps it) instead of vanishing into the system's init."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def kill_group(server: Server) -> None:

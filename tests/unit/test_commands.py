@@ -42,7 +42,7 @@ class Rig:
         return client
 
     def _known(self) -> set:
-        return {w.client for w in self.control.waiters} | set(self.control.reload_waiters)
+        return {w.client for w in self.control.waiters} | set(self.control.reload_waiters.values())
 
 
 @pytest.fixture
