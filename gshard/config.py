@@ -305,6 +305,13 @@ class Config:
         "Seconds a stopping shard has to finish its requests before it is killed.",
         flags=("--graceful-timeout",), metavar="SECONDS",
     )
+    shutdown_delay: float = setting(
+        0.0, _seconds,
+        "On SIGTERM, keep accepting and serving this many seconds (readiness fails at once; "
+        "every response closes its connection) while load balancers drop this server, then "
+        "drain within --graceful-timeout. A second SIGTERM ends the delay early.",
+        flags=("--shutdown-delay",), metavar="SECONDS", compat=GSHARD,
+    )
     boot_timeout: float = setting(
         30.0, _seconds,
         "Seconds a new shard has to import the application and start serving.",

@@ -49,6 +49,7 @@ _SIGNAL_EVENTS = {
 }
 _HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
+    events.StopMode.LAME_DUCK: ipc.LAME_DUCK_SIGNAL,
     events.StopMode.DRAIN: signal.SIGTERM,
     events.StopMode.RETIRE: signal.SIGUSR2,
     events.StopMode.QUIT: signal.SIGQUIT,
@@ -89,6 +90,7 @@ class Manager:
             boot_timeout=config.boot_timeout,
             heartbeat_timeout=config.timeout,
             graceful_timeout=config.graceful_timeout,
+            shutdown_delay=config.shutdown_delay,
         )
         self.fsm = ManagerFSM(slots=config.shards, timings=self.timings,
                               inherited=inherited is not None)
@@ -361,7 +363,7 @@ class Manager:
                 for listener_set in self.listeners:
                     listener_set.resize(action.count, self.config.backlog)
             case events.Status():
-                systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+                systemd.notify_state(action.state, action.message)
             case events.StartSuccessor():
                 return self._start_successor()
             case events.TakeOwnership():
@@ -461,12 +463,6 @@ class Manager:
                 if handle.read().strip() == str(self.pid):
                     os.unlink(path)
 
-
-_SYSTEMD_STATES = {
-    events.ServiceState.READY: "READY=1",
-    events.ServiceState.RELOADING: "RELOADING=1",
-    events.ServiceState.STOPPING: "STOPPING=1",
-}
 
 
 def _wait_readable(watched: list, timeout: float) -> list:

@@ -45,6 +45,7 @@ SAMPLES = {
     "body_timeout": ("4", 4.0, {}),
     "timeout": ("0", 0.0, {}),
     "graceful_timeout": ("5", 5.0, {}),
+    "shutdown_delay": ("2.5", 2.5, {}),
     "boot_timeout": ("6", 6.0, {}),
     "limit_request_line": ("100", 100, {}),
     "limit_request_fields": ("10", 10, {}),
