@@ -18,6 +18,7 @@ from typing import Any
 from gshard import ipc, log, snapshot
 from gshard.config import Config
 from gshard.manager import events
+from gshard.manager.observe import health
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.status import ManagerInfo, View, document
 from gshard.manager.view import MachineQueries
@@ -41,7 +42,7 @@ class Observer:
         self.registry = Registry()
         self.info = ManagerInfo(
             pid=os.getpid(), started=time.monotonic(), started_wall=time.time(),
-            app=config.app or "", urls=urls,
+            app=config.app or "", urls=urls, heartbeat_timeout=config.timeout,
         )
         self._log_counter = snapshot.LogCounter(self.registry.manager_logs)
         log.error_log.addHandler(self._log_counter)
@@ -53,7 +54,8 @@ class Observer:
 
                 self.metrics_server = MetricsServer.open(config.metrics_bind, self.view,
                                                          shared_ports)
-                log.error_log.info("Metrics at: %s", self.metrics_server.url)
+                log.error_log.info("Metrics at: %s (health checks: /livez, /readyz)",
+                                   self.metrics_server.url)
             if config.statsd_host:
                 from gshard.manager.observe.statsd import StatsdSender
 
@@ -111,6 +113,10 @@ class Observer:
 
     def status(self) -> dict[str, Any]:
         return document(self.view())
+
+    def health(self, kind: str) -> health.Verdict:
+        """``kind`` ("live" or "ready"): what /livez or /readyz answers now."""
+        return health.check(kind, self.view())
 
     # --- teardown ----------------------------------------------------------------
 
