@@ -46,11 +46,14 @@ def free_port() -> int:
 
 class Nginx:
     """One nginx master with its folder; ``body`` is the configuration after the
-    main context's lines (``events``, ``http`` or ``stream`` blocks)."""
+    main context's lines (``events``, ``http`` or ``stream`` blocks). ``user``: who
+    the workers run as, when the master is root (nginx's default: nobody)."""
 
-    def __init__(self, folder: Path, body: str, modules: str = "") -> None:
+    def __init__(self, folder: Path, body: str, modules: str = "",
+                 user: str | None = None) -> None:
         self.folder = folder
         self.modules = modules
+        self.user = f"user {user};\n" if user and os.geteuid() == 0 else ""
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o755)  # the workers (nobody) reach the folder's sockets
         self.config = folder / "nginx.conf"
@@ -71,6 +74,7 @@ class Nginx:
         temp = self.config.with_suffix(".new")
         temp.write_text(
             f"{self.modules}\n"
+            f"{self.user}"
             "worker_processes 1;\n"
             f"pid {self.folder / 'nginx.pid'};\n"
             f"error_log {self.error_log} notice;\n"
