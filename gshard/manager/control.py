@@ -183,13 +183,18 @@ def exchange(path: str, command: str, timeout: float) -> str:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(command.encode() + b"\n")
-        answer = b""
-        while not answer.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer.decode("utf-8", "replace").strip()
+        return receive_answer(sock).decode("utf-8", "replace").strip()
+
+
+def receive_answer(sock: socket.socket) -> bytes:
+    """The manager's answer line, newline included (what came, if it hung up first)."""
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 def send_command(path: str, command: str, timeout: float) -> tuple[bool, str]:

@@ -15,7 +15,6 @@ image's comes from its base), which an unprivileged user can run.
 from __future__ import annotations
 
 import fnmatch
-import http.client
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ import pytest
 from tests.support import dockerfile
 from tests.support.paths import REPO
 from tests.support.processes import Server, kill_group, launch_command
+from tests.support.rawhttp import fetch
 
 DOCKERFILE = REPO / "examples" / "deploy" / "Dockerfile"
 DOCKERIGNORE = DOCKERFILE.with_name("Dockerfile.dockerignore")
@@ -196,16 +196,9 @@ def test_the_images_steps_build_install_and_serve_as_an_unprivileged_user(image_
         assert "compiled" in subprocess.run(
             [*as_user, "gshard", "--version"], capture_output=True, text=True,
             timeout=30).stdout
-        client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        client.request("GET", "/readyz")
-        answer = client.getresponse()
-        assert answer.status == 200
-        assert answer.read().startswith(b"ready: generation 1 serves on")
-        client.close()
-        client = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        client.request("GET", "/")
-        assert client.getresponse().read() == b"Hello from gshard!\n"
-        client.close()
+        ready = fetch(port, "/readyz")
+        assert ready.status == 200 and ready.body.startswith(b"ready: generation 1 serves on")
+        assert fetch(server.port).body == b"Hello from gshard!\n"
         # The HEALTHCHECK, run as the runtime runs it: same user, same environment.
         health = subprocess.run([*as_user, *runtime.one("HEALTHCHECK").exec_form()],
                                 cwd=app_dir, capture_output=True, text=True, timeout=30)

@@ -12,7 +12,6 @@ and the PodMonitor's port.
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import yaml
 from gshard.cli.arguments import parse_config
 from tests.support import dockerfile
 from tests.support.paths import REPO
+from tests.support.rawhttp import fetch
 
 KIT = REPO / "examples" / "deploy" / "kubernetes"
 CORE = ["deployment.yaml", "service.yaml", "poddisruptionbudget.yaml",
@@ -165,10 +165,11 @@ def test_probes_and_autoscaler_metrics_are_what_gshard_serves(gshard_proc, app_d
     metrics = int(server.stderr.wait_for(r"Metrics at: http://127\.0\.0\.1:(\d+)/", WAIT)
                   .group(1))
     for probe in probes:
-        status, body = get(metrics, probe["path"])
-        assert status == 200, (probe, body)
-    status, exposition = get(metrics, "/metrics")
-    assert status == 200
+        response = fetch(metrics, probe["path"])
+        assert response.status == 200, (probe, response.body)
+    response = fetch(metrics, "/metrics")
+    assert response.status == 200
+    exposition = response.body.decode()
     series = {line.split("{")[0].split(" ")[0] for line in exposition.splitlines()
               if line and not line.startswith("#")}
 
@@ -184,16 +185,6 @@ def test_probes_and_autoscaler_metrics_are_what_gshard_serves(gshard_proc, app_d
                  for m in load("horizontalpodautoscaler.yaml")["spec"]["metrics"]]
     assert scaled_on and set(scaled_on) <= set(served), (scaled_on, served)
     assert "gshard_accept_queue" in scaled_on
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        client.request("GET", path)
-        answer = client.getresponse()
-        return answer.status, answer.read().decode()
-    finally:
-        client.close()
 
 
 def test_the_kit_has_no_manifest_the_tests_do_not_know():

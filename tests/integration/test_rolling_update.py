@@ -21,7 +21,6 @@ them, so it can fail.
 
 from __future__ import annotations
 
-import http.client
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 from tests.support.loadgen import APP, SERVER_ENV, Load, deploy
 from tests.support.nginx import Nginx, free_port, stream_module
 from tests.support.processes import Server, wait_until
+from tests.support.rawhttp import Closed, fetch
 
 PROPAGATION = 1.0  # from the pod's deletion to the balancer dropping it
 SHUTDOWN_DELAY = 3.0  # past the propagation and nginx's reload, with room to spare
@@ -58,14 +58,10 @@ stream {{
 
 def ready(pod: Server) -> bool:
     """The pod's /readyz answers 200 (what the readiness probe waits for)."""
-    client = http.client.HTTPConnection("127.0.0.1", pod.metrics_port, timeout=2)
     try:
-        client.request("GET", "/readyz")
-        return client.getresponse().status == 200
-    except OSError:
+        return fetch(pod.metrics_port, "/readyz", timeout=2).status == 200
+    except (OSError, Closed):
         return False
-    finally:
-        client.close()
 
 
 @pytest.fixture

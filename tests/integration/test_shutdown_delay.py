@@ -4,7 +4,6 @@ notifications."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import signal
@@ -17,7 +16,7 @@ import pytest
 
 from tests.support.loadgen import APP, SERVER_ENV, deploy
 from tests.support.processes import Server, wait_until
-from tests.support.rawhttp import Conn
+from tests.support.rawhttp import Conn, fetch
 
 WAIT = 15.0
 
@@ -29,13 +28,8 @@ def metrics_port(server: Server) -> int:
 
 def probe(port: int, path: str) -> tuple[int, str]:
     """(status, body) of GET ``path`` on the metrics listener."""
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        client.request("GET", path)
-        answer = client.getresponse()
-        return answer.status, answer.read().decode()
-    finally:
-        client.close()
+    response = fetch(port, path)
+    return response.status, response.body.decode()
 
 
 def get(conn: Conn, path: str = "/") -> tuple[int, str | None]:
@@ -43,6 +37,11 @@ def get(conn: Conn, path: str = "/") -> tuple[int, str | None]:
     conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     response = conn.read_response()
     return response.status, response.header("Connection")
+
+
+def fresh_get(port: int) -> tuple[int, str | None]:
+    with Conn.tcp(port) as conn:
+        return get(conn)
 
 
 def status_json(pidfile: str) -> dict:
@@ -106,8 +105,10 @@ def test_a_delayed_stop_serves_with_connection_close_then_drains(gshard_proc, tm
     server.stderr.wait_for(r"serving 4s more as a lame duck", WAIT)
     doc = status_json(pidfile)
     assert doc["manager"]["phase"] == "stopping" and 0 < doc["manager"]["lame_duck"] <= delay
-    # ...while everything it is still sent is served: the keep-alive connection's
-    # next response tells its client to reconnect, and new connections are accepted.
+    # ...while everything it is still sent is served: new connections are accepted,
+    # and once the shards have heard, each response tells its client to reconnect.
+    wait_until(lambda: fresh_get(server.port) == (200, "close"), WAIT,
+               "a response with Connection: close")
     assert get(keepalive) == (200, "close")
     assert keepalive.wait_closed(alert=False)
     for _ in range(5):

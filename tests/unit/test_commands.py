@@ -9,7 +9,7 @@ import pytest
 
 from gshard.manager import events
 from gshard.manager.commands import CommandHandler
-from gshard.manager.control import ControlServer
+from gshard.manager.control import ControlServer, receive_answer
 from gshard.manager.observe import health, status
 from gshard.manager.observe.registry import Registry
 from tests.support.fsm_driver import FsmDriver
@@ -62,13 +62,7 @@ def rig(tmp_path):
 
 
 def answer(client: socket.socket) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = client.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode()
+    return receive_answer(client).decode()
 
 
 def pending(client: socket.socket) -> bool:

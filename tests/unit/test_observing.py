@@ -4,10 +4,12 @@ driven by events and a registry fed by snapshots, as the manager does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -247,10 +249,18 @@ def scrape(server: MetricsServer, request: bytes) -> bytes:
         thread.join()
 
 
-def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
-    world = serving_world()
+@contextlib.contextmanager
+def metrics_server(world: World) -> Iterator[MetricsServer]:
+    """The endpoint on a loopback port of its own, over ``world``'s view."""
     server = MetricsServer.open(BindAddress("127.0.0.1", 0), world.view)
     try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
+    with metrics_server(serving_world()) as server:
         answer = scrape(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK")
@@ -262,8 +272,6 @@ def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
         too_long = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000
         assert scrape(server, too_long).startswith(b"HTTP/1.1 431")
         assert server.clients == {}
-    finally:
-        server.close()
 
 
 # --- health: /livez and /readyz -------------------------------------------------
@@ -327,8 +335,7 @@ def test_liveness_fails_only_when_no_shard_has_reported_within_the_timeout():
 
 def test_health_endpoints_answer_200_or_503_with_one_line_saying_why():
     world = World()
-    server = MetricsServer.open(BindAddress("127.0.0.1", 0), world.view)
-    try:
+    with metrics_server(world) as server:
         answer = scrape(server, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503 Service Unavailable")
@@ -342,8 +349,6 @@ def test_health_endpoints_answer_200_or_503_with_one_line_saying_why():
         head_only = scrape(server, b"HEAD /readyz HTTP/1.1\r\n\r\n")
         assert head_only.startswith(b"HTTP/1.1 200 OK") and head_only.endswith(b"\r\n\r\n")
         assert b"Content-Length: 44\r\n" in head_only
-    finally:
-        server.close()
 
 
 # --- statsd --------------------------------------------------------------------
