@@ -323,6 +323,13 @@ class Config:
         "Seconds a stopping shard has to finish its requests before it is killed.",
         flags=("--graceful-timeout",), metavar="SECONDS",
     )
+    shutdown_delay: float = setting(
+        0.0, _seconds,
+        "On SIGTERM, keep accepting and serving this many seconds (readiness fails at once; "
+        "every response closes its connection) while load balancers drop this server, then "
+        "drain within --graceful-timeout. A second SIGTERM ends the delay early.",
+        flags=("--shutdown-delay",), metavar="SECONDS", compat=GSHARD,
+    )
     boot_timeout: float = setting(
         30.0, _seconds,
         "Seconds a new shard has to import the application and start serving.",
@@ -392,14 +399,18 @@ class Config:
     )
     control_socket: str | None = setting(
         None, _optional_text,
-        "Unix socket on which 'gshard reload' reaches this manager "
-        "(default: PIDFILE.ctl when --pid is given).",
+        "Unix socket on which 'gshard status', 'reload' and the others reach this manager "
+        "(default: PIDFILE.ctl with --pid, else a path of this manager's own under "
+        "$XDG_RUNTIME_DIR/gshard/, ~/.gshard/ or a private runtime directory, where the "
+        "commands find it without options).",
         flags=("--control-socket",), metavar="PATH",
-        compat=different("default PIDFILE.ctl when --pid is given, else none (gunicorn: "
-                         "~/.gunicorn/gunicorn.ctl); it serves `gshard reload`"),
+        compat=different("default PIDFILE.ctl with --pid, else a path of each manager's own "
+                         "under $XDG_RUNTIME_DIR/gshard/, ~/.gshard/ or a private runtime "
+                         "directory, so two instances never collide (gunicorn: one fixed "
+                         "path, $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl)"),
     )
     control_socket_disable: bool = setting(
-        False, _bool, "Open no control socket, even with --pid.",
+        False, _bool, "Open no control socket.",
         flags=("--no-control-socket",), switch=True,
     )
     proc_name: str | None = setting(
@@ -744,7 +755,9 @@ class Config:
 
     @property
     def control_path(self) -> str | None:
-        """Where the control socket lives, if anywhere."""
+        """The control socket's path when one is given (``--control-socket``, or
+        ``FILE.ctl`` beside ``--pid``); None: the manager chooses its own
+        (``manager.discovery``), unless ``--no-control-socket``."""
         if self.control_socket_disable:
             return None
         if self.control_socket:

@@ -27,7 +27,7 @@ from gshard.http.compiled import build
 from gshard.version import __version__
 
 # Commands that talk to a running gshard instead of starting one.
-SUBCOMMANDS = ("status", "top", *ctl.COMMANDS)
+SUBCOMMANDS = ("status", "top", "health", *ctl.COMMANDS)
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A sharded gevent WSGI server: one SO_REUSEPORT listener per shard.",
         argument_default=argparse.SUPPRESS,
         epilog=f"To watch or steer a running gshard: gshard {{{','.join(SUBCOMMANDS)}}} "
-               "--pid FILE (gshard COMMAND --help for each).",
+               "(the one this user runs; --pid, --bind or --control-socket to name one; "
+               "gshard COMMAND --help for each).",
     )
     parser.add_argument("app", nargs="?", metavar="APP",
                         help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")

@@ -12,24 +12,30 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from gshard.cli import ctl, status, top
+from gshard.cli import ctl, health, status, top
 from gshard.cli.arguments import SUBCOMMANDS, Parser, parse_config
 from gshard.cli.serve import serve
 from gshard.errors import EXIT_USAGE, ConfigError
 
 
 def subcommand_main(name: str, argv: Sequence[str]) -> int:
-    """``gshard status|top|reload|scale|recycle|stop|reopen ...``: talk to a running gshard."""
+    """``gshard status|top|health|reload|scale|recycle|stop|reopen ...``: talk to a running
+    gshard (the one this user runs, unless an option names another)."""
     parser = Parser(prog=f"gshard {name}")
     try:
         if name == "status":
             return status.main(argv, parser)
         if name == "top":
             return top.main(argv, parser)
+        if name == "health":
+            return health.main(argv, parser)
         return ctl.main(name, argv, parser)
     except ConfigError as exc:
         print(f"gshard {name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except status.TargetError as exc:
+        print(f"gshard {name}: {exc}", file=sys.stderr)
+        return exc.status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ reload that covers its request (``ReloadFinished``, by ticket); the others
 are judged from the shards the machine has:
 
     status            the status document (JSON), at once
+    health live|ready what /livez or /readyz answers, at once (ok or failed, and why)
     scale N           ok once N shards serve and no other slot has one
     recycle PID       ok once PID's successor serves (PID drains)
     stop [fast]       ok when the manager exits
@@ -25,6 +26,7 @@ from gshard import log
 from gshard.manager.control import ControlServer, Outcome, Waiter
 from gshard.manager.events import Event, RecycleRequested, Reload, Scale, ShardState, Stop
 from gshard.manager.fsm import ManagerFSM
+from gshard.manager.observe.health import KINDS, Verdict
 from gshard.manager.view import ShardView
 
 REFUSED_BUSY = "the server is starting, reloading or stopping; try again once it serves"
@@ -40,11 +42,13 @@ class CommandHandler:
         control: ControlServer,
         status: Callable[[], dict[str, Any]],
         reopen: Callable[[], int],
+        health: Callable[[str], Verdict],
     ) -> None:
         self.machine = machine
         self.control = control
         self.status = status
         self.reopen = reopen  # reopens the log files; returns the shards told to
+        self.health = health  # "live" or "ready" -> the verdict /livez or /readyz gives
 
     def handle(self, client: socket.socket, line: str, now: float) -> list[Event]:
         """Answer or park ``client``; the events the command asks the machine for."""
@@ -54,6 +58,10 @@ class CommandHandler:
             return [Reload(now, ticket=self.control.wait_for_reload(client))]
         if name == "status" and not argument:
             self.control.reply(client, True, json.dumps(self.status(), separators=(",", ":")))
+            return []
+        if name == "health" and argument in KINDS:
+            verdict = self.health(argument)
+            self.control.reply(client, verdict.ok, verdict.reason)
             return []
         if name == "reopen" and not argument:
             told = self.reopen()

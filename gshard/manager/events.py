@@ -53,6 +53,10 @@ class Reason(enum.Enum):
 class StopMode(enum.Enum):
     """How to ask a shard to leave; the loop maps these to signals."""
 
+    # The first step of a delayed stop (--shutdown-delay): keep accepting and
+    # serving while load balancers drop this server, but end every connection
+    # after its response (Connection: close); a DRAIN follows.
+    LAME_DUCK = "lame-duck"
     DRAIN = "drain"  # finish in-flight requests, then exit (SIGTERM)
     # Connections were steered away from this shard's listener: accept what is
     # still queued on it, then drain (SIGUSR2).
@@ -95,6 +99,8 @@ class Timings:
     # over in its ``ShardSpec``), the manager to add it to the shard's grace
     # before killing it.
     retire_settle: float = 1.0
+    # A graceful stop serves this long as a lame duck before draining (0: drain at once).
+    shutdown_delay: float = 0.0
 
 
 # --- events ------------------------------------------------------------------

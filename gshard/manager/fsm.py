@@ -40,6 +40,14 @@ The rules that make restarts safe:
 * A reload asked for while the first generation boots, or while a reload
   boots, follows it: all such requests make one more reload, and each waiter
   hears the outcome of the reload that covers its request (``Reload.ticket``).
+* A graceful stop with a shutdown delay (``--shutdown-delay``) begins as a
+  lame duck: the phase is stopping at once (readiness fails, systemd hears
+  STOPPING=1), but the serving shards keep accepting and serving, each
+  response ending its connection, until the delay is over (or a second
+  graceful stop cuts it short); only then do they drain. Load balancers that
+  learn of the stop late (Kubernetes removes a pod's endpoints while it is
+  already being stopped) still find a server that answers. A fast stop ends
+  everything at once, lame duck or not.
 
 gunicorn's server hooks that belong to one of these decisions (start, reload,
 scaling) are ``Hook`` actions in gunicorn's order; the manager runs them, so
@@ -170,6 +178,8 @@ class ManagerFSM:
         # This manager owns the pidfile, control socket and unix socket files.
         self._owns_files = False
         self._upgrade = SelfUpgrade()  # SIGUSR2's rules, and where an upgrade stands
+        # While a delayed stop serves as a lame duck: when the drain begins.
+        self._lame_duck_until: float | None = None
 
     def handle(self, event: Event) -> list[Action]:
         """What ``event`` calls for: the actions, in the order to carry them out."""
@@ -265,6 +275,8 @@ class ManagerFSM:
     def next_deadline(self) -> float | None:
         """The earliest time a ``Tick`` could change something."""
         times = list(self._respawn_at.values())
+        if self._lame_duck_until is not None:
+            times.append(self._lame_duck_until)
         for shard in self._shards.values():
             timings = self._timings_of(shard)
             if shard.kill_at is not None:
@@ -293,6 +305,7 @@ class ManagerFSM:
             owns_files=self._owns_files,
             upgrade=self._upgrade.state,
             successor=self._upgrade.successor,
+            lame_duck_until=self._lame_duck_until,
         )
 
     def _generations(self) -> tuple[GenerationView, ...]:
@@ -301,7 +314,8 @@ class ManagerFSM:
         for generation in sorted({s.generation for s in self._shards.values()}, reverse=True):
             if generation == self._booting:
                 state = GenerationState.BOOTING
-            elif generation == self._live and self._phase is not Phase.STOPPING:
+            elif generation == self._live and (self._phase is not Phase.STOPPING
+                                               or self._lame_duck_until is not None):
                 state = GenerationState.SERVING
             else:
                 state = GenerationState.DRAINING
@@ -628,18 +642,62 @@ class ManagerFSM:
                 *self._next_reload()]
 
     def _on_stop(self, event: Stop) -> list[Action]:
-        mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
-        if self._phase is Phase.STOPPING and event.graceful:
+        if not event.graceful:
+            return self._stop(event.now, StopMode.QUIT, "Shutting down now")
+        if self._lame_duck_until is not None:
+            return self._end_lame_duck(event.now, "Asked to stop again: the lame-duck period "
+                                                  "ends early; draining")
+        if self._phase is Phase.STOPPING:
             return []
+        if (self._phase is Phase.RUNNING and self.timings.shutdown_delay > 0
+                and self.serving_slots()):
+            return self._start_lame_duck(event.now)
+        return self._stop(event.now, StopMode.DRAIN, "Shutting down gracefully")
+
+    def _stop(self, now: float, mode: StopMode, message: str) -> list[Action]:
+        """Every shard leaves now (drains or quits); the manager exits once none is left."""
         self._phase = Phase.STOPPING
+        self._lame_duck_until = None
         self._booting = None
         self._reading = self._reload_wanted = False  # waiters hear "shutting down" at exit
         self._respawn_at.clear()
-        message = "Shutting down gracefully" if event.graceful else "Shutting down now"
         actions: list[Action] = [Log(Level.INFO, message),
                                  *self._status(ServiceState.STOPPING, message)]
         for shard in self._shards.values():
-            actions += self._leave(shard, mode, event.now, Reason.STOPPED)
+            actions += self._leave(shard, mode, now, Reason.STOPPED)
+        if not self._shards:
+            actions.append(Exit(self._exit_code))
+        return actions
+
+    def _start_lame_duck(self, now: float) -> list[Action]:
+        """A graceful stop's first step (``--shutdown-delay``): the serving shards go on
+        serving with ``Connection: close``; nothing else that boots will serve now."""
+        delay = self.timings.shutdown_delay
+        self._phase = Phase.STOPPING
+        self._lame_duck_until = now + delay
+        self._booting = None
+        self._respawn_at.clear()
+        message = (f"Shutting down gracefully: serving {delay:g}s more as a lame duck "
+                   "(--shutdown-delay; every response closes its connection), then draining")
+        actions: list[Action] = [
+            Log(Level.INFO, message),
+            *self._status(ServiceState.STOPPING,
+                          f"Stopping: lame duck for {delay:g}s, then draining")]
+        for shard in list(self._shards.values()):
+            if self.is_serving(shard.pid):
+                actions.append(Signal(shard.pid, StopMode.LAME_DUCK))
+            elif shard.state is not ShardState.DRAINING:
+                actions += self._leave(shard, StopMode.QUIT, now, Reason.STOPPED)
+        return actions
+
+    def _end_lame_duck(self, now: float, message: str) -> list[Action]:
+        """The lame-duck period is over (or cut short): every shard drains."""
+        self._lame_duck_until = None
+        actions: list[Action] = [Log(Level.INFO, message),
+                                 *self._status(ServiceState.STOPPING, "Stopping: draining")]
+        for shard in list(self._shards.values()):
+            if shard.state is not ShardState.DRAINING:
+                actions += self._leave(shard, StopMode.DRAIN, now, Reason.STOPPED)
         if not self._shards:
             actions.append(Exit(self._exit_code))
         return actions
@@ -682,6 +740,8 @@ class ManagerFSM:
     def _on_tick(self, event: Tick) -> list[Action]:
         now = event.now
         actions: list[Action] = []
+        if self._lame_duck_until is not None and now >= self._lame_duck_until:
+            actions += self._end_lame_duck(now, "The lame-duck period is over; draining")
         for shard in list(self._shards.values()):
             actions += self._check_shard(shard, now)
         for slot, due in list(self._respawn_at.items()):
@@ -730,4 +790,6 @@ class ManagerFSM:
         if not outcome.hand_over:
             return outcome.actions
         self._owns_files = False
-        return [*outcome.actions, *self._on_stop(Stop(graceful=True, now=event.now))]
+        # No lame duck: the successor serves on the same listeners already.
+        return [*outcome.actions,
+                *self._stop(event.now, StopMode.DRAIN, "Shutting down gracefully")]

@@ -24,7 +24,15 @@ from collections.abc import Callable, Sequence
 from gshard import hooks, ipc, log
 from gshard.config import Config
 from gshard.errors import EXIT_BOOT_ERROR, ConfigError
-from gshard.manager import events, process_env, reconfigure, systemd, templates, upgrade
+from gshard.manager import (
+    discovery,
+    events,
+    process_env,
+    reconfigure,
+    systemd,
+    templates,
+    upgrade,
+)
 from gshard.manager.commands import CommandHandler
 from gshard.manager.control import ControlServer
 from gshard.manager.fsm import ManagerFSM
@@ -49,6 +57,7 @@ _SIGNAL_EVENTS = {
 }
 _HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
+    events.StopMode.LAME_DUCK: ipc.LAME_DUCK_SIGNAL,
     events.StopMode.DRAIN: signal.SIGTERM,
     events.StopMode.RETIRE: signal.SIGUSR2,
     events.StopMode.QUIT: signal.SIGQUIT,
@@ -311,8 +320,10 @@ class Manager:
             return self.fsm.handle(events.SuccessorSpawnFailed(
                 "started by gshard.run(), without a command line to start again", now))
         self.server.call("pre_exec")
+        chosen = self.control.path if self.control is not None and not self.config.control_path \
+            else None
         try:
-            successor = upgrade.start_successor(self.argv, self.listeners)
+            successor = upgrade.start_successor(self.argv, self.listeners, chosen)
         except OSError as exc:
             return self.fsm.handle(events.SuccessorSpawnFailed(str(exc), now))
         self._successor_ready = successor.ready_r
@@ -335,14 +346,36 @@ class Manager:
     def _take_ownership(self) -> None:
         """Claim the pidfile and the control socket: at start, or once a successor serves."""
         self._write_pidfile()
-        if self.config.control_path:
-            self.control = ControlServer.open(self.config.control_path)
+        if not self.config.control_socket_disable:
+            self.control = self._open_control()
+        if self.control is not None:
             self.commands = CommandHandler(self.fsm, self.control, self.observer.status,
-                                           self._reopen_logs)
+                                           self._reopen_logs, self.observer.health)
         if self.inherited is not None:
             self.inherited.announce_ready()
             systemd.notify(f"MAINPID={self.pid}")
             log.error_log.info("Upgrade complete: this manager (pid %d) took over", self.pid)
+
+    def _open_control(self) -> ControlServer | None:
+        """The control socket: at the path given (``--control-socket``, ``--pid``'s
+        ``FILE.ctl``), linked from where the commands look; else the predecessor's
+        (an upgrade), else a path of this manager's own (``discovery``)."""
+        given = self.config.control_path
+        if given:
+            return ControlServer.open(given, link=discovery.link_to)
+        inherited = self.inherited.control_path if self.inherited is not None else None
+        path = inherited or discovery.instance_path()
+        if path is None:
+            log.error_log.warning(
+                "No control socket: none of %s is usable (a directory of this user's alone); "
+                "give --control-socket PATH for gshard status, reload and the others",
+                ", ".join(discovery.candidate_dirs()))
+            return None
+        try:
+            return ControlServer.open(path)
+        except OSError as exc:
+            log.error_log.warning("No control socket at %s: %s", path, exc.strerror or exc)
+            return None
 
     # --- carrying out actions -----------------------------------------
 
@@ -374,7 +407,7 @@ class Manager:
                 for listener_set in self.listeners:
                     listener_set.resize(action.count, self.config.backlog)
             case events.Status():
-                systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+                systemd.notify_state(action.state, action.message)
             case events.StartSuccessor():
                 return self._start_successor()
             case events.TakeOwnership():
@@ -476,6 +509,8 @@ class Manager:
         os.close(self._wakeup_w)
         self._inbox.close()
         self.observer.close()
+        if self.control is not None:
+            self.control.forget()
         mine = {id(sock) for sock in kept}
         for listener_set in self.listeners:
             for sock in listener_set.sockets:
@@ -526,12 +561,6 @@ class Manager:
                 if handle.read().strip() == str(self.pid):
                     os.unlink(path)
 
-
-_SYSTEMD_STATES = {
-    events.ServiceState.READY: "READY=1",
-    events.ServiceState.RELOADING: "RELOADING=1",
-    events.ServiceState.STOPPING: "STOPPING=1",
-}
 
 
 def _reap_before_exit(pids: list[int], timeout: float) -> None:

@@ -54,4 +54,5 @@ def kept_message(changed: list[str]) -> str:
 def timings_of(config: Config) -> Timings:
     """What the state machine judges a generation's shards by."""
     return Timings(boot_timeout=config.boot_timeout, heartbeat_timeout=config.timeout,
-                   graceful_timeout=config.graceful_timeout)
+                   graceful_timeout=config.graceful_timeout,
+                   shutdown_delay=config.shutdown_delay)

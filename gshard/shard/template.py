@@ -34,7 +34,7 @@ def run(config: Config, generation: int, requests: socket.socket, listeners: lis
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
-                   signal.SIGTTOU, signal.SIGWINCH):
+                   signal.SIGTTOU, signal.SIGWINCH, ipc.LAME_DUCK_SIGNAL):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())

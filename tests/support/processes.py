@@ -30,6 +30,7 @@ from typing import IO, TypeVar
 
 import pytest
 
+from gshard.manager import discovery
 from tests.support.paths import FIXTURE_APPS
 
 START_TIMEOUT = 20.0
@@ -305,3 +306,23 @@ def kill_group(server: Server) -> None:
         os.killpg(server.proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         server.proc.wait(timeout=10)
+    # SIGKILL ends a process some time after it is sent: wait until nothing of the
+    # session is left (an upgrade's successor, a shard), so nothing still listens.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not session_members(server.proc.pid), 10, "the session to end")
+    # A killed manager cannot remove its control socket: the commands' own
+    # search removes every name nobody answers on any more.
+    discovery.running()
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (zombies, already dead, are not counted)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_after_name(int(entry))
+        # After the name: state, ppid, pgrp, session...
+        if fields is not None and fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members

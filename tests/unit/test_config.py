@@ -47,6 +47,7 @@ SAMPLES = {
     "body_timeout": ("4", 4.0, {}),
     "timeout": ("0", 0.0, {}),
     "graceful_timeout": ("5", 5.0, {}),
+    "shutdown_delay": ("2.5", 2.5, {}),
     "boot_timeout": ("6", 6.0, {}),
     "limit_request_line": ("100", 100, {}),
     "limit_request_fields": ("10", 10, {}),
@@ -622,3 +623,14 @@ def test_metrics_bind_is_never_the_applications_port():
 def test_statsd_host_must_be_an_address(bad):
     with pytest.raises(ConfigError, match="--statsd-host"):
         parse("app:x", "--statsd-host", bad)
+
+
+def test_shutdown_delay_comes_from_files_and_the_environment_like_every_setting(tmp_path):
+    (tmp_path / "start" / "gshard.conf.py").write_text("shutdown_delay = 6\n")
+    assert parse("app:x").shutdown_delay == 6.0
+    environ = {"GSHARD_CMD_ARGS": "--shutdown-delay 4"}
+    assert arguments.parse_config(["app:x"], environ).shutdown_delay == 4.0
+    assert arguments.parse_config(["app:x", "--shutdown-delay", "2"], environ) \
+        .shutdown_delay == 2.0
+    with pytest.raises(ConfigError, match="--shutdown-delay: must be a number of seconds"):
+        parse("app:x", "--shutdown-delay", "-1")

@@ -8,6 +8,7 @@ from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
 from gshard.manager import events
 from gshard.manager.events import StopMode
 from gshard.manager.fsm import ABORT_GRACE, STABLE_SECONDS, Timings
+from gshard.manager.view import GenerationState
 from tests.support.fsm_driver import FsmDriver
 
 TIMINGS = Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
@@ -323,6 +324,90 @@ def test_fast_stop_after_graceful_escalates_to_quit():
     (pid,) = d.started()
     d.feed(events.Stop, True)
     assert signals(d.feed(events.Stop, False)) == {pid: StopMode.QUIT}
+
+
+# --- a delayed stop: the lame duck (--shutdown-delay) ---------------------------
+
+LAME_DUCK_TIMINGS = Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0,
+                            shutdown_delay=3.0)
+
+
+def test_a_delayed_stop_serves_as_a_lame_duck_then_drains():
+    d = FsmDriver(2, LAME_DUCK_TIMINGS)
+    pids = d.started()
+    actions = d.feed(events.Stop, True)
+    # Stopping at once (readiness fails, systemd hears STOPPING=1), yet still serving.
+    assert signals(actions) == {pid: StopMode.LAME_DUCK for pid in pids}
+    assert statuses(actions) == [events.ServiceState.STOPPING]
+    view = d.view()
+    assert view.phase is events.Phase.STOPPING and view.lame_duck_until == 3.0
+    assert [g.state for g in view.generations] == [GenerationState.SERVING]
+    assert d.fsm.next_deadline() == 3.0
+    d.now = 2.9
+    assert signals(d.feed(events.Tick)) == {}
+    d.now = 3.0
+    actions = d.feed(events.Tick)
+    assert signals(actions) == {pid: StopMode.DRAIN for pid in pids}
+    assert d.view().lame_duck_until is None
+    assert [g.state for g in d.view().generations] == [GenerationState.DRAINING]
+    # The drain has the whole graceful timeout, counted from its start.
+    d.now = 3.0 + TIMINGS.graceful_timeout
+    assert signals(d.feed(events.Tick)) == {pid: StopMode.KILL for pid in pids}
+
+
+def test_a_second_graceful_stop_ends_the_lame_duck_early():
+    d = FsmDriver(1, LAME_DUCK_TIMINGS)
+    (pid,) = d.started()
+    d.feed(events.Stop, True)
+    d.now = 1.0
+    assert signals(d.feed(events.Stop, True)) == {pid: StopMode.DRAIN}
+    d.now = 5.0
+    assert signals(d.feed(events.Tick)) == {}  # the delay's end changes nothing now
+    assert signals(d.feed(events.Stop, True)) == {}
+    assert exits(d.feed(events.Exited, pid, 0)) == [0]
+
+
+def test_a_fast_stop_during_the_lame_duck_quits_at_once():
+    d = FsmDriver(2, LAME_DUCK_TIMINGS)
+    pids = d.started()
+    d.feed(events.Stop, True)
+    assert signals(d.feed(events.Stop, False)) == {pid: StopMode.QUIT for pid in pids}
+    assert d.view().lame_duck_until is None
+
+
+def test_the_lame_duck_quits_what_boots_and_refuses_reloads_and_respawns():
+    d = FsmDriver(2, LAME_DUCK_TIMINGS)
+    old = d.started()
+    new = d.boot_generation()
+    d.ready(new[0])  # half of a reload is up: it never served, so it does not linger
+    actions = d.feed(events.Stop, True)
+    assert signals(actions) == {old[0]: StopMode.LAME_DUCK, old[1]: StopMode.LAME_DUCK,
+                                new[0]: StopMode.QUIT, new[1]: StopMode.QUIT}
+    assert reload_results(d.feed(events.Reload)) == [False]
+    assert spawns(d.feed(events.Exited, old[0], -9)) == []  # no respawn while stopping
+    d.feed(events.Exited, new[0], 0)
+    d.feed(events.Exited, new[1], 0)
+    assert exits(d.feed(events.Exited, old[1], 0)) == [0]  # all gone: no need to wait
+
+
+def test_without_a_delay_or_before_serving_a_stop_drains_at_once():
+    d = driver(slots=1)
+    (pid,) = d.started()
+    assert signals(d.feed(events.Stop, True)) == {pid: StopMode.DRAIN}
+    d = FsmDriver(1, LAME_DUCK_TIMINGS)
+    d.feed(events.Start)
+    (booting,) = d.pids_of(1)
+    # Nothing serves yet, so there is nobody for a load balancer to drop.
+    assert signals(d.feed(events.Stop, True)) == {booting: StopMode.DRAIN}
+    assert d.view().lame_duck_until is None
+
+
+def test_an_upgrade_hands_over_without_a_lame_duck():
+    d = FsmDriver(1, LAME_DUCK_TIMINGS)
+    (pid,) = d.started()
+    d.feed(events.UpgradeRequested)
+    d.feed(events.SuccessorSpawned, SUCCESSOR)
+    assert signals(d.feed(events.SuccessorReady)) == {pid: StopMode.DRAIN}
 
 
 def test_a_reload_asked_for_while_the_first_generation_boots_follows_it():

@@ -19,6 +19,7 @@ from typing import Any
 from gshard import ipc, log, snapshot
 from gshard.config import Config
 from gshard.manager import events
+from gshard.manager.observe import health
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.status import ManagerInfo, View, document
 from gshard.manager.view import MachineQueries
@@ -42,7 +43,7 @@ class Observer:
         self.registry = Registry()
         self.info = ManagerInfo(
             pid=os.getpid(), started=time.monotonic(), started_wall=time.time(),
-            app=config.app or "", urls=urls,
+            app=config.app or "", urls=urls, heartbeat_timeout=config.timeout,
         )
         self._log_counter = snapshot.LogCounter(self.registry.manager_logs)
         log.error_log.addHandler(self._log_counter)
@@ -55,7 +56,8 @@ class Observer:
 
                 self.metrics_server = MetricsServer.open(config.metrics_bind, self.view,
                                                          shared_ports)
-                log.error_log.info("Metrics at: %s", self.metrics_server.url)
+                log.error_log.info("Metrics at: %s (health checks: /livez, /readyz)",
+                                   self.metrics_server.url)
             self.statsd = _open_statsd(config)
         except BaseException:
             self.close()
@@ -125,6 +127,10 @@ class Observer:
 
     def status(self) -> dict[str, Any]:
         return document(self.view())
+
+    def health(self, kind: str) -> health.Verdict:
+        """``kind`` ("live" or "ready"): what /livez or /readyz answers now."""
+        return health.check(kind, self.view())
 
     # --- teardown ----------------------------------------------------------------
 
