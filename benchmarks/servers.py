@@ -31,7 +31,7 @@ _live: set[subprocess.Popen] = set()
 # How each program says it is up: (regular expression, how many matches are needed:
 # None = one per process). bjoern_workers.py prints gunicorn's lines.
 _BOOTED = {
-    "gshard": (r"Ready: {n} shards serving", 1),
+    "gshard": (r"Ready: {n} shards? serving", 1),
     "gunicorn": (r"Booting worker with pid", None),
     "granian": (r"Started worker-\d+", None),
     "bjoern": (r"Booting worker with pid", None),

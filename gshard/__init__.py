@@ -28,8 +28,10 @@ def run(app: str, **settings: Any) -> int:
     ``bind=["127.0.0.1:8000"]``) or the strings a command line would give.
     Unlike the command, nothing is read from a config file or the
     environment unless asked: pass ``config="gunicorn.conf.py"`` to read one
-    (these settings win over its values, as the command line's do).
+    (these settings win over its values, as the command line's do; a reload
+    reads that file again).
     """
-    from gshard.cli.serve import config_from_settings, serve
+    from gshard.cli.arguments import settings_config
+    from gshard.cli.serve import serve
 
-    return serve(config_from_settings(app, settings))
+    return serve(lambda: settings_config(app, settings))

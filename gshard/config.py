@@ -64,6 +64,24 @@ def _text(value: Any) -> str:
     return value
 
 
+class _AnyAtom:
+    """Answers every atom with 0, which every conversion (%s, %d, %r, %f...) can show."""
+
+    def __getitem__(self, key: str) -> int:
+        return 0
+
+
+def _access_format(value: Any) -> str:
+    """A format of gunicorn's atoms (``%(h)s %(s)s``), checked once here rather than
+    failing on every access-log line."""
+    text = _text(value)
+    try:
+        text % _AnyAtom()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a format of named atoms like %(h)s: {exc}") from None
+    return text
+
+
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
@@ -305,15 +323,25 @@ class Config:
         "Seconds a stopping shard has to finish its requests before it is killed.",
         flags=("--graceful-timeout",), metavar="SECONDS",
     )
+    shutdown_delay: float = setting(
+        0.0, _seconds,
+        "On SIGTERM, keep accepting and serving this many seconds (readiness fails at once; "
+        "every response closes its connection) while load balancers drop this server, then "
+        "drain within --graceful-timeout. A second SIGTERM ends the delay early.",
+        flags=("--shutdown-delay",), metavar="SECONDS", compat=GSHARD,
+    )
     boot_timeout: float = setting(
         30.0, _seconds,
         "Seconds a new shard has to import the application and start serving.",
         flags=("--boot-timeout",), metavar="SECONDS", compat=GSHARD,
     )
     limit_request_line: int = setting(
-        4094, _int_range(0, 8190),
-        "Longest request line in bytes (414 beyond it); 0 means the maximum, 8190.",
+        8190, _int_range(0, 8190),
+        "Longest request line in bytes (beyond it 414, or 400 if the method leaves no room "
+        "for a target); 0 means the maximum, 8190.",
         flags=("--limit-request-line",), metavar="BYTES",
+        compat=different("default 8190, gunicorn's maximum (gunicorn: 4094), since RFC 9112 "
+                         "section 3 asks for at least 8,000 octets"),
     )
     limit_request_fields: int = setting(
         100, _int_range(0, 32768),
@@ -371,14 +399,18 @@ class Config:
     )
     control_socket: str | None = setting(
         None, _optional_text,
-        "Unix socket on which 'gshard reload' reaches this manager "
-        "(default: PIDFILE.ctl when --pid is given).",
+        "Unix socket on which 'gshard status', 'reload' and the others reach this manager "
+        "(default: PIDFILE.ctl with --pid, else a path of this manager's own under "
+        "$XDG_RUNTIME_DIR/gshard/, ~/.gshard/ or a private runtime directory, where the "
+        "commands find it without options).",
         flags=("--control-socket",), metavar="PATH",
-        compat=different("default PIDFILE.ctl when --pid is given, else none (gunicorn: "
-                         "~/.gunicorn/gunicorn.ctl); it serves `gshard reload`"),
+        compat=different("default PIDFILE.ctl with --pid, else a path of each manager's own "
+                         "under $XDG_RUNTIME_DIR/gshard/, ~/.gshard/ or a private runtime "
+                         "directory, so two instances never collide (gunicorn: one fixed "
+                         "path, $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl)"),
     )
     control_socket_disable: bool = setting(
-        False, _bool, "Open no control socket, even with --pid.",
+        False, _bool, "Open no control socket.",
         flags=("--no-control-socket",), switch=True,
     )
     proc_name: str | None = setting(
@@ -452,7 +484,7 @@ class Config:
         flags=("--access-logfile",), metavar="FILE",
     )
     access_log_format: str = setting(
-        DEFAULT_ACCESS_FORMAT, _text, "Access log format, in gunicorn's atoms.",
+        DEFAULT_ACCESS_FORMAT, _access_format, "Access log format, in gunicorn's atoms.",
         flags=("--access-logformat",), metavar="FORMAT",
     )
     metrics_bind: BindAddress | None = setting(
@@ -586,9 +618,18 @@ class Config:
         False, _bool, "Print the effective settings and exit.",
         flags=("--print-config",), switch=True,
     )
+    # --- bookkeeping: what the configuration said, not settings one can give -----
     gunicorn_only: tuple[tuple[str, Any], ...] = setting(
         (), tuple, "gunicorn settings given that gshard has no use for, as (name, value).",
         compat=GSHARD,
+    )
+    misspelt: tuple[tuple[str, str], ...] = setting(
+        (), tuple, "Names in the config file that look like a misspelt setting, as "
+        "(name, the setting it resembles).", compat=GSHARD,
+    )
+    given: frozenset[str] = setting(
+        frozenset(), frozenset, "The settings the configuration gave, whatever the source "
+        "(the others have their defaults).", compat=GSHARD,
     )
     # gunicorn's server hooks, as gunicorn checks them; called at gunicorn's moments.
     on_starting: Callable | None = server_hook("on_starting")
@@ -609,21 +650,23 @@ class Config:
     ssl_context: Callable | None = server_hook("ssl_context")
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> Config:
+    def from_values(cls, values: Mapping[str, Any],
+                    misspelt: Iterable[tuple[str, str]] = ()) -> Config:
         """Convert and check raw values (strings from the CLI or Python from a file).
 
         Each value is converted by its setting, and a failure names the setting
         and the rule it broke; so does a value gunicorn accepts and gshard
         refuses. gunicorn's settings that gshard has no field for are judged
         the same way and kept in ``gunicorn_only`` (to warn about); any other
-        name is refused.
+        name is refused. ``misspelt``: the config file's names that look like a
+        misspelt setting (kept to warn about).
         """
         known = {f.name: f for f in dataclasses.fields(cls)}
         converted: dict[str, Any] = {}
         foreign = []
         for name, raw in values.items():
             spec = known.get(name)
-            if spec is None or spec.name == "gunicorn_only":
+            if spec is None or spec.name in BOOKKEEPING:
                 foreign.append((name, _judge_gunicorn_only(name, raw)))
                 continue
             try:
@@ -635,6 +678,8 @@ class Config:
             except ValueError as exc:
                 raise ConfigError(f"{flag_name(spec)}: {exc}") from None
         converted["gunicorn_only"] = tuple(foreign)
+        converted["misspelt"] = tuple(misspelt)
+        converted["given"] = frozenset(values)
         if "app" not in converted:
             raise ConfigError("the application is required (APP, e.g. myapp:app)")
         config = cls(**converted)
@@ -659,8 +704,11 @@ class Config:
                               f"({metrics.port})")
 
     def compat_warnings(self) -> list[str]:
-        """One line for each setting given that gshard accepts but that means nothing or
-        something else here (``--threads``, ``-k sync``): logged once at start."""
+        """What a start says once, as warnings: each setting given that gshard accepts but
+        that means nothing or something else here (``--threads``, ``-k sync``), each name
+        of the config file that looks like a misspelt setting, and the defaults and
+        values a gunicorn user would not expect (one shard per CPU, a trust in
+        forwarded headers from anyone)."""
         lines = []
         for spec in settings():
             value = getattr(self, spec.name)
@@ -669,12 +717,25 @@ class Config:
             entry = compat.gunicorn_only(name)
             if entry is not None:
                 lines.append(entry.compat.verdict(value, entry.default, name))
+        lines += [f"Ignoring {name!r} in {self.config}: not a setting; did you mean {meant}?"
+                  for name, meant in self.misspelt]
+        if "shards" not in self.given:
+            lines.append(
+                f"Starting one shard per CPU ({self.shards}): neither workers nor "
+                "$WEB_CONCURRENCY is set, and gunicorn would start 1 worker. To keep "
+                "gunicorn's count, set workers = 1 (or -w 1, or WEB_CONCURRENCY=1)")
+        tcp = [str(b) for b in self.bind if not b.is_unix]
+        if "*" in self.forwarded_allow_ips and tcp:
+            lines.append(
+                f"forwarded_allow_ips = '*' on {', '.join(tcp)}: any client that connects "
+                "directly chooses its REMOTE_ADDR and scheme (X-Forwarded-For, "
+                "X-Forwarded-Proto); list your proxies' addresses instead")
         return [line for line in lines if line is not None]
 
     def describe(self) -> str:
         """Every setting as ``name = value``, sorted, as gunicorn's --print-config shows them."""
         shown = {spec.name: getattr(self, spec.name) for spec in settings()
-                 if spec.name != "gunicorn_only"}
+                 if spec.name not in BOOKKEEPING}
         width = max(len(name) for name in shown)
         lines = []
         for name, value in sorted(shown.items()):
@@ -694,7 +755,9 @@ class Config:
 
     @property
     def control_path(self) -> str | None:
-        """Where the control socket lives, if anywhere."""
+        """The control socket's path when one is given (``--control-socket``, or
+        ``FILE.ctl`` beside ``--pid``); None: the manager chooses its own
+        (``manager.discovery``), unless ``--no-control-socket``."""
         if self.control_socket_disable:
             return None
         if self.control_socket:
@@ -710,6 +773,10 @@ class Config:
             "body": self.limit_request_body,
             "head_total": self.limit_request_head,
         }
+
+
+# Fields that record what the configuration said rather than settings one can give.
+BOOKKEEPING = frozenset({"gunicorn_only", "misspelt", "given"})
 
 
 def _judge_gunicorn_only(name: str, raw: Any) -> Any:
@@ -748,7 +815,7 @@ def config_names() -> dict[str, str]:
     """Names a config file may use (settings and their aliases) -> setting name."""
     names = {}
     for spec in settings():
-        if spec.name == "gunicorn_only":
+        if spec.name in BOOKKEEPING:
             continue
         names[spec.name] = spec.name
         for alias in spec.metadata["aliases"]:
@@ -766,7 +833,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Shards and connections", ("shards", "worker_class", "worker_connections", "keepalive",
                                 "max_requests", "max_requests_jitter", "sendfile")),
     ("Timeouts", ("header_timeout", "body_timeout", "timeout", "graceful_timeout",
-                  "boot_timeout")),
+                  "shutdown_delay", "boot_timeout")),
     ("Request limits", ("limit_request_line", "limit_request_fields",
                         "limit_request_field_size", "limit_request_head",
                         "limit_request_body")),
@@ -786,14 +853,13 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                       "pre_request", "post_request", "child_exit", "worker_exit",
                       "nworkers_changed", "on_exit", "ssl_context")),
 )
-# Kept by the configuration for its warnings, never set by name.
-INTERNAL = ("gunicorn_only",)
 
 
 def grouped_settings() -> list[tuple[str, list[dataclasses.Field]]]:
     """The settings table in ``GROUPS``' order: (group title, its settings)."""
     by_name = {spec.name: spec for spec in settings()}
     return [(title, [by_name[name] for name in names]) for title, names in GROUPS]
+
 
 if __name__ == "__main__":  # the README's table of gunicorn's settings and what each gets here
     print(compat.migration_table(settings()))

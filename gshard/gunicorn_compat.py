@@ -269,7 +269,7 @@ GUNICORN_ONLY: tuple[GunicornOnly, ...] = (
                  "switch", False, refused(f"{SECURITY} (lower-case methods are refused)")),
     GunicornOnly("permit_unconventional_http_version", ("--permit-unconventional-http-version",),
                  "switch", False,
-                 refused(f"{SECURITY} (versions other than HTTP/1.0 and 1.1 get 505)")),
+                 refused(f"{SECURITY} (versions other than HTTP/1.x get 505)")),
     GunicornOnly("casefold_http_method", ("--casefold-http-method",), "switch", False,
                  refused(f"{SECURITY} (lower-case methods are refused, not upper-cased)")),
     GunicornOnly("forwarder_headers", ("--forwarder-headers",), "value", "SCRIPT_NAME,PATH_INFO",

@@ -109,7 +109,10 @@ class Server:
 
     ``WORKERS`` maps the PID of each live shard to its ``Worker``, as
     gunicorn's does; a forked shard keeps the manager's copy as it was at the
-    fork. ``num_workers`` is the manager's current shard count.
+    fork. ``num_workers`` is the manager's current shard count. ``config`` is
+    the configuration read last (a reload reads it again, as gunicorn's
+    arbiter does): the hooks of the server's own moments come from it, those
+    about one shard from the configuration of its generation.
     """
 
     def __init__(
@@ -120,16 +123,24 @@ class Server:
         count: Callable[[], int],
     ) -> None:
         self.config = config
-        self.cfg = ConfigView(config)
         self.log = HookLog()
         self.pid = pid
-        self.timeout = config.timeout
-        self.proc_name = config.proc_name or config.app
         # Where the server listens, as gunicorn lists it: (host, port) or a unix path.
         self.address = list(addresses)
         self.WORKERS: dict[int, Worker] = {}
         self.worker_age = 0
         self._count = count
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+        self.cfg = ConfigView(config)
+        self.timeout = config.timeout
+        self.proc_name = config.proc_name or config.app
 
     @property
     def num_workers(self) -> int:
@@ -139,11 +150,12 @@ class Server:
         """A manager-side hook taking the server first (on_starting, when_ready, ...)."""
         call(self.config, name, self, *args)
 
-    def forking(self, slot: int, generation: int) -> Worker:
-        """Before a fork: the new shard's ``Worker``, after ``pre_fork`` has seen it."""
+    def forking(self, slot: int, generation: int, config: Config) -> Worker:
+        """Before a fork: the new shard's ``Worker`` (``config``: its generation's), after
+        that configuration's ``pre_fork`` has seen it."""
         self.worker_age += 1
-        worker = Worker(self, self.worker_age, slot, generation)
-        self.call("pre_fork", worker)
+        worker = Worker(self, self.worker_age, slot, generation, config)
+        call(config, "pre_fork", self, worker)
         return worker
 
     def forked(self, worker: Worker, pid: int) -> None:
@@ -154,7 +166,7 @@ class Server:
         """A shard process ended: ``child_exit``, as gunicorn calls it when it reaps one."""
         worker = self.WORKERS.pop(pid, None)
         if worker is not None:
-            self.call("child_exit", worker)
+            call(worker.config, "child_exit", self, worker)
 
 
 # --- a shard: gunicorn's worker -----------------------------------------------------
@@ -170,16 +182,18 @@ class Worker:
     ``--max-requests`` does: it drains once the successor serves.
     """
 
-    def __init__(self, server: Server, age: int, slot: int, generation: int) -> None:
+    def __init__(self, server: Server, age: int, slot: int, generation: int,
+                 config: Config) -> None:
         self.server = server
-        self.cfg = server.cfg
+        self.config = config  # its generation's
+        self.cfg = ConfigView(config)
         self.log = server.log
         self.age = age
         self.pid: int | str = "[booting]"
         self.ppid = server.pid
         self.slot = slot
         self.generation = generation
-        self.timeout = server.config.timeout / 2
+        self.timeout = config.timeout / 2
         self._alive = True
         # Set by the serving shard: asks the manager for a successor.
         self.retire: Callable[[], None] | None = None
@@ -205,11 +219,11 @@ class Worker:
 
     def call(self, name: str) -> None:
         """A shard-side hook taking the worker alone (post_worker_init, worker_int, ...)."""
-        call(self.server.config, name, self)
+        call(self.config, name, self)
 
     def call_with_server(self, name: str) -> None:
         """A shard-side hook taking the server and the worker (post_fork, worker_exit)."""
-        call(self.server.config, name, self.server, self)
+        call(self.config, name, self.server, self)
 
 
 def ssl_context(config: Config, default: Callable[[], Any]) -> Any:

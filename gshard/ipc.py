@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ from gshard.config import Config
 
 # Comfortably below the default unix datagram limit, traceback included.
 MAX_DATAGRAM = 32768
+# Down, the manager's one word that is not a way to leave at once: serve on as
+# a lame duck (keep accepting, every response closes its connection) until a
+# drain follows. A real-time signal, so that nothing sends it by accident (a
+# terminal sends HUP, WINCH and INT to a whole foreground process group).
+LAME_DUCK_SIGNAL = signal.SIGRTMIN
 
 
 @dataclass

@@ -20,13 +20,21 @@ from gshard.config import Config
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
-error_log = logging.getLogger("gshard.error")
-access_log = logging.getLogger("gshard.access")
-# gunicorn's loggers, which applications borrow handlers from
-# (app.logger.handlers = logging.getLogger("gunicorn.error").handlers) and
-# logging configs name: they share gshard's handler lists, both ways.
-GUNICORN_LOGGERS = ((error_log, logging.getLogger("gunicorn.error")),
-                    (access_log, logging.getLogger("gunicorn.access")))
+# gshard logs on gunicorn's loggers, as gunicorn does: applications borrow their
+# handlers (app.logger.handlers = logging.getLogger("gunicorn.error").handlers),
+# logging configs name them, and formatters written for gunicorn tell records
+# apart by record.name.
+error_log = logging.getLogger("gunicorn.error")
+access_log = logging.getLogger("gunicorn.access")
+# gshard's names for the same two logs, which a logging config may name instead:
+# each shares the handler list of its gunicorn logger, both ways.
+GUNICORN_LOGGERS = ((error_log, logging.getLogger("gshard.error")),
+                    (access_log, logging.getLogger("gshard.access")))
+
+
+def shards(count: int) -> str:
+    """``1 shard``, ``2 shards``: how every message counts shards."""
+    return f"{count} shard{'' if count == 1 else 's'}"
 
 
 def configure(level: str, error_logfile: str, access_logfile: str | None) -> None:
@@ -47,18 +55,18 @@ def configure(level: str, error_logfile: str, access_logfile: str | None) -> Non
         logger.addHandler(handler)
     error_log.setLevel(level.upper())
     access_log.setLevel(logging.INFO)
-    for ours, theirs in GUNICORN_LOGGERS:
-        theirs.handlers = ours.handlers
-        theirs.setLevel(ours.level)
-        theirs.propagate = False
+    for logger, alias in GUNICORN_LOGGERS:
+        alias.handlers = logger.handlers
+        alias.setLevel(logger.level)
+        alias.propagate = False
 
 
 def configure_for(config: Config) -> None:
     """``configure`` from a ``Config``, then its capture_output and logging configs.
 
     As in gunicorn, a user's logging config is applied over gshard's setup, so
-    it may replace the handlers of ``gunicorn.error``/``gunicorn.access``
-    (which gshard's loggers then use too: the lists are shared).
+    it may replace the handlers of ``gunicorn.error``/``gunicorn.access`` (or
+    of ``gshard.error``/``gshard.access``: the lists are shared).
     """
     configure(config.loglevel, config.errorlog, config.accesslog)
     if config.capture_output and config.errorlog != "-":
@@ -67,6 +75,7 @@ def configure_for(config: Config) -> None:
         error_log.addHandler(syslog_handler.handler(config, "error"))
         if not config.disable_redirect_access_to_syslog:
             access_log.addHandler(syslog_handler.handler(config, "access"))
+    levels = {alias: alias.level for _, alias in GUNICORN_LOGGERS}
     if config.logconfig_dict:
         logging.config.dictConfig(config.logconfig_dict)
     if config.logconfig_json:
@@ -74,13 +83,22 @@ def configure_for(config: Config) -> None:
             logging.config.dictConfig(json.load(file))
     if config.logconfig:
         logging.config.fileConfig(config.logconfig, disable_existing_loggers=False)
-    for ours, theirs in GUNICORN_LOGGERS:
-        # dictConfig disables loggers it does not name unless told otherwise;
-        # gshard's own keep working, with the level given to gunicorn's.
-        ours.disabled = not theirs.handlers
-        ours.handlers = theirs.handlers
-        if theirs.level != logging.NOTSET:
-            ours.setLevel(theirs.level)
+    for logger, alias in GUNICORN_LOGGERS:
+        # A config may have named either (dictConfig changes a handler list in
+        # place) and disables the loggers it does not name unless told otherwise:
+        # a log with handlers writes, at the level given to either name.
+        alias.handlers = logger.handlers
+        logger.disabled = alias.disabled = not logger.handlers
+        if alias.level != levels[alias]:
+            logger.setLevel(alias.level)
+        alias.setLevel(logger.level)
+
+
+def failure(exc: BaseException) -> str:
+    """An exception in one line, with what caused it: dictConfig's "Unable to configure
+    formatter 'json'" says why only in its cause (a module not installed)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if exc.__cause__ is None else f"{text}: {failure(exc.__cause__)}"
 
 
 # The error log file stdout and stderr point at (--capture-output), to reopen with it.

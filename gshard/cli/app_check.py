@@ -1,28 +1,33 @@
-"""``--check-config``: import the application the way a shard would, then report.
+"""``--check-config``: set up logging and import the application the way a shard would.
 
 The manager must never import the application nor be patched by gevent, so
-the import happens in a forked child that patches first, changes directory
-and imports, exactly as a booting shard does; the manager only reads its
-exit status.
+the check happens in a forked child that patches first, applies the logging
+config, changes directory and imports, exactly as a booting shard does; the
+manager only reads its exit status. What fails is named: a logging config
+that will not work at start (``logging config: ...``), or the application
+itself (a module it imports, a data directory it opens at import).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
 
+from gshard import log
 from gshard.config import Config
 from gshard.errors import AppLoadError
 
 
 def check(config: Config) -> int:
-    """0 if the application imports; 1, with the reason on stderr, if it does not."""
+    """0 if the logging config applies and the application imports; 1, with the reason
+    on stderr, if either does not."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        os._exit(_import_in_child(config))
+        os._exit(_check_in_child(config))
     _, status = os.waitpid(pid, 0)
     ok = os.waitstatus_to_exitcode(status) == 0
     if ok:
@@ -30,21 +35,28 @@ def check(config: Config) -> int:
     return 0 if ok else 1
 
 
-def _import_in_child(config: Config) -> int:
+def _check_in_child(config: Config) -> int:
+    failed = "gshard: error: the configuration is valid, but the application failed to load:"
     try:
         from gevent import monkey
 
         monkey.patch_all()
+        try:
+            # Its output stays on this terminal: capture_output is a shard's business.
+            log.configure_for(dataclasses.replace(config, capture_output=False))
+        except Exception as exc:  # as the start reports it, where it would fail
+            print(f"gshard: error: logging config: {log.failure(exc)}", file=sys.stderr)
+            return 1
         from gshard.shard.loader import load_app
 
         if config.chdir:
             os.chdir(config.chdir)
         load_app(config.app, os.getcwd())
     except AppLoadError as exc:
-        print(f"gshard: error: the application failed to load: {exc}", file=sys.stderr)
+        print(f"{failed} {exc}", file=sys.stderr)
         return 1
     except BaseException:
-        print("gshard: error: the application failed to load:", file=sys.stderr)
+        print(failed, file=sys.stderr)
         traceback.print_exc()
         return 1
     finally:

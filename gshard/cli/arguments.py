@@ -13,13 +13,13 @@ import dataclasses
 import importlib
 import os
 import platform
-import runpy
 import shlex
 import sys
+import types
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from gshard import log
 from gshard.cli import ctl
 from gshard.config import Config, config_names, grouped_settings
 from gshard.errors import ConfigError
@@ -28,7 +28,7 @@ from gshard.http.compiled import build
 from gshard.version import __version__
 
 # Commands that talk to a running gshard instead of starting one.
-SUBCOMMANDS = ("status", "top", *ctl.COMMANDS)
+SUBCOMMANDS = ("status", "top", "health", *ctl.COMMANDS)
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A sharded gevent WSGI server: one SO_REUSEPORT listener per shard.",
         argument_default=argparse.SUPPRESS,
         epilog=f"To watch or steer a running gshard: gshard {{{','.join(SUBCOMMANDS)}}} "
-               "--pid FILE (gshard COMMAND --help for each).",
+               "(the one this user runs; --pid, --bind or --control-socket to name one; "
+               "gshard COMMAND --help for each).",
     )
     parser.add_argument("app", nargs="?", metavar="APP",
                         help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")
@@ -105,33 +106,123 @@ DEFAULT_CONFIG_FILES = ("gshard.conf.py", "gunicorn.conf.py")
 ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "GSHARD_CMD_ARGS")
 
 
-def load_config_file(path: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConfigFile:
+    """What a config file gave: its settings, and its names that look like misspelt ones."""
+
+    values: dict[str, Any]
+    misspelt: tuple[tuple[str, str], ...] = ()
+
+
+def load_config_file(path: str) -> ConfigFile:
     """Settings from a config file, or a module named ``python:MODULE``, as gunicorn reads them.
 
-    Every gunicorn setting is known (gshard's own or one gshard judges); other
-    names are the file's own helpers and are reported once, then ignored.
+    As gunicorn does, the directory gshard starts in goes first on ``sys.path``
+    before the file runs, so the file imports modules beside it, and a file is
+    run as the module ``__config__`` (so a logging config can name a class the
+    file defines, ``__config__.JsonFormatter``, and its dataclasses work). A
+    file is compiled from its source each time, never from a cached ``.pyc``:
+    a reload must see an edit made within the same second. Every gunicorn
+    setting is known (gshard's own or one gshard judges); any other name is the
+    file's own (imports, helpers) and is ignored without a word, unless it
+    looks like a misspelt setting.
     """
+    start_directory = os.getcwd()
+    if start_directory not in sys.path:
+        sys.path.insert(0, start_directory)
     try:
         if path.startswith("python:"):
-            sys.path.insert(0, os.getcwd())  # as gunicorn's chdir puts it there
-            namespace = vars(importlib.import_module(path[len("python:"):]))
+            namespace = vars(_import_fresh(path[len("python:"):]))
         else:
-            namespace = runpy.run_path(path)
+            namespace = _run_file(path)
     except FileNotFoundError:
         raise ConfigError(f"--config: no such file {path!r}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a file that exits must not end a manager
         raise ConfigError(f"--config: {path!r} failed: {exc!r}") from None
     names = {**config_names(), **{entry.name: entry.name for entry in GUNICORN_ONLY}}
     values = {}
+    own = []
     for key, value in namespace.items():
-        if key.startswith("_") or not key.islower() or type(value).__name__ == "module":
+        if key.startswith("_") or not key.islower() or isinstance(value, types.ModuleType):
             continue
         if key in names:
             values[names[key]] = value
-        elif not callable(value):
-            log.error_log.warning("Ignoring setting %r from %s: gshard has no such setting",
-                                  key, path)
-    return values
+        else:
+            own.append(key)
+    given = {names[key] for key in namespace if key in names}
+    # A helper beside the setting it resembles (log_level, then loglevel = log_level)
+    # is the file's own.
+    misspelt = tuple((key, meant) for key in own
+                     if (meant := _meant_setting(key)) is not None
+                     and names.get(meant, meant) not in given)
+    return ConfigFile(values, misspelt)
+
+
+def _run_file(path: str) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        source = handle.read()
+    module = types.ModuleType("__config__")
+    module.__file__ = os.path.abspath(path)
+    code = compile(source, path, "exec", dont_inherit=True)
+    sys.modules["__config__"] = module
+    exec(code, module.__dict__)
+    return vars(module)
+
+
+def _import_fresh(name: str) -> types.ModuleType:
+    """The module ``name``, imported again if it was (a reload reads it anew)."""
+    module = sys.modules.get(name)
+    return importlib.import_module(name) if module is None else importlib.reload(module)
+
+
+# Settings by the names their flags suggest (--log-level: log_level, --preload:
+# preload), which gunicorn's config files do not accept either; "env" and
+# "name" are left out, being the names a file most often gives its own values.
+def _flag_names() -> dict[str, str]:
+    names = {}
+    for spec in settings():
+        meant = (spec.metadata["aliases"] or (spec.name,))[0]  # as gunicorn names it
+        for flag in spec.metadata["flags"]:
+            if flag.startswith("--"):
+                names[flag[2:].replace("-", "_")] = meant
+    return {name: meant for name, meant in names.items()
+            if name != meant and name not in ("env", "name")}
+
+
+def _meant_setting(name: str) -> str | None:
+    """The setting a config file's own ``name`` probably misspells, or None for a name
+    of its own (``cores``, ``timeout_str``, ``use_bind``).
+
+    Close means the spelling of one of its flags, or one typing slip from a
+    setting's name (a letter missing, extra, wrong or two swapped), two for
+    names of 12 letters or more.
+    """
+    flagged = _flag_names().get(name)
+    if flagged is not None:
+        return flagged
+    allowed = 2 if len(name) >= 12 else 1
+    candidates = [*config_names(), *(entry.name for entry in GUNICORN_ONLY)]
+    scored = sorted((_slips(name, candidate), candidate) for candidate in candidates
+                    if abs(len(candidate) - len(name)) <= allowed)
+    if scored and scored[0][0] <= allowed:
+        return scored[0][1]
+    return None
+
+
+def _slips(a: str, b: str) -> int:
+    """Typing slips between ``a`` and ``b``: letters inserted, deleted, replaced or
+    two neighbours swapped (optimal string alignment distance)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
 
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -154,13 +245,21 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     config_path = next((layer["config"] for layer in reversed(layers) if "config" in layer),
                        None) or next(
         (name for name in DEFAULT_CONFIG_FILES if os.path.isfile(name)), None)
-    values: dict[str, Any] = load_config_file(config_path) if config_path else {}
+    read = load_config_file(config_path) if config_path else ConfigFile({})
+    values = dict(read.values)
     for layer in layers:
         values.update(layer)
     values["config"] = config_path
     for name, default in _environment_defaults({**environ, **_raw_env(values)}).items():
         values.setdefault(name, default)
-    return Config.from_values(values)
+    return Config.from_values(values, read.misspelt)
+
+
+def settings_config(app: str, settings: Mapping[str, Any]) -> Config:
+    """The ``Config`` of ``gshard.run(app, **settings)``: those settings over a config file's,
+    if ``config`` names one; ConfigError if any is wrong."""
+    read = load_config_file(settings["config"]) if settings.get("config") else ConfigFile({})
+    return Config.from_values({**read.values, **settings, "app": app}, read.misspelt)
 
 
 # Variables gunicorn takes a setting's default from, as gunicorn names them.

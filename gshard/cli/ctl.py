@@ -17,8 +17,8 @@ from gshard.manager.control import send_command
 
 # (help, default seconds to wait) of each command.
 COMMANDS = {
-    "reload": ("Hot-restart (re-import the application) and wait until the new generation "
-               "serves.", 300.0),
+    "reload": ("Hot-restart (read the configuration again, re-import the application) and "
+               "wait until the new generation serves.", 300.0),
     "scale": ("Change the number of shards and wait until that many serve.", 120.0),
     "recycle": ("Replace one shard gracefully: its successor serves before it drains.", 120.0),
     "stop": ("Stop gshard (gracefully, or --fast) and wait until it has.", 120.0),

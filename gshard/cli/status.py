@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gshard.addresses import parse_bind
+from gshard.errors import EXIT_USAGE
+from gshard.manager import discovery
 from gshard.manager.control import send_command
 
 
@@ -110,16 +114,68 @@ def render(doc: Mapping[str, Any]) -> str:
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--pid FILE`` or ``--control-socket PATH``: which gshard to ask."""
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("-p", "--pid", metavar="FILE",
-                       help="The --pid file the server was started with (its socket is FILE.ctl).")
+    """Which gshard to ask: without an option, the one this user runs."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-p", "--pid", metavar="PID|FILE",
+                       help="The manager's pid, or the --pid file it was started with "
+                            "(its socket is FILE.ctl).")
+    where.add_argument("--bind", metavar="ADDRESS",
+                       help="The gshard listening at ADDRESS (as its --bind says it).")
     where.add_argument("--control-socket", metavar="PATH",
                        help="The --control-socket the server was started with.")
 
 
+class TargetError(Exception):
+    """No single gshard to ask; the message says why, ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def control_path(args: argparse.Namespace) -> str:
-    return args.control_socket or f"{args.pid}.ctl"
+    """The control socket of the gshard the options name, else of the one running.
+
+    Without options, gshard looks where managers put their sockets by default
+    (``manager.discovery``); with none running it fails (1), with several it
+    lists them and asks which (2).
+    """
+    if args.control_socket:
+        return args.control_socket
+    if args.pid and not (args.pid.isdigit() and not os.path.exists(args.pid)):
+        return f"{args.pid}.ctl"
+    found = discovery.running()
+    if args.pid:
+        chosen = [i for i in found if i.pid == int(args.pid)]
+        what = f"with manager pid {args.pid}"
+    elif args.bind:
+        wanted = _bind_url(args.bind)
+        chosen = [i for i in found if i.status is not None
+                  and wanted in (_bind_url(url) for url in i.status["manager"]["bind"])]
+        what = f"listening at {args.bind}"
+    else:
+        chosen, what = found, "of this user"
+    if len(chosen) == 1:
+        return chosen[0].path
+    if not chosen:
+        places = ", ".join(discovery.candidate_dirs())
+        raise TargetError(f"no running gshard {what} found (looked in {places}); "
+                          "name one with --pid, --bind or --control-socket", 1)
+    rows = [("PID", "BIND", "APP", "STARTED"), *(i.describe() for i in chosen)]
+    listing = "\n".join("  " + line for line in table(rows))
+    raise TargetError(f"{len(chosen)} gshards are running; say which with --pid PID, "
+                      f"--bind ADDRESS or --control-socket PATH:\n{listing}", EXIT_USAGE)
+
+
+def _bind_url(text: str) -> str:
+    """An address as the status's ``bind`` spells it, without the scheme's TLS."""
+    text = text.replace("https://", "http://", 1)
+    if text.startswith(("http://", "unix:")):
+        return text
+    try:
+        return parse_bind(text).url()
+    except ValueError:
+        return text
 
 
 def fetch(path: str, timeout: float = 5.0) -> dict[str, Any]:

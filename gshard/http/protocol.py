@@ -9,7 +9,8 @@ tested by feeding bytes, split anywhere.
 Parsing is strict where leniency has let requests be smuggled (RFC 9112):
 Content-Length beside Transfer-Encoding, repeated or list-form lengths,
 obs-fold, bare LF or CR, control bytes in fields, whitespace before a colon,
-an HTTP/1.1 request without exactly one Host. Each refusal is a
+an HTTP/1.1 request without exactly one Host, a Host that names no host, a
+request target with bytes outside visible ASCII. Each refusal is a
 ``ProtocolError`` carrying the status to answer with. Bare LF line endings are
 refused everywhere (400): accepting them is how one request is read as two.
 
@@ -34,10 +35,12 @@ from gshard.errors import ProtocolError
 class Limits:
     """Bounds on what one request may make the server buffer.
 
-    The defaults are gunicorn's, so a request gunicorn accepts is accepted here.
+    The defaults are gunicorn's, so a request gunicorn accepts is accepted here,
+    but for the request line: gunicorn's maximum (8190) rather than its 4094,
+    because RFC 9112 3 asks for at least 8,000 octets.
     """
 
-    request_line: int = 4094
+    request_line: int = 8190
     fields: int = 100
     field_size: int = 8190
     # A chunk-size line with its extensions; nothing legitimate comes near it.
@@ -128,14 +131,18 @@ _FIELD_VALUE = rf"(?:{_FIELD_VCHAR}(?:[ \t\x21-\x7e\x80-\xff]*{_FIELD_VCHAR})?)?
 # One field line: the token is followed by the colon at once (no whitespace
 # before it) and a line never starts with whitespace (no obs-fold).
 _FIELD_LINES = re.compile(rf"(?:{_TOKEN}:[ \t]*{_FIELD_VALUE}[ \t]*\r\n)*")
-_REQUEST_LINE = re.compile(
-    rf"({_TOKEN}) ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])"
-)
+# The target is visible ASCII only (RFC 9112 3.2 takes it from RFC 3986, whose
+# characters are all visible ASCII, section 2: anything else is percent-encoded),
+# so raw UTF-8, overlong encodings and control bytes never reach a path decoder.
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_METHOD = re.compile(_TOKEN)
+_SHORTEST_VERSION = len(" HTTP/1.1")
 # RFC 3986 authority parts: a host is an IP literal or a reg-name (IPv4
-# addresses are reg-names too); a port is digits.
+# addresses are reg-names too); a port is digits. The Host field's reg-name is
+# not empty: an http(s) URI with an empty host is invalid (RFC 9110 4.2.1).
 _REG_NAME_CHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
 _IP_LITERAL = r"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
-_HOST_FIELD = re.compile(rf"(?:{_IP_LITERAL}|{_REG_NAME_CHAR}*)(?::[0-9]*)?")
+_HOST_FIELD = re.compile(rf"(?:{_IP_LITERAL}|{_REG_NAME_CHAR}+)(?::[0-9]*)?")
 # An http(s) URI must name a host (RFC 9110 4.2.1); userinfo is tolerated
 # and never becomes part of HTTP_HOST.
 _ABSOLUTE_FORM = re.compile(
@@ -171,6 +178,35 @@ def _check_target(method: str, target: str) -> None:
     raise ProtocolError(f"invalid request target {target[:64]!r}", 400)
 
 
+def _malformed_request_line(line: str) -> ProtocolError:
+    """The refusal of a request line that is not ``method SP target SP HTTP/d.d``,
+    naming the commonest cause a client can fix."""
+    if not line.isascii():
+        return ProtocolError("request line with a byte outside ASCII (a target's "
+                             "non-ASCII characters must be percent-encoded)", 400)
+    return ProtocolError("malformed request line", 400)
+
+
+def _overlong_request_line(line: str, limit: int) -> ProtocolError:
+    """The refusal of a request line longer than ``limit`` (``line``: as much of
+    it as has arrived).
+
+    414 (URI Too Long) names the target, so it is the answer only when the
+    target is what makes the line too long: a valid method, and a line that
+    would fit with a one-byte target in place of its own. A method that leaves
+    no room for any target, anything but a method, or bytes past the target's
+    end that do not fit either are a bad request (400). A line still arriving
+    gets the answer it gets complete, unless what follows its target is long too.
+    """
+    method_end = line.find(" ")
+    if method_end > 0 and _METHOD.fullmatch(line, 0, method_end):
+        target_end = line.find(" ", method_end + 1)
+        after_target = len(line) - target_end if target_end != -1 else 0
+        if method_end + 2 + max(after_target, _SHORTEST_VERSION) <= limit:
+            return ProtocolError("request target too long", 414)
+    return ProtocolError("request line too long", 400)
+
+
 def _transfer_codings(values: list[str]) -> bool:
     """Whether the body is chunked; refuse codings we cannot frame or apply."""
     codings = [c.strip().lower() for v in values for c in v.split(",")]
@@ -199,21 +235,23 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
     text = str(head, "latin-1")
     line_end = text.find("\r\n")
     if line_end > limits.request_line:
-        raise ProtocolError("request line too long", 414)
+        raise _overlong_request_line(text[:line_end], limits.request_line)
     match = _REQUEST_LINE.fullmatch(text, 0, line_end)
     if match is None:
-        raise ProtocolError("malformed request line", 400)
+        raise _malformed_request_line(text[:line_end])
     method, target, major, minor = match.groups()
     if method != method.upper():
         # Methods are case-sensitive and every registered one is upper case;
         # gunicorn refuses lower-case ones too, so no proxy in front sees a
         # different method than the application.
         raise ProtocolError(f"invalid method {method[:32]!r}", 400)
-    if major != "1" or minor not in "01":
+    if major != "1":
         raise ProtocolError(f"HTTP version {major}.{minor} not supported", 505)
     if target[0] != "/" or method == "CONNECT":
         _check_target(method, target)
-    http11 = minor == "1"
+    # RFC 9110 2.5: a higher minor version (HTTP/1.2) is read as the highest
+    # this server implements, HTTP/1.1, and the response says HTTP/1.1 (6.2).
+    http11 = minor != "0"
     # A client sends the same field lines again and again (every request of a
     # keep-alive connection, every client of one kind): what they parse to is
     # remembered, bounded, for the same limits. Any other block is parsed in full.
@@ -229,7 +267,10 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
                 _parsed_fields.clear()
             _parsed_fields[fields] = (limits, http11, parsed)
     if method == "CONNECT":
-        keep_alive = False  # a tunnel is not ours to serve; answer, then close
+        # A WSGI application cannot open a tunnel, and any 2xx would tell the
+        # client it has one (RFC 9110 9.3.6). The refusal closes the connection,
+        # since the client may already be sending tunnel bytes behind the head.
+        raise ProtocolError("CONNECT not implemented: a WSGI server opens no tunnels", 501)
     return _new_tuple(Request, (
         method, target, "HTTP/1.1" if http11 else "HTTP/1.0", headers,
         content_length, chunked, keep_alive, expect_continue,
@@ -487,7 +528,7 @@ class ServerConnection:
             length = lf - 1 - line_start  # without its CRLF
             if lines == 0:
                 if length > limits.request_line:
-                    raise ProtocolError("request line too long", 414)
+                    raise _overlong_request_line(self._line_text(lf - 1), limits.request_line)
             elif length > limits.field_size - 2:
                 raise ProtocolError("header field too large", 431)
             lines += 1
@@ -500,11 +541,18 @@ class ServerConnection:
         self._checked = len(buf)
         if self._line_start == 0:
             if len(buf) > self.limits.request_line + 2:
-                raise ProtocolError("request line too long", 414)
+                raise _overlong_request_line(self._line_text(len(buf)),
+                                             self.limits.request_line)
         elif len(buf) - self._line_start > self.limits.field_size:
             raise ProtocolError("header field too large", 431)
         if len(buf) > self._max_head:
             raise ProtocolError("request head too large", 431)
+
+    def _line_text(self, end: int) -> str:
+        """The request line received so far, up to ``end``, to judge it by (without
+        a last CR, which may be the start of its CRLF)."""
+        text = str(self._buf[:end], "latin-1")
+        return text[:-1] if text.endswith("\r") else text
 
     def _begin(self, request: Request) -> None:
         self.request = request

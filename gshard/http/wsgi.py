@@ -48,14 +48,15 @@ def base_environ(
     return environ
 
 
-def split_target(method: str, target: str) -> tuple[str, str]:
+def split_target(target: str) -> tuple[str, str]:
     """(raw path, raw query) of a request target, whatever its form.
 
     Absolute-form keeps only its path, so an application sees the same
-    PATH_INFO whether or not the client spoke to us as to a proxy.
+    PATH_INFO whether or not the client spoke to us as to a proxy. (CONNECT's
+    authority-form never gets here: the parser answers CONNECT itself.)
     """
     if target[0] != "/":
-        if method == "CONNECT" or target == "*":
+        if target == "*":
             return "", ""
         slash = target.find("/", target.find("://") + 3)
         query_at = target.find("?")
@@ -79,7 +80,7 @@ def make_environ(
     remote: tuple[str, str],
 ) -> dict[str, Any]:
     """The environ for one request, starting from the listener's ``base``."""
-    path, query = split_target(request.method, request.target)
+    path, query = split_target(request.target)
     if "%" in path:
         path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
     mount = base["SCRIPT_NAME"]
@@ -110,7 +111,7 @@ def make_environ(
             joiner = "; " if key == "HTTP_COOKIE" else ","
             value = environ[key] + joiner + value
         environ[key] = value
-    if request.target[0] != "/" and request.method != "CONNECT" and request.target != "*":
+    if request.target[0] != "/" and request.target != "*":
         # RFC 9112 3.2.2: an absolute-form target's authority is the host, whatever
         # Host says, so the application and a proxy in front agree on it.
         environ["HTTP_HOST"] = _authority(request.target)

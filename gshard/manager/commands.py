@@ -3,10 +3,12 @@
 The manager reads a command line from the control socket and hands it here;
 this turns it into state-machine events (the machine decides, as for
 signals) and leaves the client waiting on a condition over the machine's
-state that says how the command ended. ``reload`` keeps its own outcome
-(``ReloadFinished``); the others are judged from the shards the machine has:
+state that says how the command ended. ``reload`` hears the outcome of the
+reload that covers its request (``ReloadFinished``, by ticket); the others
+are judged from the shards the machine has:
 
     status            the status document (JSON), at once
+    health live|ready what /livez or /readyz answers, at once (ok or failed, and why)
     scale N           ok once N shards serve and no other slot has one
     recycle PID       ok once PID's successor serves (PID drains)
     stop [fast]       ok when the manager exits
@@ -20,9 +22,11 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from gshard import log
 from gshard.manager.control import ControlServer, Outcome, Waiter
 from gshard.manager.events import Event, RecycleRequested, Reload, Scale, ShardState, Stop
 from gshard.manager.fsm import ManagerFSM
+from gshard.manager.observe.health import KINDS, Verdict
 from gshard.manager.view import ShardView
 
 REFUSED_BUSY = "the server is starting, reloading or stopping; try again once it serves"
@@ -38,26 +42,31 @@ class CommandHandler:
         control: ControlServer,
         status: Callable[[], dict[str, Any]],
         reopen: Callable[[], int],
+        health: Callable[[str], Verdict],
     ) -> None:
         self.machine = machine
         self.control = control
         self.status = status
         self.reopen = reopen  # reopens the log files; returns the shards told to
+        self.health = health  # "live" or "ready" -> the verdict /livez or /readyz gives
 
     def handle(self, client: socket.socket, line: str, now: float) -> list[Event]:
         """Answer or park ``client``; the events the command asks the machine for."""
         name, _, argument = line.partition(" ")
         argument = argument.strip()
         if name == "reload" and not argument:
-            self.control.reload_waiters.append(client)
-            return [Reload(now)]
+            return [Reload(now, ticket=self.control.wait_for_reload(client))]
         if name == "status" and not argument:
             self.control.reply(client, True, json.dumps(self.status(), separators=(",", ":")))
             return []
+        if name == "health" and argument in KINDS:
+            verdict = self.health(argument)
+            self.control.reply(client, verdict.ok, verdict.reason)
+            return []
         if name == "reopen" and not argument:
             told = self.reopen()
-            self.control.reply(client, True, f"Log files reopened by the manager and {told} "
-                                             "shards")
+            self.control.reply(client, True, "Log files reopened by the manager and "
+                                             f"{log.shards(told)}")
             return []
         if name == "stop" and argument in ("", "fast"):
             graceful = argument == ""
@@ -92,7 +101,7 @@ class CommandHandler:
             return None
         leftover = any(slot >= target for slot in machine.occupied_slots())
         if machine.serving_slots().issuperset(range(target)) and not leftover:
-            return True, f"{target} shard{'' if target == 1 else 's'} serving"
+            return True, f"{log.shards(target)} serving"
         return None
 
     def _recycle(self, client: socket.socket, argument: str, now: float) -> list[Event]:

@@ -53,6 +53,10 @@ class Reason(enum.Enum):
 class StopMode(enum.Enum):
     """How to ask a shard to leave; the loop maps these to signals."""
 
+    # The first step of a delayed stop (--shutdown-delay): keep accepting and
+    # serving while load balancers drop this server, but end every connection
+    # after its response (Connection: close); a DRAIN follows.
+    LAME_DUCK = "lame-duck"
     DRAIN = "drain"  # finish in-flight requests, then exit (SIGTERM)
     # Connections were steered away from this shard's listener: accept what is
     # still queued on it, then drain (SIGUSR2).
@@ -76,6 +80,27 @@ class ServiceState(enum.Enum):
     READY = "ready"
     RELOADING = "reloading"
     STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long shards have for each step (seconds), from the configuration.
+
+    Each generation keeps those of the configuration it was booted with (a
+    reload may change them), and its shards are judged by them.
+    """
+
+    boot_timeout: float = 30.0
+    heartbeat_timeout: float = 30.0  # 0 disables
+    graceful_timeout: float = 30.0
+    # Retiring (SIGUSR2 to a shard): how long the shard keeps accepting what was
+    # queued before it was steered away (handshakes under way complete within a
+    # round trip). Both sides use it: the shard to settle (the manager hands it
+    # over in its ``ShardSpec``), the manager to add it to the shard's grace
+    # before killing it.
+    retire_settle: float = 1.0
+    # A graceful stop serves this long as a lame duck before draining (0: drain at once).
+    shutdown_delay: float = 0.0
 
 
 # --- events ------------------------------------------------------------------
@@ -130,6 +155,31 @@ class Exited:
 
 @dataclass(frozen=True)
 class Reload:
+    """HUP, ``gshard reload`` or a changed source file (``--reload``) asks for a reload.
+
+    ``ticket`` names a ``gshard reload`` that waits for the outcome; the
+    ``ReloadFinished`` of the reload that covers the request carries it back.
+    """
+
+    now: float
+    ticket: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigRead:
+    """The configuration, read again for a reload (``ReadConfig``): the shard count it
+    asks for and its timings."""
+
+    slots: int
+    timings: Timings
+    now: float
+
+
+@dataclass(frozen=True)
+class ConfigFailed:
+    """The configuration read again for a reload did not load or is not valid."""
+
+    reason: str
     now: float
 
 
@@ -186,9 +236,9 @@ class SuccessorExited:
 
 
 Event = (
-    Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | Stop
-    | Scale | Tick | UpgradeRequested | SuccessorSpawned | SuccessorSpawnFailed | SuccessorReady
-    | SuccessorExited
+    Start | Spawned | Ready | Beat | BootFailed | RecycleRequested | Exited | Reload | ConfigRead
+    | ConfigFailed | Stop | Scale | Tick | UpgradeRequested | SuccessorSpawned
+    | SuccessorSpawnFailed | SuccessorReady | SuccessorExited
 )
 
 # --- actions -----------------------------------------------------------------
@@ -213,11 +263,18 @@ class Log:
 
 
 @dataclass(frozen=True)
+class ReadConfig:
+    """Read the configuration again, for the reload about to boot; answered by
+    ``ConfigRead`` or ``ConfigFailed``."""
+
+
+@dataclass(frozen=True)
 class ReloadFinished:
-    """The outcome of a reload, for whoever is waiting on it."""
+    """The outcome of a reload, for the requests it covers (their ``Reload.ticket``)."""
 
     ok: bool
     message: str
+    tickets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,8 +344,8 @@ class Departed:
 
 
 Action = (
-    Spawn | Signal | Log | ReloadFinished | Steer | Listeners | Status | Exit | StartSuccessor
-    | TakeOwnership | Title | Hook | Departed
+    Spawn | Signal | Log | ReadConfig | ReloadFinished | Steer | Listeners | Status | Exit
+    | StartSuccessor | TakeOwnership | Title | Hook | Departed
 )
 
 

@@ -29,6 +29,25 @@ The rules that make restarts safe:
   machine hands the upgrade's events.
 * A shard whose event loop is blocked past the heartbeat timeout is asked to
   abort (SIGABRT: gunicorn's worker_abort hook runs), then killed.
+* A reload reads the configuration again first (``ReadConfig``); the
+  generation it boots has the shard count and timings read (each generation
+  keeps its own timings). A configuration that does not load changes nothing.
+  More slots: their listeners are opened before the generation boots and get
+  no connection until it serves. Fewer: once it serves, the removed slots are
+  steered away from and their old shards retired (they accept what was queued
+  first). A count changed by scaling (TTIN/TTOU) is kept unless the
+  configured count changed.
+* A reload asked for while the first generation boots, or while a reload
+  boots, follows it: all such requests make one more reload, and each waiter
+  hears the outcome of the reload that covers its request (``Reload.ticket``).
+* A graceful stop with a shutdown delay (``--shutdown-delay``) begins as a
+  lame duck: the phase is stopping at once (readiness fails, systemd hears
+  STOPPING=1), but the serving shards keep accepting and serving, each
+  response ending its connection, until the delay is over (or a second
+  graceful stop cuts it short); only then do they drain. Load balancers that
+  learn of the stop late (Kubernetes removes a pod's endpoints while it is
+  already being stopped) still find a server that answers. A fast stop ends
+  everything at once, lame duck or not.
 
 gunicorn's server hooks that belong to one of these decisions (start, reload,
 scaling) are ``Hook`` actions in gunicorn's order; the manager runs them, so
@@ -40,10 +59,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
+from gshard.log import shards
 from gshard.manager.events import (
     Action,
     Beat,
     BootFailed,
+    ConfigFailed,
+    ConfigRead,
     Departed,
     Event,
     Exit,
@@ -53,6 +75,7 @@ from gshard.manager.events import (
     Listeners,
     Log,
     Phase,
+    ReadConfig,
     Ready,
     Reason,
     RecycleRequested,
@@ -75,6 +98,7 @@ from gshard.manager.events import (
     SuccessorSpawnFailed,
     TakeOwnership,
     Tick,
+    Timings,
     UpgradeRequested,
     describe_status,
 )
@@ -91,21 +115,6 @@ QUIT_GRACE = 5.0
 # How long a blocked shard sent SIGABRT (gunicorn's worker_abort hook runs) has
 # before it is killed; gunicorn's master kills on its next check, a second later.
 ABORT_GRACE = 1.0
-
-
-@dataclass(frozen=True)
-class Timings:
-    """How long shards have for each step (seconds), from the configuration."""
-
-    boot_timeout: float = 30.0
-    heartbeat_timeout: float = 30.0  # 0 disables
-    graceful_timeout: float = 30.0
-    # Retiring (SIGUSR2 to a shard): how long the shard keeps accepting what was
-    # queued before it was steered away (handshakes under way complete within a
-    # round trip). Both sides use it: the shard to settle (the manager hands it
-    # over in its ``ShardSpec``), the manager to add it to the shard's grace
-    # before killing it.
-    retire_settle: float = 1.0
 
 
 @dataclass
@@ -136,16 +145,28 @@ class ManagerFSM:
     """
 
     def __init__(self, slots: int, timings: Timings | None = None,
-                 inherited: bool = False) -> None:
+                 inherited: bool = False, configured: int | None = None) -> None:
         """``inherited``: a successor manager (SIGUSR2), started on its
-        predecessor's listeners, which owns nothing until it serves."""
-        self.timings = timings or Timings()
-        self._slots = slots
+        predecessor's listeners, which owns nothing until it serves.
+        ``configured``: the shard count the configuration gave, where ``slots``
+        differs from it (a successor takes over its predecessor's scaled count)."""
+        self.timings = timings or Timings()  # the serving generation's
+        self._slots = slots  # the serving generation's (or, at first, the booting one's)
+        self._configured = slots if configured is None else configured
         self._inherited = inherited
         self._phase = Phase.STARTING
         self._shards: dict[int, Shard] = {}
         self._live = 0  # generation serving now; 0 before the first is ready
         self._booting: int | None = None  # generation booting as a whole (first start or reload)
+        self._booting_slots = slots  # how many shards it has
+        self._timings: dict[int, Timings] = {}  # generation -> its own
+        # Reload requests: the tickets of those no reload covers yet, those the
+        # reload under way covers, whether one more reload must follow the boot
+        # under way, and whether the configuration is being read.
+        self._waiting: list[int] = []
+        self._covered: tuple[int, ...] = ()
+        self._reload_wanted = False
+        self._reading = False
         self._last_generation = 0
         self._exit_code = EXIT_OK
         self._respawn_at: dict[int, float] = {}  # slot -> when
@@ -157,6 +178,8 @@ class ManagerFSM:
         # This manager owns the pidfile, control socket and unix socket files.
         self._owns_files = False
         self._upgrade = SelfUpgrade()  # SIGUSR2's rules, and where an upgrade stands
+        # While a delayed stop serves as a lame duck: when the drain begins.
+        self._lame_duck_until: float | None = None
 
     def handle(self, event: Event) -> list[Action]:
         """What ``event`` calls for: the actions, in the order to carry them out."""
@@ -181,6 +204,10 @@ class ManagerFSM:
                 return self._on_recycle_requested(event)
             case Reload():
                 return self._on_reload(event)
+            case ConfigRead():
+                return self._on_config_read(event)
+            case ConfigFailed():
+                return self._on_config_failed(event)
             case Stop():
                 return self._on_stop(event)
             case Tick():
@@ -205,7 +232,7 @@ class ManagerFSM:
 
     def busy(self) -> bool:
         """Starting, reloading or stopping: no time to scale or recycle."""
-        return self._phase is not Phase.RUNNING or self._booting is not None
+        return self._phase is not Phase.RUNNING or self._booting is not None or self._reading
 
     def shard(self, pid: int) -> ShardView | None:
         shard = self._shards.get(pid)
@@ -248,16 +275,23 @@ class ManagerFSM:
     def next_deadline(self) -> float | None:
         """The earliest time a ``Tick`` could change something."""
         times = list(self._respawn_at.values())
+        if self._lame_duck_until is not None:
+            times.append(self._lame_duck_until)
         for shard in self._shards.values():
+            timings = self._timings_of(shard)
             if shard.kill_at is not None:
                 times.append(shard.kill_at)
             elif shard.killed:
                 continue
             elif shard.state is ShardState.BOOTING:
-                times.append(shard.since + self.timings.boot_timeout)
-            elif shard.state is ShardState.READY and self.timings.heartbeat_timeout:
-                times.append(shard.last_beat + self.timings.heartbeat_timeout)
+                times.append(shard.since + timings.boot_timeout)
+            elif shard.state is ShardState.READY and timings.heartbeat_timeout:
+                times.append(shard.last_beat + timings.heartbeat_timeout)
         return min(times, default=None)
+
+    def _timings_of(self, shard: Shard) -> Timings:
+        """The timings of the configuration ``shard``'s generation was booted with."""
+        return self._timings.get(shard.generation, self.timings)
 
     def view(self) -> MachineView:
         return MachineView(
@@ -271,6 +305,7 @@ class ManagerFSM:
             owns_files=self._owns_files,
             upgrade=self._upgrade.state,
             successor=self._upgrade.successor,
+            lame_duck_until=self._lame_duck_until,
         )
 
     def _generations(self) -> tuple[GenerationView, ...]:
@@ -279,7 +314,8 @@ class ManagerFSM:
         for generation in sorted({s.generation for s in self._shards.values()}, reverse=True):
             if generation == self._booting:
                 state = GenerationState.BOOTING
-            elif generation == self._live and self._phase is not Phase.STOPPING:
+            elif generation == self._live and (self._phase is not Phase.STOPPING
+                                               or self._lame_duck_until is not None):
                 state = GenerationState.SERVING
             else:
                 state = GenerationState.DRAINING
@@ -299,8 +335,8 @@ class ManagerFSM:
         # ready (its listeners are bound), and only then are workers forked.
         hooks = [Hook("nworkers_changed", (self._slots, None)), Hook("on_starting"),
                  Hook("when_ready")]
-        return [*actions, *hooks, Log(Level.INFO, f"Booting {self._slots} shards"),
-                *self._boot_generation()]
+        return [*actions, *hooks, Log(Level.INFO, f"Booting {shards(self._slots)}"),
+                *self._boot_generation(self._slots, self.timings)]
 
     def _take_ownership(self) -> list[Action]:
         self._owns_files = True
@@ -312,10 +348,12 @@ class ManagerFSM:
             return []
         return [Status(state, message)]
 
-    def _boot_generation(self) -> list[Action]:
+    def _boot_generation(self, slots: int, timings: Timings) -> list[Action]:
         self._last_generation += 1
         self._booting = self._last_generation
-        return [Spawn(slot, self._booting) for slot in range(self._slots)]
+        self._booting_slots = slots
+        self._timings[self._booting] = timings
+        return [Spawn(slot, self._booting) for slot in range(slots)]
 
     def _on_spawned(self, event: Spawned) -> list[Action]:
         shard = self._shards[event.pid] = Shard(
@@ -341,9 +379,9 @@ class ManagerFSM:
         shard.state = ShardState.READY
         shard.since = shard.last_beat = event.now
         if shard.generation == self._booting:
-            if all(s.state is ShardState.READY for s in self._of_generation(self._booting)) and len(
-                self._of_generation(self._booting)
-            ) == self._slots:
+            booting = self._of_generation(self._booting)
+            if (all(s.state is ShardState.READY for s in booting)
+                    and len(booting) == self._booting_slots):
                 return self._promote(event.now)
             return []
         # A replacement within the serving generation: a respawn or a recycle.
@@ -375,31 +413,44 @@ class ManagerFSM:
         return [Steer(serving)]
 
     def _promote(self, now: float) -> list[Action]:
-        """The booting generation is all ready: it serves, and the one before drains."""
+        """The booting generation is all ready: it serves, and the one before drains
+        (its shards of slots the new generation has not are retired: steered away
+        from first, so they accept what was queued for them)."""
         old, self._live, self._booting = self._live, self._booting or 0, None
+        count_before, self._slots = self._slots, self._booting_slots
+        self.timings = self._timings[self._live]
         self._respawn_at.clear()
+        for slot in [slot for slot in self._failures if slot >= self._slots]:
+            del self._failures[slot]
+        leaving = [s for s in self._of_generation(old) if s.state is not ShardState.DRAINING]
         actions: list[Action] = []
-        for shard in self._of_generation(old):
-            if shard.state is not ShardState.DRAINING:
-                actions += self._leave(shard, StopMode.DRAIN, now, Reason.RELOADED)
+        if any(shard.slot >= self._slots for shard in leaving):
+            actions += self._steer()
+        for shard in leaving:
+            mode = StopMode.RETIRE if shard.slot >= self._slots else StopMode.DRAIN
+            actions += self._leave(shard, mode, now, Reason.RELOADED)
         if self._phase is Phase.STARTING:
             self._phase = Phase.RUNNING
-            message = f"Ready: {self._slots} shards serving"
+            message = f"Ready: {shards(self._slots)} serving"
             actions.append(Log(Level.INFO, message))
             if not self._owns_files:  # a successor: its predecessor drains now
                 actions += self._take_ownership()
         else:
-            message = f"Generation {self._live} is serving; generation {old} is draining"
-            actions += [Log(Level.INFO, message), ReloadFinished(True, message)]
-        return actions + self._status(ServiceState.READY, message)
+            counted = ("" if self._slots == count_before
+                       else f" ({shards(self._slots)}, was {count_before})")
+            message = (f"Generation {self._live} is serving{counted}; generation {old} "
+                       "is draining")
+            actions += [Log(Level.INFO, message), self._finish_reload(True, message)]
+        return [*actions, *self._status(ServiceState.READY, message), *self._next_reload()]
 
     def _leave(self, shard: Shard, mode: StopMode, now: float, reason: Reason) -> list[Action]:
         """Ask a shard to go, and arm the kill that follows if it does not."""
         shard.state = ShardState.DRAINING
         shard.leaving = shard.leaving or reason
-        grace = QUIT_GRACE if mode is StopMode.QUIT else self.timings.graceful_timeout
+        timings = self._timings_of(shard)
+        grace = QUIT_GRACE if mode is StopMode.QUIT else timings.graceful_timeout
         if mode is StopMode.RETIRE:
-            grace += self.timings.retire_settle
+            grace += timings.retire_settle
         # A gentler request never postpones a kill already armed (an aborted shard).
         armed = shard.kill_at
         shard.kill_at = now + grace if armed is None else min(armed, now + grace)
@@ -418,7 +469,10 @@ class ManagerFSM:
         shard = self._shards.pop(event.pid, None)
         if shard is None:
             return []
-        return [self._departure(shard, event.status), *self._after_exit(shard, event)]
+        actions = [self._departure(shard, event.status), *self._after_exit(shard, event)]
+        if shard.generation not in self.generations_in_use():
+            self._timings.pop(shard.generation, None)
+        return actions
 
     def _departure(self, shard: Shard, status: int) -> Departed:
         reason = shard.leaving
@@ -431,8 +485,8 @@ class ManagerFSM:
                 reason = Reason.CRASHED
         detail = describe_status(status)
         if reason is Reason.BLOCKED:
-            detail = (f"event loop blocked for more than {self.timings.heartbeat_timeout:g}s; "
-                      f"{detail}")
+            limit = self._timings_of(shard).heartbeat_timeout
+            detail = f"event loop blocked for more than {limit:g}s; {detail}"
         return Departed(shard.pid, shard.slot, shard.generation, reason, detail)
 
     def _after_exit(self, shard: Shard, event: Exited) -> list[Action]:
@@ -455,8 +509,10 @@ class ManagerFSM:
         return actions + self._schedule_respawn(shard, event.now)
 
     def _close_unused_listeners(self) -> list[Action]:
-        """Close listeners of removed slots once no shard accepts on them any more."""
-        needed = max([self._slots, *(slot + 1 for slot in self.occupied_slots())])
+        """Close listeners of removed slots once no shard accepts on them any more (nor
+        will: a generation booting may not have forked every shard yet)."""
+        booting = self._booting_slots if self._booting is not None else 0
+        needed = max([self._slots, booting, *(slot + 1 for slot in self.occupied_slots())])
         if needed >= self._sockets:
             return []
         self._sockets = needed
@@ -481,6 +537,7 @@ class ManagerFSM:
         for other in self._of_generation(generation):
             if other.state is not ShardState.DRAINING:
                 actions += self._leave(other, StopMode.QUIT, now, Reason.BOOT_FAILED)
+        actions += self._close_unused_listeners()  # slots only it would have had
         if not self._live:
             self._phase = Phase.STOPPING
             self._exit_code = status if status in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) \
@@ -490,8 +547,8 @@ class ManagerFSM:
                 actions.append(Exit(self._exit_code))
             return actions
         message = f"Reload failed, generation {self._live} keeps serving: {reason}"
-        return [*actions, Log(Level.ERROR, message), ReloadFinished(False, message),
-                *self._status(ServiceState.READY, message)]
+        return [*actions, Log(Level.ERROR, message), self._finish_reload(False, message),
+                *self._status(ServiceState.READY, message), *self._next_reload()]
 
     def _boot_reason(self, generation: int, shard: Shard, status: int) -> str:
         error = self._boot_errors.get(generation)
@@ -500,7 +557,8 @@ class ManagerFSM:
                     else "a shard failed to boot")
             return f"{what}: " + error.strip().splitlines()[-1]
         if shard.killed:
-            return f"shard {shard.slot} was not ready within {self.timings.boot_timeout:g}s"
+            limit = self._timings_of(shard).boot_timeout
+            return f"shard {shard.slot} was not ready within {limit:g}s"
         return f"shard {shard.slot} {describe_status(status)} while booting"
 
     def _on_recycle_requested(self, event: RecycleRequested) -> list[Action]:
@@ -509,8 +567,7 @@ class ManagerFSM:
             shard is None
             or shard.state is not ShardState.READY
             or shard.generation != self._live
-            or self._booting is not None
-            or self._phase is not Phase.RUNNING
+            or self.busy()
             or any(s.slot == shard.slot and s.state is ShardState.BOOTING
                    for s in self._of_generation(self._live))
         ):
@@ -519,39 +576,134 @@ class ManagerFSM:
                 Spawn(shard.slot, self._live)]
 
     def _on_reload(self, event: Reload) -> list[Action]:
-        if self._phase is not Phase.RUNNING:
-            message = f"Reload refused: the server is {self._phase.value}"
-            return [Log(Level.WARNING, message), ReloadFinished(False, message)]
+        ticket = () if event.ticket is None else (event.ticket,)
+        if self._phase is Phase.STOPPING:
+            message = "Reload refused: the server is stopping"
+            return [Log(Level.WARNING, message), ReloadFinished(False, message, ticket)]
+        if self._reading:  # the configuration is not read yet: the reload under way covers it
+            self._covered += ticket
+            return []
+        self._waiting += ticket
+        if self._phase is Phase.RUNNING and self._booting is None:
+            return self._begin_reload()
+        if self._reload_wanted:
+            return []  # one more reload is due already: it covers this request too
+        self._reload_wanted = True
+        booting = ("the first generation boots" if self._phase is Phase.STARTING
+                   else f"generation {self._booting} boots")
+        return [Log(Level.INFO, f"Reload asked for while {booting}; it follows once that "
+                                "generation serves or fails")]
+
+    def _begin_reload(self) -> list[Action]:
+        """A reload starts by reading the configuration; it covers every request so far."""
+        self._reload_wanted = False
+        self._reading = True
+        self._covered, self._waiting = (*self._covered, *self._waiting), []
+        return [ReadConfig()]
+
+    def _next_reload(self) -> list[Action]:
+        """Once a boot is over (served or failed): the reload asked for meanwhile."""
+        if not self._reload_wanted or self._phase is not Phase.RUNNING:
+            return []
+        return self._begin_reload()
+
+    def _finish_reload(self, ok: bool, message: str) -> ReloadFinished:
+        """The outcome of the reload under way, for the requests it covers."""
+        tickets, self._covered = self._covered, ()
+        return ReloadFinished(ok, message, tickets)
+
+    def _on_config_read(self, event: ConfigRead) -> list[Action]:
+        if not self._reading:
+            return []  # stopped meanwhile
+        self._reading = False
+        slots = self._slots
+        if event.slots != self._configured:  # edited: that count, whatever scaling did
+            self._configured = slots = event.slots
         actions: list[Action] = []
-        if self._booting is not None:
-            # Newer code was deployed while the last reload booted: boot that
-            # instead. Whoever waits on a reload hears how this one ends.
-            for shard in self._of_generation(self._booting):
-                actions += self._leave(shard, StopMode.QUIT, event.now, Reason.RELOADED)
-        actions += self._boot_generation()
-        message = f"Reloading: booting generation {self._booting}"
+        if slots > self._sockets:
+            # Steered off the new listeners before they exist, until their shards serve.
+            self._sockets = slots
+            actions = [*self._steer(), Listeners(slots)]
+        spawns = self._boot_generation(slots, event.timings)
+        counted = "" if slots == self._slots else f" ({shards(slots)}, was {self._slots})"
+        message = f"Reloading: booting generation {self._booting}{counted}"
         return [Log(Level.INFO, message), *self._status(ServiceState.RELOADING, message),
                 # gunicorn sets its count anew on every reload, then reloads.
-                Hook("nworkers_changed", (self._slots, self._slots)), Hook("on_reload"), *actions]
+                Hook("nworkers_changed", (slots, self._slots)), Hook("on_reload"),
+                *actions, *spawns]
+
+    def _on_config_failed(self, event: ConfigFailed) -> list[Action]:
+        if not self._reading:
+            return []
+        self._reading = False
+        message = (f"Reload failed, generation {self._live} keeps serving: the configuration "
+                   f"did not load: {event.reason}")
+        return [Log(Level.ERROR, message), self._finish_reload(False, message),
+                *self._next_reload()]
 
     def _on_stop(self, event: Stop) -> list[Action]:
-        mode = StopMode.DRAIN if event.graceful else StopMode.QUIT
-        if self._phase is Phase.STOPPING and event.graceful:
+        if not event.graceful:
+            return self._stop(event.now, StopMode.QUIT, "Shutting down now")
+        if self._lame_duck_until is not None:
+            return self._end_lame_duck(event.now, "Asked to stop again: the lame-duck period "
+                                                  "ends early; draining")
+        if self._phase is Phase.STOPPING:
             return []
+        if (self._phase is Phase.RUNNING and self.timings.shutdown_delay > 0
+                and self.serving_slots()):
+            return self._start_lame_duck(event.now)
+        return self._stop(event.now, StopMode.DRAIN, "Shutting down gracefully")
+
+    def _stop(self, now: float, mode: StopMode, message: str) -> list[Action]:
+        """Every shard leaves now (drains or quits); the manager exits once none is left."""
         self._phase = Phase.STOPPING
+        self._lame_duck_until = None
         self._booting = None
+        self._reading = self._reload_wanted = False  # waiters hear "shutting down" at exit
         self._respawn_at.clear()
-        message = "Shutting down gracefully" if event.graceful else "Shutting down now"
         actions: list[Action] = [Log(Level.INFO, message),
                                  *self._status(ServiceState.STOPPING, message)]
         for shard in self._shards.values():
-            actions += self._leave(shard, mode, event.now, Reason.STOPPED)
+            actions += self._leave(shard, mode, now, Reason.STOPPED)
+        if not self._shards:
+            actions.append(Exit(self._exit_code))
+        return actions
+
+    def _start_lame_duck(self, now: float) -> list[Action]:
+        """A graceful stop's first step (``--shutdown-delay``): the serving shards go on
+        serving with ``Connection: close``; nothing else that boots will serve now."""
+        delay = self.timings.shutdown_delay
+        self._phase = Phase.STOPPING
+        self._lame_duck_until = now + delay
+        self._booting = None
+        self._respawn_at.clear()
+        message = (f"Shutting down gracefully: serving {delay:g}s more as a lame duck "
+                   "(--shutdown-delay; every response closes its connection), then draining")
+        actions: list[Action] = [
+            Log(Level.INFO, message),
+            *self._status(ServiceState.STOPPING,
+                          f"Stopping: lame duck for {delay:g}s, then draining")]
+        for shard in list(self._shards.values()):
+            if self.is_serving(shard.pid):
+                actions.append(Signal(shard.pid, StopMode.LAME_DUCK))
+            elif shard.state is not ShardState.DRAINING:
+                actions += self._leave(shard, StopMode.QUIT, now, Reason.STOPPED)
+        return actions
+
+    def _end_lame_duck(self, now: float, message: str) -> list[Action]:
+        """The lame-duck period is over (or cut short): every shard drains."""
+        self._lame_duck_until = None
+        actions: list[Action] = [Log(Level.INFO, message),
+                                 *self._status(ServiceState.STOPPING, "Stopping: draining")]
+        for shard in list(self._shards.values()):
+            if shard.state is not ShardState.DRAINING:
+                actions += self._leave(shard, StopMode.DRAIN, now, Reason.STOPPED)
         if not self._shards:
             actions.append(Exit(self._exit_code))
         return actions
 
     def _on_scale(self, event: Scale) -> list[Action]:
-        if self._phase is not Phase.RUNNING or self._booting is not None:
+        if self.busy():
             return [Log(Level.WARNING, "Not scaling while the server is starting, reloading "
                                        "or stopping")]
         if event.delta > 0:
@@ -588,6 +740,8 @@ class ManagerFSM:
     def _on_tick(self, event: Tick) -> list[Action]:
         now = event.now
         actions: list[Action] = []
+        if self._lame_duck_until is not None and now >= self._lame_duck_until:
+            actions += self._end_lame_duck(now, "The lame-duck period is over; draining")
         for shard in list(self._shards.values()):
             actions += self._check_shard(shard, now)
         for slot, due in list(self._respawn_at.items()):
@@ -603,21 +757,22 @@ class ManagerFSM:
             if now < shard.kill_at:
                 return []
             message = f"Shard {shard.slot} (pid {shard.pid}) did not exit in time; killing it"
-        elif shard.state is ShardState.BOOTING and now - shard.since > self.timings.boot_timeout:
-            message = (f"Shard {shard.slot} (pid {shard.pid}) not ready after "
-                       f"{self.timings.boot_timeout:g}s; killing it")
+        elif (shard.state is ShardState.BOOTING
+              and now - shard.since > (boot := self._timings_of(shard).boot_timeout)):
+            message = (f"Shard {shard.slot} (pid {shard.pid}) not ready after {boot:g}s; "
+                       "killing it")
             shard.leaving = Reason.BOOT_FAILED
         elif (
             shard.state is ShardState.READY
-            and self.timings.heartbeat_timeout
-            and now - shard.last_beat > self.timings.heartbeat_timeout
+            and (limit := self._timings_of(shard).heartbeat_timeout)
+            and now - shard.last_beat > limit
         ):
             # As gunicorn: SIGABRT first (the shard runs worker_abort and exits),
             # then the kill above if it cannot.
             shard.kill_at = now + ABORT_GRACE
             shard.leaving = Reason.BLOCKED
             return [Log(Level.ERROR, f"Shard {shard.slot} (pid {shard.pid}) blocked for more "
-                                     f"than {self.timings.heartbeat_timeout:g}s; aborting it"),
+                                     f"than {limit:g}s; aborting it"),
                     Signal(shard.pid, StopMode.ABORT)]
         else:
             return []
@@ -635,4 +790,6 @@ class ManagerFSM:
         if not outcome.hand_over:
             return outcome.actions
         self._owns_files = False
-        return [*outcome.actions, *self._on_stop(Stop(graceful=True, now=event.now))]
+        # No lame duck: the successor serves on the same listeners already.
+        return [*outcome.actions,
+                *self._stop(event.now, StopMode.DRAIN, "Shutting down gracefully")]

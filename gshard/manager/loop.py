@@ -19,15 +19,23 @@ import socket
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gshard import hooks, ipc, log
 from gshard.config import Config
-from gshard.errors import EXIT_BOOT_ERROR
-from gshard.manager import events, systemd, templates, upgrade
+from gshard.errors import EXIT_BOOT_ERROR, ConfigError
+from gshard.manager import (
+    discovery,
+    events,
+    process_env,
+    reconfigure,
+    systemd,
+    templates,
+    upgrade,
+)
 from gshard.manager.commands import CommandHandler
 from gshard.manager.control import ControlServer
-from gshard.manager.fsm import ManagerFSM, Timings
+from gshard.manager.fsm import ManagerFSM
 from gshard.manager.observe.observer import Observer
 from gshard.manager.watcher import Watcher
 
@@ -49,6 +57,7 @@ _SIGNAL_EVENTS = {
 }
 _HANDLED_SIGNALS = (*_SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR1)
 _STOP_SIGNALS = {
+    events.StopMode.LAME_DUCK: ipc.LAME_DUCK_SIGNAL,
     events.StopMode.DRAIN: signal.SIGTERM,
     events.StopMode.RETIRE: signal.SIGUSR2,
     events.StopMode.QUIT: signal.SIGQUIT,
@@ -57,6 +66,8 @@ _STOP_SIGNALS = {
 }
 # The loop wakes at least this often even when nothing is due.
 MAX_SLEEP = 1.0
+# How long an exiting manager waits for the templates it told to exit before killing them.
+CHILD_EXIT_WAIT = 5.0
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -72,12 +83,20 @@ class Manager:
         listeners: list[ListenerSet],
         argv: Sequence[str] | None = None,
         inherited: upgrade.Inheritance | None = None,
+        reread: Callable[[], Config] | None = None,
     ) -> None:
+        """``reread``: reads the configuration again, as it was read for ``config``, for
+        a reload (the command line's layers, or ``gshard.run``'s settings over their
+        file); ConfigError if it does not load. Without one a reload keeps ``config``."""
+        configured = config.shards
         per_slot = [ls for ls in listeners if not ls.shared]
         if inherited is not None and per_slot:
             # The predecessor may have scaled: one shard per inherited listener.
             config = dataclasses.replace(config, shards=len(per_slot[0].sockets))
-        self.config = config
+        self.config = config  # the configuration read last
+        # Each generation's own (a reload reads it again), until its shards are gone.
+        self.generation_configs: dict[int, Config] = {}
+        self._reread = reread
         self.listeners = listeners
         # To start a successor with the same command line (SIGUSR2); None
         # when started from Python (gshard.run), which cannot be started again.
@@ -85,13 +104,9 @@ class Manager:
         self.inherited = inherited
         # The successor's ready pipe, while it boots (see ``upgrade``).
         self._successor_ready: int | None = None
-        self.timings = Timings(
-            boot_timeout=config.boot_timeout,
-            heartbeat_timeout=config.timeout,
-            graceful_timeout=config.graceful_timeout,
-        )
+        self.timings = reconfigure.timings_of(config)
         self.fsm = ManagerFSM(slots=config.shards, timings=self.timings,
-                              inherited=inherited is not None)
+                              inherited=inherited is not None, configured=configured)
         self.pid = os.getpid()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -122,7 +137,7 @@ class Manager:
             url = listener_set.url
             if self.config.certfile and url.startswith("http://"):
                 url = "https://" + url[len("http://"):]
-            log.error_log.info("Listening at: %s (%d shards)", url, self.config.shards)
+            log.error_log.info("Listening at: %s (%s)", url, log.shards(self.config.shards))
         try:
             return self._loop()
         finally:
@@ -168,8 +183,11 @@ class Manager:
             found.append(events.Tick(now))
             for event in found:
                 pending.extend(self.fsm.handle(event))
+            in_use = self.fsm.generations_in_use()
             if self.templates is not None:
-                self.templates.prune(self.fsm.generations_in_use())
+                self.templates.prune(in_use)
+            for generation in [g for g in self.generation_configs if g not in in_use]:
+                del self.generation_configs[generation]
             self.observer.tick(now)
 
     # --- turning the world into events ---------------------------------
@@ -259,7 +277,7 @@ class Manager:
 
     def _spawn_from_template(self, slot: int, generation: int) -> None:
         assert self.templates is not None
-        worker = self.server.forking(slot, generation)
+        worker = self.server.forking(slot, generation, self._config_of(generation))
         self.templates.spawn(slot, generation, worker,
                              [ls.socket_for(slot) for ls in self.listeners])
 
@@ -286,7 +304,9 @@ class Manager:
             self._forget_manager_state(kept=[])
             for sock in others:
                 sock.close()
-            template.run(self.config, generation, requests, self.listeners, self._outbox,
+            config = self._config_of(generation)
+            process_env.apply(config)
+            template.run(config, generation, requests, self.listeners, self._outbox,
                          self.pid, self.server, self.timings.retire_settle)
         except BaseException:
             traceback.print_exc()
@@ -300,8 +320,10 @@ class Manager:
             return self.fsm.handle(events.SuccessorSpawnFailed(
                 "started by gshard.run(), without a command line to start again", now))
         self.server.call("pre_exec")
+        chosen = self.control.path if self.control is not None and not self.config.control_path \
+            else None
         try:
-            successor = upgrade.start_successor(self.argv, self.listeners)
+            successor = upgrade.start_successor(self.argv, self.listeners, chosen)
         except OSError as exc:
             return self.fsm.handle(events.SuccessorSpawnFailed(str(exc), now))
         self._successor_ready = successor.ready_r
@@ -324,14 +346,36 @@ class Manager:
     def _take_ownership(self) -> None:
         """Claim the pidfile and the control socket: at start, or once a successor serves."""
         self._write_pidfile()
-        if self.config.control_path:
-            self.control = ControlServer.open(self.config.control_path)
+        if not self.config.control_socket_disable:
+            self.control = self._open_control()
+        if self.control is not None:
             self.commands = CommandHandler(self.fsm, self.control, self.observer.status,
-                                           self._reopen_logs)
+                                           self._reopen_logs, self.observer.health)
         if self.inherited is not None:
             self.inherited.announce_ready()
             systemd.notify(f"MAINPID={self.pid}")
             log.error_log.info("Upgrade complete: this manager (pid %d) took over", self.pid)
+
+    def _open_control(self) -> ControlServer | None:
+        """The control socket: at the path given (``--control-socket``, ``--pid``'s
+        ``FILE.ctl``), linked from where the commands look; else the predecessor's
+        (an upgrade), else a path of this manager's own (``discovery``)."""
+        given = self.config.control_path
+        if given:
+            return ControlServer.open(given, link=discovery.link_to)
+        inherited = self.inherited.control_path if self.inherited is not None else None
+        path = inherited or discovery.instance_path()
+        if path is None:
+            log.error_log.warning(
+                "No control socket: none of %s is usable (a directory of this user's alone); "
+                "give --control-socket PATH for gshard status, reload and the others",
+                ", ".join(discovery.candidate_dirs()))
+            return None
+        try:
+            return ControlServer.open(path)
+        except OSError as exc:
+            log.error_log.warning("No control socket at %s: %s", path, exc.strerror or exc)
+            return None
 
     # --- carrying out actions -----------------------------------------
 
@@ -351,8 +395,10 @@ class Manager:
                     os.kill(action.pid, _STOP_SIGNALS[action.mode])
             case events.Log():
                 log.error_log.log(action.level, "%s", action.message)
+            case events.ReadConfig():
+                return self._read_config()
             case events.ReloadFinished() if self.control is not None:
-                self.control.finish_reload(action.ok, action.message)
+                self.control.finish_reload(action.ok, action.message, action.tickets)
             case events.Steer():
                 for listener_set in self.listeners:
                     if not listener_set.shared:  # one queue for all: nothing to choose
@@ -361,7 +407,7 @@ class Manager:
                 for listener_set in self.listeners:
                     listener_set.resize(action.count, self.config.backlog)
             case events.Status():
-                systemd.notify(_SYSTEMD_STATES[action.state], f"STATUS={action.message}")
+                systemd.notify_state(action.state, action.message)
             case events.StartSuccessor():
                 return self._start_successor()
             case events.TakeOwnership():
@@ -373,10 +419,60 @@ class Manager:
             # Departed is for the observer alone; events.Exit ends the loop before it gets here.
         return []
 
+    # --- reading the configuration again (a reload) ---------------------------
+
+    def _config_of(self, generation: int) -> Config:
+        """The configuration ``generation`` was booted with (the one read last, for a
+        generation not seen yet: the first)."""
+        return self.generation_configs.setdefault(generation, self.config)
+
+    def _read_config(self) -> list[events.Action]:
+        """Read the configuration again for the reload about to boot; the machine's
+        answer to it. What only a new manager could change keeps its value (one
+        warning names it); what the manager itself uses (logging, hooks, its title,
+        statsd, the files --reload watches) follows at once; each shard gets its
+        generation's."""
+        now = time.monotonic()
+        try:
+            read = self.config if self._reread is None else self._reread()
+        except ConfigError as exc:
+            return self.fsm.handle(events.ConfigFailed(str(exc), now))
+        except Exception as exc:  # whatever it is, the serving generation stays
+            log.error_log.exception("Reading the configuration again failed")
+            return self.fsm.handle(events.ConfigFailed(log.failure(exc), now))
+        config, kept = reconfigure.keep_fixed(self.config, read)
+        try:
+            log.configure_for(config)
+        except Exception as exc:  # a logging config can fail in any way its handlers can
+            log.configure_for(self.config)  # the one that worked
+            return self.fsm.handle(events.ConfigFailed(f"logging config: {log.failure(exc)}",
+                                                       now))
+        if kept:
+            log.error_log.warning("%s", reconfigure.kept_message(kept))
+        said = set(self.config.compat_warnings())
+        for warning in config.compat_warnings():
+            if warning not in said:
+                log.error_log.warning("%s", warning)
+        self.config = self.server.config = config
+        process_env.apply(config)  # for the manager's own hooks; each child applies its own
+        self.observer.reconfigure(config)
+        if self.watcher is not None:
+            self.watcher.patterns = tuple(config.reload_extra_files)
+        log.set_process_title("manager", config)
+        actions = self.fsm.handle(events.ConfigRead(config.shards, reconfigure.timings_of(config),
+                                                    now))
+        booting = self.fsm.view().booting
+        if booting is not None:
+            self.generation_configs[booting] = config
+        return actions
+
+    # --- forking a shard -------------------------------------------------------
+
     def _fork(self, slot: int, generation: int) -> int:
-        worker = self.server.forking(slot, generation)
+        config = self._config_of(generation)
+        worker = self.server.forking(slot, generation, config)
         spec = ipc.ShardSpec(
-            config=self.config,
+            config=config,
             slot=slot,
             generation=generation,
             listeners=[(ls.socket_for(slot), ls.address, ls.port) for ls in self.listeners],
@@ -397,6 +493,7 @@ class Manager:
             return pid
         try:
             self._forget_manager_state(kept=[sock for sock, _, _ in spec.listeners])
+            process_env.apply(config)
             boot.run(spec)
         except BaseException:
             traceback.print_exc()
@@ -412,6 +509,8 @@ class Manager:
         os.close(self._wakeup_w)
         self._inbox.close()
         self.observer.close()
+        if self.control is not None:
+            self.control.forget()
         mine = {id(sock) for sock in kept}
         for listener_set in self.listeners:
             for sock in listener_set.sockets:
@@ -444,14 +543,15 @@ class Manager:
 
     def _cleanup(self) -> None:
         if self.control is not None:
-            self.control.finish_reload(False, "the server is shutting down")
+            self.control.finish_reload(False, "the server is shutting down", None)
             self.control.close()
         self.observer.close()
-        if self.templates is not None:
-            self.templates.close()
+        children = self.templates.close() if self.templates is not None else []
         for pid in self.fsm.shard_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            children.append(pid)
+        _reap_before_exit(children, CHILD_EXIT_WAIT)
         for listener_set in self.listeners:
             listener_set.close(unlink=self.fsm.owns_files)
         signal.set_wakeup_fd(-1)
@@ -462,11 +562,31 @@ class Manager:
                     os.unlink(path)
 
 
-_SYSTEMD_STATES = {
-    events.ServiceState.READY: "READY=1",
-    events.ServiceState.RELOADING: "RELOADING=1",
-    events.ServiceState.STOPPING: "STOPPING=1",
-}
+
+def _reap_before_exit(pids: list[int], timeout: float) -> None:
+    """Wait for ``pids`` (children told to exit) to end and reap them, killing those
+    still there after ``timeout`` seconds: a child the manager leaves unreaped is
+    handed to init, which in a container may never reap it (``<defunct>``)."""
+    deadline = time.monotonic() + timeout
+    remaining = set(pids)
+    while remaining:
+        for pid in list(remaining):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                done = pid
+            if done:
+                remaining.discard(pid)
+        if not remaining:
+            return
+        if time.monotonic() >= deadline:
+            for pid in remaining:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            return
+        time.sleep(0.01)
 
 
 def _wait_readable(watched: list, timeout: float) -> list:

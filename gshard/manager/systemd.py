@@ -1,15 +1,37 @@
-"""systemd's notify protocol, so ``Type=notify`` units see readiness and upgrades.
+"""systemd's notify protocol, so ``Type=notify`` units see readiness, reloads and stops.
 
-``READY=1`` once the first generation serves, ``RELOADING=1`` around a
-reload, ``MAINPID=`` when an upgraded manager takes over (the unit keeps
-running under the new process), ``STOPPING=1`` on shutdown. Without
-``NOTIFY_SOCKET`` in the environment every call does nothing.
+``READY=1`` once the first generation serves and again once a reload ends
+(served or failed: either way the service is back to a known state),
+``RELOADING=1`` with ``MONOTONIC_USEC=`` when a reload begins (the timestamp
+is what lets ``Type=notify-reload`` match the reload it asked for with the
+answer), ``STOPPING=1`` the moment a stop begins (a lame duck included),
+``MAINPID=`` when an upgraded manager takes over (the unit keeps running
+under the new process), and a ``STATUS=`` line with each, which
+``systemctl status`` shows. Without ``NOTIFY_SOCKET`` in the environment
+every call does nothing.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+
+from gshard.manager.events import ServiceState
+
+_STATE_FIELDS = {
+    ServiceState.READY: "READY=1",
+    ServiceState.RELOADING: "RELOADING=1",
+    ServiceState.STOPPING: "STOPPING=1",
+}
+
+
+def notify_state(state: ServiceState, message: str) -> bool:
+    """Tell systemd the service's ``state``, with ``message`` as its status line."""
+    fields = [_STATE_FIELDS[state], f"STATUS={message}"]
+    if state is ServiceState.RELOADING:
+        fields.append(f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+    return notify(*fields)
 
 
 def notify(*fields: str) -> bool:

@@ -169,9 +169,16 @@ class Templates:
                 del self.by_generation[generation]
                 self._forget(template)
 
-    def close(self) -> None:
+    def close(self) -> list[int]:
+        """Tell every template to exit; their pids, which the manager must reap before it
+        exits (a template left behind would be handed to init as a zombie)."""
+        pids = []
         for template in [*self.by_generation.values(), *self.orphans.values()]:
             if not template.closed:
                 template.sock.close()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(template.pid, signal.SIGTERM)
+            pids.append(template.pid)
+        self.by_generation.clear()
+        self.orphans.clear()
+        return pids

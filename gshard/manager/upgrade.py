@@ -33,6 +33,10 @@ from gshard.sockets.listener import ListenerSet, systemd_listener
 
 ENV_LISTENERS = "GSHARD_INHERITED_LISTENERS"
 ENV_READY_FD = "GSHARD_UPGRADE_READY_FD"
+# The control socket's path when the predecessor chose it (no --pid or
+# --control-socket): the successor takes the same name over, as it does a
+# path given on the command line, so the commands keep finding one manager.
+ENV_CONTROL = "GSHARD_INHERITED_CONTROL_SOCKET"
 READY = b"ready\n"
 
 
@@ -44,8 +48,10 @@ class Successor:
     ready_r: int
 
 
-def start_successor(argv: Sequence[str], listeners: list[ListenerSet]) -> Successor:
-    """Spawn ``python -m gshard ARGV`` inheriting the listeners and a ready pipe.
+def start_successor(argv: Sequence[str], listeners: list[ListenerSet],
+                    control_path: str | None = None) -> Successor:
+    """Spawn ``python -m gshard ARGV`` inheriting the listeners and a ready pipe (and the
+    control socket's name, ``control_path``, if this manager chose it).
 
     ``posix_spawn`` runs no Python in the child, so none of this manager's
     signal handling can run there between fork and exec.
@@ -65,6 +71,8 @@ def start_successor(argv: Sequence[str], listeners: list[ListenerSet]) -> Succes
     env = dict(os.environ)
     env[ENV_LISTENERS] = json.dumps(inherited)
     env[ENV_READY_FD] = str(ready_w)
+    if control_path is not None:
+        env[ENV_CONTROL] = control_path
     try:
         pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "gshard", *argv], env)
     except BaseException:
@@ -81,6 +89,7 @@ class Inheritance:
 
     listeners: list[dict]
     ready_fd: int
+    control_path: str | None = None  # the predecessor's control socket, to take over
 
     def adopt(self, binds: tuple[BindAddress, ...]) -> list[ListenerSet]:
         """The inherited sockets as listener sets, in the order of ``binds``.
@@ -117,9 +126,10 @@ def inheritance(environ: MutableMapping[str, str]) -> Inheritance | None:
     """The inheritance passed in ``environ``, removed from it so shards never see it."""
     listeners = environ.pop(ENV_LISTENERS, None)
     ready_fd = environ.pop(ENV_READY_FD, None)
+    control_path = environ.pop(ENV_CONTROL, None)
     if listeners is None or ready_fd is None:
         return None
-    return Inheritance(json.loads(listeners), int(ready_fd))
+    return Inheritance(json.loads(listeners), int(ready_fd), control_path)
 
 
 def read_outcome(ready_r: int) -> bool | None:

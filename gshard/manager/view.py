@@ -62,6 +62,9 @@ class MachineView:
     owns_files: bool  # the pidfile, control socket and unix socket files are this manager's
     upgrade: Upgrade  # where a self-upgrade (SIGUSR2) stands
     successor: int | None  # the successor manager's pid while it runs
+    # A delayed stop's lame duck (--shutdown-delay): when its drain begins
+    # (monotonic); None when not stopping that way, or once draining.
+    lame_duck_until: float | None = None
 
     def of_generation(self, generation: int) -> tuple[ShardView, ...]:
         return tuple(shard for shard in self.shards if shard.generation == generation)

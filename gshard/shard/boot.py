@@ -55,7 +55,8 @@ def run(spec: ipc.ShardSpec, preloaded: Preloaded | None = None) -> NoReturn:
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: _exit(spec, EXIT_OK))
     for signum in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU,
-                   signal.SIGWINCH):  # the manager's to act on; SIGUSR2 until serving
+                   signal.SIGWINCH, ipc.LAME_DUCK_SIGNAL):
+        # the manager's to act on; SIGUSR2 and the lame duck's until serving
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGABRT, lambda signum, frame: _abort(spec))

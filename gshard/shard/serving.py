@@ -14,6 +14,12 @@ keeping every request it accepted:
   listener, which will close; keep accepting what is still queued for a
   moment, then drain;
 * quit (SIGQUIT, SIGINT): exit now.
+
+Before a drain may come a lame duck (``ipc.LAME_DUCK_SIGNAL``, a stop with
+``--shutdown-delay``): the shard keeps accepting and serving, but every
+response carries ``Connection: close``, so keep-alive clients reconnect, by
+then to servers their load balancer still routes to; the drain that follows
+finds few connections left.
 """
 
 from __future__ import annotations
@@ -112,6 +118,7 @@ class ShardServer:
         config = spec.config
         self.config = config
         self.lifecycle = Lifecycle()
+        self.leaving = False  # a drain or retire has begun
         self.pool = Pool(config.worker_connections)
         self.stopped = Event()
         self.last_tick = time.monotonic()
@@ -164,6 +171,7 @@ class ShardServer:
             server.start()
         gevent.signal_handler(signal.SIGTERM, self._leave, 0.0)
         gevent.signal_handler(signal.SIGUSR2, self._leave, self.spec.retire_settle)
+        gevent.signal_handler(ipc.LAME_DUCK_SIGNAL, self._lame_duck)
         gevent.signal_handler(signal.SIGQUIT, self._quit)
         gevent.signal_handler(signal.SIGINT, self._quit)
         gevent.signal_handler(signal.SIGUSR1, log.reopen_files)
@@ -191,9 +199,17 @@ class ShardServer:
                                          metrics.read_rss())
         return snapshot.encode(counters)
 
+    def _lame_duck(self) -> None:
+        """Serve on, accepting as before, but close each connection after its response.
+
+        The connections' ``draining`` flag is what adds ``Connection: close``;
+        the listeners stay open until the drain the manager sends later.
+        """
+        self.lifecycle.draining = True
+
     def _leave(self, keep_accepting: float) -> None:
-        if not self.lifecycle.draining:
-            self.lifecycle.draining = True
+        if not self.leaving:
+            self.leaving = self.lifecycle.draining = True
             gevent.spawn(self._drain, keep_accepting)
 
     def _drain(self, keep_accepting: float) -> None:

@@ -34,7 +34,7 @@ def run(config: Config, generation: int, requests: socket.socket, listeners: lis
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
-                   signal.SIGTTOU, signal.SIGWINCH):
+                   signal.SIGTTOU, signal.SIGWINCH, ipc.LAME_DUCK_SIGNAL):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -70,7 +70,7 @@ def _serve_requests(config: Config, requests: socket.socket, listeners: list[Lis
             return
         slot, generation, age = (int(word) for word in data.split())
         sockets = [socket.socket(fileno=fd) for fd in fds]
-        worker = hooks.Worker(server, age, slot, generation)
+        worker = hooks.Worker(server, age, slot, generation, config)
         spec = ipc.ShardSpec(
             config=config, slot=slot, generation=generation,
             listeners=[(sock, ls.address, ls.port)

@@ -4,7 +4,7 @@ Only a shard imports this module, after ``monkey.patch_all()``: gevent
 replaces ``ssl``'s socket classes with cooperative ones, and an ``ssl``
 imported before the patch could hand out sockets that block the whole event
 loop. The manager therefore never imports ``ssl``; it only checks that the
-files exist (``cli.check_tls_files``). Loading them happens here, in every
+files exist (``cli.serve.check_paths``). Loading them happens here, in every
 shard, so a reload (``gshard reload``) also picks up a renewed certificate.
 
 The context is gunicorn's: ``ssl.create_default_context(Purpose.CLIENT_AUTH)``

@@ -111,12 +111,12 @@ def _listener(passed: PassedSocket, slots: int, backlog: int) -> ListenerSet:
         raise
     where = f"Socket activation: {passed.name!r} at {listener_set.url}"
     if listener_set.address.is_unix:
-        log.error_log.info("%s: the %d shards share its one accept queue (a unix socket "
-                           "has no SO_REUSEPORT group)", where, slots)
+        log.error_log.info("%s: the %s share its one accept queue (a unix socket "
+                           "has no SO_REUSEPORT group)", where, log.shards(slots))
     elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
-        log.error_log.info("%s has no SO_REUSEPORT: the %d shards share its one accept "
+        log.error_log.info("%s has no SO_REUSEPORT: the %s share its one accept "
                            "queue, no steering (set ReusePort=yes in the .socket unit for "
-                           "one queue per shard)", where, slots)
+                           "one queue per shard)", where, log.shards(slots))
     else:
         try:
             add_siblings(listener_set, slots, backlog)
@@ -125,11 +125,12 @@ def _listener(passed: PassedSocket, slots: int, backlog: int) -> ListenerSet:
             if exc.errno == errno.EADDRINUSE:
                 reason += " (a SO_REUSEPORT group takes only sockets of the same user)"
             log.error_log.warning("%s has SO_REUSEPORT, but gshard cannot add sockets to "
-                                  "its group: %s; the %d shards share its one accept queue",
-                                  where, reason, slots)
+                                  "its group: %s; the %s share its one accept queue",
+                                  where, reason, log.shards(slots))
         else:
-            log.error_log.info("%s has SO_REUSEPORT: each of the %d shards gets its own "
-                               "socket in its group (%d added)", where, slots, slots - 1)
+            log.error_log.info("%s has SO_REUSEPORT: each of the %s gets its own "
+                               "socket in its group (%d added)", where, log.shards(slots),
+                               slots - 1)
     return listener_set
 
 

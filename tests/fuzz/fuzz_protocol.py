@@ -21,9 +21,8 @@ Both also compare every stream with llhttp (``httptools``) as a differential
 oracle: where both parsers accept a request they must agree on method, target,
 version, fields and body, i.e. on where each message ends. Streams llhttp
 refuses but gshard accepts are counted by llhttp's reason and printed at the
-end for a person to judge (llhttp refuses unknown methods, raw non-ASCII in
-targets, whitespace before a chunk extension's ``;``, all of which RFC 9112
-allows).
+end for a person to judge (llhttp refuses unknown methods and whitespace
+before a chunk extension's ``;``, both of which RFC 9112 allows).
 
 A failure prints the input, saves it under ``--out`` (default
 ``fuzz-output/``) and exits 1. Exit 0 means the time ran out with nothing found.

@@ -48,7 +48,8 @@ def test_editing_one_compiled_module_in_a_checkout_never_breaks_the_import(tmp_p
     assert len(warnings) == 1, version.stderr
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "gshard", "hello:app", "--bind", "127.0.0.1:0", "--shards", "1"],
+        [sys.executable, "-m", "gshard", "hello:app", "--bind", "127.0.0.1:0", "--shards", "1",
+         "--no-control-socket"],  # killed outright below: nothing left to clean
         cwd=FIXTURE_APPS, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         port = None

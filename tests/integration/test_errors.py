@@ -78,8 +78,10 @@ BAD_REQUESTS = [
     pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, id="400-missing-host"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                  400, id="400-conflicting-lengths"),
-    pytest.param(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414,
+    pytest.param(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414,
                  id="414-long-uri"),
+    pytest.param(b"A" * 9000 + b" / HTTP/1.1\r\nHost: a\r\n\r\n", 400,
+                 id="400-long-method"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431,
                  id="431-big-field"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\n"

@@ -72,7 +72,7 @@ def started():
         servers.append(server)
         match = server.stderr.wait_for(r"Listening at: http://[^ ]*:(\d+)", START_TIMEOUT)
         server.port = int(match.group(1))
-        server.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        server.stderr.wait_for(r"Ready: \d+ shards? serving", START_TIMEOUT)
         return server
 
     yield start
@@ -150,7 +150,7 @@ def test_capture_output_sends_prints_to_the_error_log(deployment):
                     "-w", "1", cwd=deployment)
     try:
         port = int(wait_in_file(error_log, r"Listening at: http://[^ ]*:(\d+)").group(1))
-        wait_in_file(error_log, r"Ready: 1 shards serving")
+        wait_in_file(error_log, r"Ready: 1 shard serving")
         assert requests.get(f"http://127.0.0.1:{port}", timeout=5).text == "hello staging"
         wait_in_file(error_log, r"(?m)^printed by the application$")
         # Rotated: after USR1 the prints follow the error log into the new file.
@@ -195,7 +195,7 @@ def test_daemon_detaches_and_serves(deployment):
         # A session of its own, which it does not lead: it can never get a terminal.
         assert os.getsid(pid) not in (os.getsid(0), pid)
         port = int(wait_in_file(error_log, r"Listening at: http://[^ ]*:(\d+)").group(1))
-        wait_in_file(error_log, r"Ready: 1 shards serving")
+        wait_in_file(error_log, r"Ready: 1 shard serving")
         assert requests.get(f"http://127.0.0.1:{port}", timeout=5).text == "hello staging"
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.support.processes import need_descriptors
-from tests.support.rawhttp import Conn, request_bytes
+from tests.support.rawhttp import Conn, chunked, request_bytes
 
 
 @pytest.fixture
@@ -49,6 +49,26 @@ def test_http10_keep_alive_is_kept(transport, echo):
             assert response.header("Connection") == "keep-alive"
             assert json.loads(response.body)["path"] == path
         assert conn.wait_closed(timeout=0.3) is False
+
+
+def test_higher_http1_minor_versions_are_served_as_http11(transport, echo):
+    """RFC 9110 2.5: HTTP/1.2 and up are read as HTTP/1.1, the highest 1.x
+    gshard implements: kept alive by default, chunked bodies read, and answered
+    as HTTP/1.1 (6.2) with SERVER_PROTOCOL saying so to the application."""
+    with transport.connect(echo) as conn:
+        for minor in (2, 9):
+            conn.send(request_bytes("POST", f"/v{minor}", f"HTTP/1.{minor}",
+                                    (("Transfer-Encoding", "chunked"),),
+                                    body=chunked([b"one,", b"two"])))
+            response = conn.read_response()
+            assert (response.version, response.status) == ("HTTP/1.1", 200)
+            echoed = json.loads(response.body)
+            assert (echoed["path"], echoed["protocol"]) == (f"/v{minor}", "HTTP/1.1")
+            assert echoed["body_len"] == len(b"one,two")
+        assert conn.wait_closed(timeout=0.3) is False  # still open: 1.1's default
+        # Like HTTP/1.1, HTTP/1.2 needs a Host.
+        conn.send(request_bytes("GET", "/nohost", "HTTP/1.2", host=False))
+        assert conn.read_response().status == 400
 
 
 def test_http10_without_keep_alive_is_closed(transport, echo):

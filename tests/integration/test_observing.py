@@ -335,7 +335,7 @@ def test_scale_recycle_reopen_and_stop_wait_and_report(gshard_proc, pidfile):
 
     done = gshard_command("reopen", "--pid", pidfile)
     assert (done.returncode, done.stdout) == (0, "Log files reopened by the manager and "
-                                                 "1 shards\n")
+                                                 "1 shard\n")
 
     done = gshard_command("stop", "--pid", pidfile)
     assert (done.returncode, done.stdout) == (0, "Stopped gracefully\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.loadgen import Load, deploy, fresh_request
-from tests.support.processes import child_pids, process_title, wait_until
+from tests.support.processes import (
+    adopting_orphans,
+    child_pids,
+    process_state,
+    process_title,
+    wait_until,
+)
 
 BLOB_MIB = 64
 _BIG_APP = f'''\
@@ -150,3 +157,42 @@ def test_a_crashed_shard_is_respawned_by_its_template_and_a_lost_template_replac
     wait_until(lambda: server.stderr.count(r"is serving") >= 2, 15, "the respawn serving")
     assert all(fresh_request(server.port, "/").ok for _ in range(20))
     assert server.stop() == 0
+
+
+# A deployment's config file, as projects write one for --preload.
+PRELOAD_CONF = """\
+import multiprocessing
+
+preload_app = True
+workers = 2
+graceful_timeout = 5
+
+
+def post_fork(server, worker):
+    server.log.info("post_fork: shard %s of generation %s", worker.slot, worker.generation)
+
+
+def when_ready(server):
+    server.log.info("when_ready: %d workers", server.num_workers)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_manager_reaps_every_template_before_it_exits(deployed_gshard, tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text(PRELOAD_CONF)
+    with adopting_orphans():
+        server = deployed_gshard()
+        server.stderr.wait_for(r"post_fork: shard 1 of generation 1", 10)
+        old_template = _template_pid(server.pid)
+        server.signal(signal.SIGHUP)  # a second generation, so two templates have lived
+        wait_until(lambda: old_template not in child_pids(server.pid), 20,
+                   "generation 1's template to exit")
+        template = _template_pid(server.pid)
+        assert server.stop() == 0
+        try:
+            time.sleep(0.5)  # an orphan would have reached this process by now
+            assert process_state(template) is None, (
+                f"template {template} outlived the manager: {process_state(template)}")
+        finally:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(template, os.WNOHANG)

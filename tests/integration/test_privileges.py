@@ -74,7 +74,7 @@ def test_unix_socket_is_given_to_the_shards_user_and_umask_applies(gshard_proc, 
     path = tmp_path / "g.sock"
     server = gshard_proc("hello:app", "--bind", f"unix:{path}", "--shards", "1",
                          "--user", "nobody", "--umask", "0o077", ready=False)
-    server.stderr.wait_for(r"Ready: 1 shards serving", 20)
+    server.stderr.wait_for(r"Ready: 1 shard serving", 20)
     info = path.stat()
     assert (info.st_uid, info.st_gid) == (nobody.pw_uid, nobody.pw_gid)
     assert info.st_mode & 0o077 == 0

@@ -66,7 +66,7 @@ def test_a_bad_setting_raises_config_error_before_anything_binds(run_from_python
 def test_no_config_file_is_read_unless_asked(run_from_python, tmp_path):
     (tmp_path / "gunicorn.conf.py").write_text("workers = 3\n")
     implicit = run_from_python("bind=['127.0.0.1:0'], shards=1").wait_ready()
-    assert implicit.stderr.count(r"Ready: 1 shards? serving") == 1
+    assert implicit.stderr.count(r"Ready: 1 shard serving") == 1
     explicit = run_from_python("bind=['127.0.0.1:0'], config='gunicorn.conf.py'").wait_ready()
     assert explicit.stderr.count(r"Ready: 3 shards serving") == 1
     # What run() is given wins over the file, as the command line does.
@@ -79,4 +79,18 @@ def test_an_upgrade_in_place_is_refused_and_the_server_keeps_serving(run_from_py
     server.signal(signal.SIGUSR2)
     server.stderr.wait_for(
         r"Upgrade failed: cannot start a new manager: started by gshard\.run\(\)", timeout=5)
+    assert fetch(server.port, "/").status == 200
+
+
+def test_a_reload_reads_the_config_file_again_under_runs_own_settings(run_from_python, tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 3\ntimeout = 20\n\n\ndef on_reload(server):\n"
+                    "    server.log.info('on_reload: timeout %s', server.cfg.timeout)\n")
+    server = run_from_python("bind=['127.0.0.1:0'], config='gunicorn.conf.py', shards=1")
+    assert server.wait_ready().stderr.count(r"Ready: 1 shard serving") == 1
+    conf.write_text(conf.read_text().replace("timeout = 20", "timeout = 40"))
+    server.signal(signal.SIGHUP)
+    server.stderr.wait_for(r"on_reload: timeout 40\.0", timeout=10)
+    # run()'s own setting still wins over the file's workers = 3.
+    server.stderr.wait_for(r"Generation 2 is serving; generation 1 is draining", timeout=20)
     assert fetch(server.port, "/").status == 200

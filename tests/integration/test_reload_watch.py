@@ -28,6 +28,9 @@ def test_saved_source_is_served_and_a_syntax_error_keeps_the_old_code(
         time.sleep(0.5)
         deploy(tmp_path, "v2")
         wait_until(lambda: _served(server.port) == "v2", 15, "v2 served after saving it")
+        # A shard of a generation serves as soon as it is ready; the break below must
+        # come once the whole generation is up, or its last shard could import it.
+        server.stderr.wait_for(r"Generation 2 is serving", 15)
 
         good = source.read_text()
         source.write_text(good + "\ndef broken(:\n")

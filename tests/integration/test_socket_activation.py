@@ -163,7 +163,7 @@ def _first_request(port: int):
 
 
 def _wait_serving(server: Server, shards: int) -> None:
-    server.stderr.wait_for(rf"Ready: {shards} shards serving", START_TIMEOUT)
+    server.stderr.wait_for(rf"Ready: {shards} shards? serving", START_TIMEOUT)
 
 
 def _listening_inodes(port: int) -> set[int]:

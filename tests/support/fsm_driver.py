@@ -5,7 +5,9 @@ One driver for every unit test that needs a ``ManagerFSM`` in some state
 events are handled at the driver's clock (``now``, which the test moves),
 each ``Spawn`` is answered at once with a ``Spawned`` carrying an invented
 pid (from ``FIRST_PID`` up, in spawn order), as the loop answers it with a
-fork, and every action is kept in ``actions``, in order.
+fork, each ``ReadConfig`` with what the configuration on "disk" says
+(``configured``, or ``config_error`` to make it fail), as the loop answers it
+by reading it again, and every action is kept in ``actions``, in order.
 """
 
 from __future__ import annotations
@@ -17,18 +19,22 @@ from typing import Any
 
 from gshard.manager.events import (
     Action,
+    ConfigFailed,
+    ConfigRead,
     Departed,
     Event,
     Exited,
     Phase,
+    ReadConfig,
     Ready,
     Reload,
     ShardState,
     Spawn,
     Spawned,
     Start,
+    Timings,
 )
-from gshard.manager.fsm import ManagerFSM, Timings
+from gshard.manager.fsm import ManagerFSM
 from gshard.manager.view import MachineView
 
 FIRST_PID = 100
@@ -42,6 +48,9 @@ class FsmDriver:
         """``after_turn`` runs after each turn's actions, as the loop then checks
         the control socket's waiters."""
         self.fsm = ManagerFSM(slots=slots, timings=timings, inherited=inherited)
+        # What reading the configuration again finds: (shards, timings), or an error.
+        self.configured: tuple[int, Timings] = (slots, timings or Timings())
+        self.config_error: str | None = None
         self.now = 0.0
         self.actions: list[Action] = []
         self._pids = itertools.count(FIRST_PID)
@@ -67,6 +76,10 @@ class FsmDriver:
                 pid = next(self._pids)
                 pending.extend(self.fsm.handle(
                     Spawned(pid, action.slot, action.generation, self.now)))
+            elif isinstance(action, ReadConfig):
+                read = (ConfigRead(*self.configured, self.now) if self.config_error is None
+                        else ConfigFailed(self.config_error, self.now))
+                pending.extend(self.fsm.handle(read))
         self.actions += done
         if self._after_turn is not None:
             self._after_turn()

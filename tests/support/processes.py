@@ -13,6 +13,7 @@ what processes show through /proc and ``ss``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import resource
@@ -22,12 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TypeVar
 
 import pytest
 
+from gshard.manager import discovery
 from tests.support.paths import FIXTURE_APPS
 
 START_TIMEOUT = 20.0
@@ -137,7 +140,7 @@ class Server:
             self.port = int(match.group(1))
         else:
             self.unix_path = match.group(2)
-        self.stderr.wait_for(r"Ready: \d+ shards serving", START_TIMEOUT)
+        self.stderr.wait_for(r"Ready: \d+ shards? serving", START_TIMEOUT)
         return self
 
     def shard_pids(self) -> list[int]:
@@ -266,6 +269,33 @@ def launch_command(
     return server
 
 
+# The console script a user runs. Unlike ``python -m gshard``, it does not put the
+# start directory on sys.path: gshard must, before a config file imports from it.
+GSHARD_SCRIPT = Path(sys.executable).with_name("gshard")
+
+
+def launch_script(*args: str, cwd: str | os.PathLike = FIXTURE_APPS,
+                  env: dict[str, str] | None = None) -> Server:
+    """Start ``gshard ARGS...`` as a user types it, without waiting for anything."""
+    return launch_command([str(GSHARD_SCRIPT), *args], cwd=cwd, env=env)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this test process the subreaper of what it starts, as a container's init is:
+    a process a manager leaves behind becomes this one's child (and a zombie here,
+    since nothing reaps it) instead of vanishing into the system's init."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
 def kill_group(server: Server) -> None:
     """SIGKILL the server's whole session (manager, template, shards), then reap the manager.
 
@@ -276,3 +306,23 @@ def kill_group(server: Server) -> None:
         os.killpg(server.proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         server.proc.wait(timeout=10)
+    # SIGKILL ends a process some time after it is sent: wait until nothing of the
+    # session is left (an upgrade's successor, a shard), so nothing still listens.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not session_members(server.proc.pid), 10, "the session to end")
+    # A killed manager cannot remove its control socket: the commands' own
+    # search removes every name nobody answers on any more.
+    discovery.running()
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (zombies, already dead, are not counted)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_after_name(int(entry))
+        # After the name: state, ppid, pgrp, session...
+        if fields is not None and fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members

@@ -9,8 +9,13 @@ import pytest
 
 from gshard.manager import events
 from gshard.manager.commands import CommandHandler
-from gshard.manager.control import ControlServer
+from gshard.manager.control import ControlServer, receive_answer
+from gshard.manager.observe import health, status
+from gshard.manager.observe.registry import Registry
 from tests.support.fsm_driver import FsmDriver
+
+INFO = status.ManagerInfo(pid=4242, started=0.0, started_wall=1_700_000_000.0,
+                          app="hello:app", urls=("http://127.0.0.1:8000",))
 
 
 class Rig:
@@ -23,8 +28,12 @@ class Rig:
         self.machine = self.driver.fsm
         self.reopened = 0
         self.handler = CommandHandler(self.machine, self.control, lambda: {"schema": 1},
-                                      self._reopen)
+                                      self._reopen, self._health)
         self.driver.started()
+
+    def _health(self, kind: str) -> health.Verdict:
+        view = status.View(INFO, self.driver.view(), Registry(), {}, self.driver.now, 0.0)
+        return health.check(kind, view)
 
     def _reopen(self) -> int:
         self.reopened += 1
@@ -42,7 +51,7 @@ class Rig:
         return client
 
     def _known(self) -> set:
-        return {w.client for w in self.control.waiters} | set(self.control.reload_waiters)
+        return {w.client for w in self.control.waiters} | set(self.control.reload_waiters.values())
 
 
 @pytest.fixture
@@ -53,13 +62,7 @@ def rig(tmp_path):
 
 
 def answer(client: socket.socket) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = client.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode()
+    return receive_answer(client).decode()
 
 
 def pending(client: socket.socket) -> bool:
@@ -93,8 +96,17 @@ def test_scale_down_waits_until_the_removed_shards_are_gone(rig):
     assert answer(client) == "ok 1 shard serving\n"
 
 
+def test_health_answers_what_the_endpoints_answer(rig):
+    assert answer(rig.send("health ready")) == "ok ready: generation 1 serves on 2 of 2 shards\n"
+    assert answer(rig.send("health live")) == "ok alive: 2 shards reported within the last 30s\n"
+    rig.driver.feed(events.Stop, True)
+    assert answer(rig.send("health ready")) == "failed not ready: stopping; draining\n"
+    assert answer(rig.send("health live")) == "ok alive: stopping\n"
+
+
 @pytest.mark.parametrize("line", ["scale", "scale 0", "scale -1", "scale two", "recycle",
-                                  "recycle 99999", "stop now", "dance"])
+                                  "recycle 99999", "stop now", "dance", "health",
+                                  "health sick"])
 def test_bad_commands_fail_at_once(rig, line):
     assert answer(rig.send(line)).startswith("failed ")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import textwrap
 
 import pytest
@@ -45,6 +47,7 @@ SAMPLES = {
     "body_timeout": ("4", 4.0, {}),
     "timeout": ("0", 0.0, {}),
     "graceful_timeout": ("5", 5.0, {}),
+    "shutdown_delay": ("2.5", 2.5, {}),
     "boot_timeout": ("6", 6.0, {}),
     "limit_request_line": ("100", 100, {}),
     "limit_request_fields": ("10", 10, {}),
@@ -148,6 +151,9 @@ def test_every_flag_reaches_its_setting(spec):
 def test_defaults_without_flags():
     config = parse("app:x")
     for spec in settings():
+        if spec.name == "given":
+            assert config.given == {"app", "config"}  # the command line's APP; no -c
+            continue
         assert getattr(config, spec.name) == (
             "app:x" if spec.name == "app" else default_of(spec)
         ), spec.name
@@ -159,11 +165,23 @@ def test_defaults_match_gunicorn():
     assert config.graceful_timeout == 30
     assert config.backlog == 2048
     assert config.worker_connections == 1000
-    assert config.limit_request_line == 4094
     assert config.limit_request_fields == 100
     assert config.limit_request_field_size == 8190
     assert config.timeout == 30
     assert config.bind == (BindAddress("127.0.0.1", 8000),)
+
+
+def test_request_line_default_is_gunicorns_maximum_and_says_so():
+    """RFC 9112 3 asks for request lines of at least 8,000 octets; gunicorn's
+    default (4094) refuses them, its maximum (8190) does not."""
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.http.message import MAX_REQUEST_LINE
+
+    assert parse("app:x").limit_request_line == 8190 == MAX_REQUEST_LINE
+    assert GunicornConfig().settings["limit_request_line"].default == 4094
+    spec = next(spec for spec in settings() if spec.name == "limit_request_line")
+    assert spec.metadata["compat"].kind == "different"
+    assert "4094" in spec.metadata["compat"].note
 
 
 def test_defaults_and_flags_match_installed_gunicorn():
@@ -189,9 +207,11 @@ def test_defaults_and_flags_match_installed_gunicorn():
         # control socket: gshard's sits beside the pidfile (PIDFILE.ctl), so two
         # servers of one user never share gunicorn's single per-user path.
         # User, group, umask: gshard's None means "leave as started" (gunicorn
-        # computes the current ids at import, and applies umask 0).
+        # computes the current ids at import, and applies umask 0). The request
+        # line: gunicorn's maximum (see the test above).
         if name in ("workers", "worker_class", "chdir", "bind", "control_socket",
-                    "user", "group", "umask", "config", "reuse_port", "sendfile"):
+                    "user", "group", "umask", "config", "reuse_port", "sendfile",
+                    "limit_request_line"):
             continue
         # gunicorn's hooks default to functions that do nothing; gshard's to None.
         if callable(theirs.default):
@@ -268,7 +288,7 @@ def test_limits_zero_means_maximum():
         "head_total": 65536,
     }
     assert parse("app:x").limits_kwargs() == {
-        "request_line": 4094, "fields": 100, "field_size": 8190, "body": 0,
+        "request_line": 8190, "fields": 100, "field_size": 8190, "body": 0,
         "head_total": 65536,
     }
 
@@ -401,6 +421,15 @@ def nothing_starts(monkeypatch):
         ["app:x", "--keyfile", __file__],
         ["app:x", "--certfile", __file__, "--ca-certs", "/nonexistent/ca.pem"],
         ["app:x", "--forwarded-allow-ips", "10.0.0.300"],
+        ["app:x", "--access-logformat", "%(h)s %(s)s 100%"],
+        # Paths that cannot work, found before anything binds.
+        ["app:x", "--pid", "/nonexistent/run/g.pid"],
+        ["app:x", "--control-socket", "/nonexistent/run/g.ctl"],
+        ["app:x", "--chdir", "/nonexistent/srv/app"],
+        ["app:x", "--worker-tmp-dir", "/nonexistent/shm"],
+        ["app:x", "--error-logfile", "/nonexistent/log/error.log"],
+        ["app:x", "--access-logfile", "/"],
+        ["app:x", "--log-config", "/nonexistent/logging.ini"],
         [],
     ],
 )
@@ -454,11 +483,103 @@ def test_config_file_with_gunicorn_names(tmp_path, warnings):
     assert config.shards == 3
     assert config.bind == (BindAddress("127.0.0.1", 0),)
     assert config.keepalive == 5.0
-    # The file's own names are reported and ignored; modules, functions and
-    # _names are not settings. Hooks are settings.
-    assert warnings == [f"Ignoring setting 'cores' from {path}: gshard has no such setting"]
+    # The file's own names (cores), modules, functions and _names are not
+    # settings and are ignored without a word, as gunicorn ignores them. Hooks
+    # are settings.
+    assert warnings == []
+    assert config.misspelt == ()
+    assert not [line for line in config.compat_warnings() if "cores" in line]
     assert config.on_starting.__name__ == "on_starting"
     assert config.gunicorn_only == (("threads", 4),)
+
+
+# Shapes real config files have: postponed annotations, helper variables and
+# functions built around the settings, a dataclass, and one misspelt setting.
+HELPERS_CONF = """
+    from __future__ import annotations
+
+    import os
+    from dataclasses import dataclass
+
+    from settings_helper import TIMEOUT  # a module beside the file
+
+    cores = os.cpu_count() or 1
+    workers_per_core = 2
+    timeout_str = "60"
+    use_bind = "127.0.0.1:0"
+    log_level = "debug"  # a helper beside the setting it resembles
+    env = "staging"
+
+
+    @dataclass
+    class Limits:
+        requests: int = 100
+
+
+    def workers_for(count: int) -> int:
+        return count * workers_per_core
+
+
+    workers = workers_for(1)
+    bind = use_bind
+    loglevel = log_level
+    timeout = TIMEOUT
+    max_requests = Limits().requests
+    max_request_jitter = 10
+    preload = True
+    wsgi_app = "hello:app"
+
+    def post_worker_int(worker):
+        pass
+"""
+
+
+def test_a_config_files_own_names_are_quiet_and_misspelt_settings_are_named(
+        tmp_path, warnings, monkeypatch):
+    (tmp_path / "start" / "settings_helper.py").write_text("TIMEOUT = 300\n")
+    path = write_config(tmp_path / "start", HELPERS_CONF)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    monkeypatch.delitem(sys.modules, "settings_helper", raising=False)
+    config = parse("-c", path)
+    assert sys.path[0] == os.getcwd()  # as gunicorn puts it there before reading the file
+    assert (config.shards, config.timeout, config.loglevel, config.max_requests) == (
+        2, 300.0, "debug", 100)
+    assert config.misspelt == (("max_request_jitter", "max_requests_jitter"),
+                               ("preload", "preload_app"),
+                               ("post_worker_int", "post_worker_init"))
+    assert warnings == []  # nothing is logged while the file is read: serve logs the list
+    named = [line for line in config.compat_warnings() if line.startswith("Ignoring '")]
+    assert named == [
+        f"Ignoring 'max_request_jitter' in {path}: not a setting; did you mean "
+        "max_requests_jitter?",
+        f"Ignoring 'preload' in {path}: not a setting; did you mean preload_app?",
+        f"Ignoring 'post_worker_int' in {path}: not a setting; did you mean "
+        "post_worker_init?"]
+
+
+def test_a_config_file_runs_as_the_module_gunicorn_names(tmp_path, warnings):
+    path = write_config(tmp_path, """
+        import logging
+        import sys
+
+        class Quiet(logging.Filter):
+            pass
+
+        ME = sys.modules[__name__]
+        logconfig_dict = {"version": 1, "filters": {"quiet": {"()": "__config__.Quiet"}}}
+    """)
+    parse("app:x", "-c", path)
+    module = sys.modules["__config__"]
+    assert module.__file__ == path and module.ME is module
+
+
+def test_a_reload_reads_an_edit_made_within_the_same_second(tmp_path, warnings):
+    path = write_config(tmp_path, "workers = 2\n")
+    assert parse("app:x", "-c", path).shards == 2
+    stamp = os.stat(path).st_mtime_ns
+    write_config(tmp_path, "workers = 3\n")  # same size
+    os.utime(path, ns=(stamp, stamp))  # and the same time
+    assert parse("app:x", "-c", path).shards == 3
 
 
 def test_command_line_overrides_config_file(tmp_path, warnings):
@@ -504,9 +625,20 @@ def test_statsd_host_must_be_an_address(bad):
         parse("app:x", "--statsd-host", bad)
 
 
+def test_shutdown_delay_comes_from_files_and_the_environment_like_every_setting(tmp_path):
+    (tmp_path / "start" / "gshard.conf.py").write_text("shutdown_delay = 6\n")
+    assert parse("app:x").shutdown_delay == 6.0
+    environ = {"GSHARD_CMD_ARGS": "--shutdown-delay 4"}
+    assert arguments.parse_config(["app:x"], environ).shutdown_delay == 4.0
+    assert arguments.parse_config(["app:x", "--shutdown-delay", "2"], environ) \
+        .shutdown_delay == 2.0
+    with pytest.raises(ConfigError, match="--shutdown-delay: must be a number of seconds"):
+        parse("app:x", "--shutdown-delay", "-1")
+
+
 def test_every_setting_is_in_exactly_one_group():
-    from gshard.config import GROUPS, INTERNAL
+    from gshard.config import BOOKKEEPING, GROUPS
 
     named = [name for _, names in GROUPS for name in names]
     assert len(named) == len(set(named)), "a setting is in two groups"
-    assert set(named) | set(INTERNAL) == {spec.name for spec in settings()}
+    assert set(named) | BOOKKEEPING == {spec.name for spec in settings()}

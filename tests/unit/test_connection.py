@@ -267,7 +267,7 @@ def test_a_file_goes_out_with_sendfile_and_its_length(serve):
 
 
 def test_a_malformed_head_gets_400_and_a_close(serve, caplog):
-    caplog.set_level(logging.INFO, logger="gshard.error")
+    caplog.set_level(logging.INFO, logger="gunicorn.error")
     served = serve(hello)
     served.client.send(b"GET / HTTP/1.1\r\nHost: t\r\nBad Field: x\r\n\r\n")
     response = served.client.read_response()

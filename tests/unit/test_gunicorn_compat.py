@@ -17,7 +17,7 @@ from gunicorn.config import KNOWN_SETTINGS
 from gshard import log, syslog_handler
 from gshard.cli import arguments, serve
 from gshard.cli.main import main
-from gshard.config import Config, config_names, settings
+from gshard.config import BOOKKEEPING, Config, config_names, settings
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY, migration_table
 from gshard.shard import privileges
@@ -85,7 +85,7 @@ def test_gunicorn_only_entries_match_gunicorn(entry):
     else:
         assert entry.default == theirs.default
     # Spelling the default out changes nothing and says nothing.
-    config = Config.from_values({"app": "a:b", entry.name: entry.default})
+    config = Config.from_values({"app": "a:b", "shards": 2, entry.name: entry.default})
     assert config.compat_warnings() == []
     assert entry.compat.kind in ("ignored", "refused", "different")
     assert entry.compat.note
@@ -155,14 +155,14 @@ def test_readme_table_is_the_generated_one():
     ],
 )
 def test_accepted_with_one_warning(argv, expected):
-    warnings = parse("app:x", *argv).compat_warnings()
+    warnings = parse("app:x", "-w", "2", *argv).compat_warnings()
     assert len(warnings) == 1, warnings
     assert expected in warnings[0]
 
 
 def test_gevent_worker_class_is_silent():
     for name in ("gevent", "gunicorn.workers.ggevent.GeventWorker", "egg:gunicorn#gevent"):
-        config = parse("app:x", "-k", name)
+        config = parse("app:x", "-w", "2", "-k", name)
         assert config.worker_class == "gevent"
         assert config.compat_warnings() == []
 
@@ -192,7 +192,7 @@ def test_refused_with_the_reason(argv, reason, capsys, monkeypatch):
 
 def test_gunicorn_logger_class_by_its_default_names_is_accepted():
     for name in ("gunicorn.glogging.Logger", "simple"):
-        assert parse("app:x", "--logger-class", name).compat_warnings() == []
+        assert parse("app:x", "-w", "2", "--logger-class", name).compat_warnings() == []
 
 
 # --- where configuration comes from ------------------------------------------------------
@@ -323,7 +323,7 @@ def test_print_config_prints_every_setting_and_exits_zero(capsys):
     shown = {line.split(" = ")[0].strip(): line.split(" = ", 1)[1] for line in lines}
     assert shown["shards"] == "3"
     assert shown["bind"] == "['127.0.0.1:8000']"
-    assert set(shown) == {spec.name for spec in settings()} - {"gunicorn_only"}
+    assert set(shown) == {spec.name for spec in settings()} - BOOKKEEPING
     assert lines == sorted(lines)
 
 
@@ -379,3 +379,44 @@ def test_initgroups_decides_whether_shards_get_the_users_groups():
     # With a name, privileges.drop calls os.initgroups; without, setgroups([gid]).
     assert privileges.resolve(me, None, initgroups=True).name == me
     assert privileges.resolve(me, None).name is None
+
+
+# --- defaults and values a gunicorn user would not expect, said once ----------------------
+
+
+def test_one_shard_per_cpu_is_said_when_no_count_is_given():
+    (notice,) = parse("app:x").compat_warnings()
+    assert notice.startswith(f"Starting one shard per CPU ({os.cpu_count()}): neither workers "
+                             "nor $WEB_CONCURRENCY is set, and gunicorn would start 1 worker")
+    assert "workers = 1" in notice
+    for given in (["-w", "4"], ["--shards", "1"]):
+        assert parse("app:x", *given).compat_warnings() == []
+    assert parse("app:x", env={"WEB_CONCURRENCY": "3"}).compat_warnings() == []
+    assert Config.from_values({"app": "a:b", "shards": 2}).compat_warnings() == []
+
+
+def test_trusting_every_forwarder_on_a_tcp_listener_is_said_once():
+    (warning,) = parse("app:x", "-w", "1", "--forwarded-allow-ips", "*", "-b", "0.0.0.0:80",
+                       "-b", "unix:/run/a.sock").compat_warnings()
+    assert warning.startswith("forwarded_allow_ips = '*' on 0.0.0.0:80: any client that "
+                              "connects directly chooses its REMOTE_ADDR")
+    # Behind a unix socket only local proxies connect: nothing to say.
+    assert parse("app:x", "-w", "1", "--forwarded-allow-ips", "*",
+                 "-b", "unix:/run/a.sock").compat_warnings() == []
+
+
+def test_a_logging_config_may_name_gshards_loggers_instead(restore_logging, tmp_path):
+    target = tmp_path / "gshard.log"
+    config = Config.from_values({"app": "a:b", "logconfig_dict": {
+        "version": 1,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target)}},
+        "loggers": {"gshard.error": {"handlers": ["file"], "level": "WARNING"}},
+    }})
+    log.configure_for(config)
+    error = logging.getLogger("gunicorn.error")
+    assert error is log.error_log  # gshard logs on gunicorn's logger, as gunicorn does
+    error.info("below the level given to gshard.error")
+    error.warning("said on gunicorn.error")
+    for handler in error.handlers:
+        handler.flush()
+    assert target.read_text() == "said on gunicorn.error\n"

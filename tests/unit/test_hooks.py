@@ -60,7 +60,7 @@ def test_a_raising_hook_is_logged_with_its_traceback_and_the_caller_goes_on(capl
     def when_ready(server):
         raise RuntimeError("the metrics port is taken")
 
-    with caplog.at_level(logging.ERROR, logger="gshard.error"):
+    with caplog.at_level(logging.ERROR, logger="gunicorn.error"):
         assert hooks.call(make_config(when_ready=when_ready), "when_ready", None) is None
     assert "Exception in the when_ready hook" in caplog.text
     assert "Traceback" in caplog.text and "the metrics port is taken" in caplog.text
@@ -121,7 +121,7 @@ def test_server_carries_gunicorn_arbiter_attributes():
     assert server.num_workers == 3
     count[0] = 5
     assert server.num_workers == 5  # the manager's count as it is now
-    assert server.log.error_log is logging.getLogger("gshard.error")
+    assert server.log.error_log is logging.getLogger("gunicorn.error")
     assert callable(server.log.info) and callable(server.log.exception)
 
 
@@ -133,9 +133,9 @@ def test_a_fork_makes_a_worker_pre_fork_sees_it_booting_and_child_exit_sees_it_r
     )
     server = make_server(config)
     workers = server.WORKERS  # gunicorn's name for the arbiter's {pid: worker}
-    first = server.forking(slot=0, generation=1)
+    first = server.forking(slot=0, generation=1, config=config)
     server.forked(first, 1001)
-    second = server.forking(slot=1, generation=1)
+    second = server.forking(slot=1, generation=1, config=config)
     server.forked(second, 1002)
     assert (first.age, first.ppid, first.slot, first.generation) == (1, 4242, 0, 1)
     assert second.age == 2
@@ -166,7 +166,7 @@ def serve() -> Iterator:
     made = []
 
     def make(config: Config, app=hello) -> Conn:
-        worker = make_server(config).forking(0, 1)
+        worker = make_server(config).forking(0, 1, config)
         starting, finished = request_hooks.request_hooks(config, worker)
         ctx = ServeContext(
             app=app, base_environ=base_environ("localhost", "80", "http", False),
@@ -186,7 +186,7 @@ def serve() -> Iterator:
 
 
 def test_no_request_hooks_means_empty_tuples():
-    worker = make_server(make_config()).forking(0, 1)
+    worker = make_server(config := make_config()).forking(0, 1, config)
     assert request_hooks.request_hooks(make_config(), worker) == ((), ())
 
 
@@ -270,13 +270,32 @@ def test_a_raising_post_request_is_logged_and_the_connection_serves_on(serve, ca
 
 
 def test_setting_alive_false_asks_the_shard_to_retire_once():
-    worker = make_server(make_config()).forking(0, 1)
+    worker = make_server(config := make_config()).forking(0, 1, config)
     worker.alive = False  # not serving yet: nobody to ask, and nothing breaks
     asked = []
-    worker = make_server(make_config()).forking(0, 1)
+    worker = make_server(config := make_config()).forking(0, 1, config)
     worker.retire = lambda: asked.append(True)
     worker.alive = True
     assert asked == []
     worker.alive = False
     worker.alive = False
     assert asked == [True] and worker.alive is False
+
+
+def test_a_shards_hooks_are_its_generations_and_the_servers_the_configuration_read_last():
+    seen = []
+    first = make_config(pre_fork=lambda server, worker: seen.append(("pre_fork", "first")),
+                        child_exit=lambda server, worker: seen.append(("child_exit", "first")))
+    second = make_config(on_reload=lambda server: seen.append(("on_reload", "second")),
+                         pre_fork=lambda server, worker: seen.append(("pre_fork", "second")))
+    server = make_server(first)
+    old = server.forking(0, 1, first)
+    server.forked(old, 1001)
+    server.config = second  # a reload read the file again
+    server.call("on_reload")
+    new = server.forking(0, 2, second)
+    assert (old.cfg.timeout, new.config) == (first.timeout, second)
+    server.reaped(1001)  # generation 1's shard: generation 1's child_exit
+    assert seen == [("pre_fork", "first"), ("on_reload", "second"), ("pre_fork", "second"),
+                    ("child_exit", "first")]
+    assert server.cfg.workers == second.shards

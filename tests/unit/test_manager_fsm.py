@@ -8,6 +8,7 @@ from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
 from gshard.manager import events
 from gshard.manager.events import StopMode
 from gshard.manager.fsm import ABORT_GRACE, STABLE_SECONDS, Timings
+from gshard.manager.view import GenerationState
 from tests.support.fsm_driver import FsmDriver
 
 TIMINGS = Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0)
@@ -150,7 +151,9 @@ def test_a_shard_reported_after_its_generation_failed_is_told_to_quit():
     # can be reported after another shard of it already failed the boot.
     d = driver(slots=2)
     old = d.started()
-    d.fsm.handle(events.Reload(d.now))  # the spawns are not answered yet
+    assert d.fsm.handle(events.Reload(d.now)) == [events.ReadConfig()]
+    spawns_asked = d.fsm.handle(events.ConfigRead(2, TIMINGS, d.now))
+    assert spawns(spawns_asked) == [(0, 2), (1, 2)]  # not answered yet
     first = d.fsm.handle(events.Spawned(200, 0, 2, d.now))
     assert first == []
     d.feed(events.Exited, 200, EXIT_APP_LOAD_ERROR)
@@ -182,16 +185,48 @@ def test_reload_boot_timeout_keeps_the_old_generation():
     assert d.fsm.shard(old).state is events.ShardState.READY
 
 
-def test_a_newer_reload_supersedes_one_still_booting():
+def test_a_reload_asked_for_while_one_boots_follows_it_and_answers_its_own_waiter():
     d = driver(slots=1)
     d.started()
-    d.feed(events.Reload)
+    d.feed_events(events.Reload(d.now, ticket=1))
     (booting,) = d.pids_of(2)
-    actions = d.feed(events.Reload)
-    assert signals(actions) == {booting: StopMode.QUIT}
-    assert reload_results(actions) == []  # waiters hear how the newest reload ends
+    actions = d.feed_events(events.Reload(d.now, ticket=2), events.Reload(d.now, ticket=3))
+    assert signals(actions) == {} and spawns(actions) == []  # generation 2 boots on
+    assert logs(actions, events.Level.INFO) == [
+        "Reload asked for while generation 2 boots; it follows once that generation serves "
+        "or fails"]
+    actions = d.ready(booting)
+    # Generation 2 answers the request it covered; the two made meanwhile make one more.
+    (finished,) = [a for a in actions if isinstance(a, events.ReloadFinished)]
+    assert (finished.ok, finished.tickets) == (True, (1,))
+    assert kinds(actions).index(events.ReloadFinished) < kinds(actions).index(events.ReadConfig)
     assert spawns(actions) == [(0, 3)]
-    assert exits(d.feed(events.Exited, booting, 0)) == []
+    (finished,) = [a for a in d.ready(*d.pids_of(3)) if isinstance(a, events.ReloadFinished)]
+    assert (finished.ok, finished.tickets) == (True, (2, 3))
+    assert d.view().booting is None and d.view().live == 3
+
+
+def test_a_reload_asked_for_while_the_configuration_is_read_is_covered_by_it():
+    d = driver(slots=1)
+    d.started()
+    # Both in one turn of the loop: the second comes before the configuration is read.
+    actions = d.feed_events(events.Reload(d.now, ticket=1), events.Reload(d.now, ticket=2))
+    assert kinds(actions).count(events.ReadConfig) == 1
+    (finished,) = [a for a in d.ready(*d.pids_of(2)) if isinstance(a, events.ReloadFinished)]
+    assert finished.tickets == (1, 2)
+    assert d.view().booting is None  # nothing follows
+
+
+def test_a_reload_that_fails_to_boot_is_followed_by_the_one_asked_for_meanwhile():
+    d = driver(slots=1)
+    d.started()
+    d.feed_events(events.Reload(d.now, ticket=1))
+    (broken,) = d.pids_of(2)
+    d.feed_events(events.Reload(d.now, ticket=2))
+    actions = d.feed(events.Exited, broken, EXIT_APP_LOAD_ERROR)
+    (failed,) = [a for a in actions if isinstance(a, events.ReloadFinished)]
+    assert (failed.ok, failed.tickets) == (False, (1,))
+    assert spawns(actions) == [(0, 3)]
     assert reload_results(d.ready(*d.pids_of(3))) == [True]
 
 
@@ -291,12 +326,121 @@ def test_fast_stop_after_graceful_escalates_to_quit():
     assert signals(d.feed(events.Stop, False)) == {pid: StopMode.QUIT}
 
 
-def test_reload_is_refused_before_the_first_generation_serves():
+# --- a delayed stop: the lame duck (--shutdown-delay) ---------------------------
+
+LAME_DUCK_TIMINGS = Timings(boot_timeout=10.0, heartbeat_timeout=5.0, graceful_timeout=20.0,
+                            shutdown_delay=3.0)
+
+
+def test_a_delayed_stop_serves_as_a_lame_duck_then_drains():
+    d = FsmDriver(2, LAME_DUCK_TIMINGS)
+    pids = d.started()
+    actions = d.feed(events.Stop, True)
+    # Stopping at once (readiness fails, systemd hears STOPPING=1), yet still serving.
+    assert signals(actions) == {pid: StopMode.LAME_DUCK for pid in pids}
+    assert statuses(actions) == [events.ServiceState.STOPPING]
+    view = d.view()
+    assert view.phase is events.Phase.STOPPING and view.lame_duck_until == 3.0
+    assert [g.state for g in view.generations] == [GenerationState.SERVING]
+    assert d.fsm.next_deadline() == 3.0
+    d.now = 2.9
+    assert signals(d.feed(events.Tick)) == {}
+    d.now = 3.0
+    actions = d.feed(events.Tick)
+    assert signals(actions) == {pid: StopMode.DRAIN for pid in pids}
+    assert d.view().lame_duck_until is None
+    assert [g.state for g in d.view().generations] == [GenerationState.DRAINING]
+    # The drain has the whole graceful timeout, counted from its start.
+    d.now = 3.0 + TIMINGS.graceful_timeout
+    assert signals(d.feed(events.Tick)) == {pid: StopMode.KILL for pid in pids}
+
+
+def test_a_second_graceful_stop_ends_the_lame_duck_early():
+    d = FsmDriver(1, LAME_DUCK_TIMINGS)
+    (pid,) = d.started()
+    d.feed(events.Stop, True)
+    d.now = 1.0
+    assert signals(d.feed(events.Stop, True)) == {pid: StopMode.DRAIN}
+    d.now = 5.0
+    assert signals(d.feed(events.Tick)) == {}  # the delay's end changes nothing now
+    assert signals(d.feed(events.Stop, True)) == {}
+    assert exits(d.feed(events.Exited, pid, 0)) == [0]
+
+
+def test_a_fast_stop_during_the_lame_duck_quits_at_once():
+    d = FsmDriver(2, LAME_DUCK_TIMINGS)
+    pids = d.started()
+    d.feed(events.Stop, True)
+    assert signals(d.feed(events.Stop, False)) == {pid: StopMode.QUIT for pid in pids}
+    assert d.view().lame_duck_until is None
+
+
+def test_the_lame_duck_quits_what_boots_and_refuses_reloads_and_respawns():
+    d = FsmDriver(2, LAME_DUCK_TIMINGS)
+    old = d.started()
+    new = d.boot_generation()
+    d.ready(new[0])  # half of a reload is up: it never served, so it does not linger
+    actions = d.feed(events.Stop, True)
+    assert signals(actions) == {old[0]: StopMode.LAME_DUCK, old[1]: StopMode.LAME_DUCK,
+                                new[0]: StopMode.QUIT, new[1]: StopMode.QUIT}
+    assert reload_results(d.feed(events.Reload)) == [False]
+    assert spawns(d.feed(events.Exited, old[0], -9)) == []  # no respawn while stopping
+    d.feed(events.Exited, new[0], 0)
+    d.feed(events.Exited, new[1], 0)
+    assert exits(d.feed(events.Exited, old[1], 0)) == [0]  # all gone: no need to wait
+
+
+def test_without_a_delay_or_before_serving_a_stop_drains_at_once():
     d = driver(slots=1)
+    (pid,) = d.started()
+    assert signals(d.feed(events.Stop, True)) == {pid: StopMode.DRAIN}
+    d = FsmDriver(1, LAME_DUCK_TIMINGS)
     d.feed(events.Start)
-    actions = d.feed(events.Reload)
-    assert reload_results(actions) == [False]
-    assert spawns(actions) == []
+    (booting,) = d.pids_of(1)
+    # Nothing serves yet, so there is nobody for a load balancer to drop.
+    assert signals(d.feed(events.Stop, True)) == {booting: StopMode.DRAIN}
+    assert d.view().lame_duck_until is None
+
+
+def test_an_upgrade_hands_over_without_a_lame_duck():
+    d = FsmDriver(1, LAME_DUCK_TIMINGS)
+    (pid,) = d.started()
+    d.feed(events.UpgradeRequested)
+    d.feed(events.SuccessorSpawned, SUCCESSOR)
+    assert signals(d.feed(events.SuccessorReady)) == {pid: StopMode.DRAIN}
+
+
+def test_a_reload_asked_for_while_the_first_generation_boots_follows_it():
+    d = driver(slots=2)
+    d.feed(events.Start)
+    actions = d.feed_events(events.Reload(d.now, ticket=7))
+    assert reload_results(actions) == [] and spawns(actions) == []
+    assert logs(actions, events.Level.INFO) == [
+        "Reload asked for while the first generation boots; it follows once that "
+        "generation serves or fails"]
+    actions = d.ready_all(1)
+    assert "Ready: 2 shards serving" in logs(actions, events.Level.INFO)
+    assert kinds(actions).count(events.ReadConfig) == 1
+    assert spawns(actions) == [(0, 2), (1, 2)]
+    (finished,) = [a for a in d.ready_all(2) if isinstance(a, events.ReloadFinished)]
+    assert (finished.ok, finished.tickets) == (True, (7,))
+
+
+def test_a_reload_asked_for_while_stopping_is_refused_to_its_waiter():
+    d = driver(slots=1)
+    d.started()
+    d.feed(events.Stop, True)
+    actions = d.feed_events(events.Reload(d.now, ticket=4))
+    assert [(a.ok, a.message, a.tickets) for a in actions
+            if isinstance(a, events.ReloadFinished)] == [
+        (False, "Reload refused: the server is stopping", (4,))]
+
+
+def test_a_stop_before_the_configuration_is_read_boots_nothing():
+    d = driver(slots=1)
+    d.started()
+    actions = d.feed_events(events.Reload(d.now), events.Stop(True, d.now))
+    assert spawns(actions) == [] and d.view().booting is None
 
 
 def steers(actions) -> list[tuple[int, ...]]:
@@ -522,10 +666,13 @@ def test_reload_runs_on_reload_before_the_new_generation_is_forked():
         ("nworkers_changed", 2, 2), ("on_reload",), ("spawn", 0), ("spawn", 1)]
 
 
-def test_a_refused_reload_runs_no_hook():
+def test_a_reload_runs_no_hook_until_it_boots():
     d = driver(slots=1)
-    d.feed(events.Start)  # still starting
+    d.feed(events.Start)  # still starting: the reload waits
     assert hook_calls(d.feed(events.Reload)) == []
+    assert ("on_reload",) in hook_calls(d.ready_all(1))
+    d.config_error = "SyntaxError: invalid syntax (gunicorn.conf.py, line 3)"
+    assert hook_calls(d.feed(events.Reload)) == []  # a configuration that did not load
 
 
 def test_scaling_tells_nworkers_changed_the_new_and_old_counts():
@@ -536,3 +683,122 @@ def test_scaling_tells_nworkers_changed_the_new_and_old_counts():
     assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 2, 3)]
     assert hook_calls(d.feed(events.Scale, -1)) == [("nworkers_changed", 1, 2)]
     assert hook_calls(d.feed(events.Scale, -1)) == []  # the last shard stays: nothing changed
+
+
+def test_one_shard_is_counted_as_one_shard():
+    d = driver(slots=1)
+    assert logs(d.feed(events.Start), events.Level.INFO) == ["Booting 1 shard"]
+    (pid,) = d.pids_of(1)
+    assert "Ready: 1 shard serving" in logs(d.ready(pid), events.Level.INFO)
+
+
+# --- a reload reads the configuration again ------------------------------------------
+
+
+def test_a_reload_reads_the_configuration_before_it_boots_anything():
+    d = driver(slots=2)
+    d.started()
+    actions = d.feed(events.Reload)
+    assert kinds(actions)[0] is events.ReadConfig
+    assert kinds(actions).index(events.ReadConfig) < kinds(actions).index(events.Hook)
+
+
+def test_a_configuration_that_does_not_load_keeps_the_serving_generation():
+    d = driver(slots=2)
+    old = d.started()
+    d.config_error = "--shards: must be between 1 and 1024 (got 0)"
+    actions = d.feed_events(events.Reload(d.now, ticket=5))
+    message = ("Reload failed, generation 1 keeps serving: the configuration did not load: "
+               "--shards: must be between 1 and 1024 (got 0)")
+    assert logs(actions, events.Level.ERROR) == [message]
+    assert [(a.ok, a.message, a.tickets) for a in actions
+            if isinstance(a, events.ReloadFinished)] == [(False, message, (5,))]
+    assert spawns(actions) == [] and signals(actions) == {} and statuses(actions) == []
+    assert sorted(d.fsm.shard_pids()) == old and not d.fsm.busy()
+    d.config_error = None  # fixed: the next reload goes through
+    d.feed(events.Reload)
+    assert reload_results(d.ready_all(2)) == [True]
+
+
+def test_a_reload_to_more_shards_opens_their_listeners_first_and_steers_around_them():
+    d = driver(slots=2)
+    d.started()
+    d.configured = (4, TIMINGS)
+    actions = d.feed(events.Reload)
+    order = kinds(actions)
+    assert steers(actions) == [(0, 1)] and listeners(actions) == [4]
+    assert order.index(events.Steer) < order.index(events.Listeners) < order.index(events.Spawn)
+    assert spawns(actions) == [(0, 2), (1, 2), (2, 2), (3, 2)]
+    assert ("nworkers_changed", 4, 2) in hook_calls(actions)
+    assert "Reloading: booting generation 2 (4 shards, was 2)" in logs(actions,
+                                                                       events.Level.INFO)
+    assert d.fsm.slots == 2  # generation 1 still serves its two
+    actions = d.ready_all(2)
+    assert steers(actions) == [(0, 1, 2, 3)]
+    assert [a.message for a in actions if isinstance(a, events.ReloadFinished)] == [
+        "Generation 2 is serving (4 shards, was 2); generation 1 is draining"]
+    assert d.fsm.slots == 4
+
+
+def test_a_reload_to_fewer_shards_retires_the_removed_slots_once_it_serves():
+    d = driver(slots=3)
+    d.started()
+    removed = d.pid_in_slot(2)
+    d.configured = (2, TIMINGS)
+    actions = d.feed(events.Reload)
+    assert spawns(actions) == [(0, 2), (1, 2)] and listeners(actions) == []
+    actions = d.ready_all(2)
+    # Steered away from slot 2 first, then its shard accepts what was queued and drains.
+    assert steers(actions) == [(0, 1)]
+    assert kinds(actions).index(events.Steer) < kinds(actions).index(events.Signal)
+    assert signals(actions)[removed] is StopMode.RETIRE
+    assert {mode for pid, mode in signals(actions).items() if pid != removed} == {
+        StopMode.DRAIN}
+    assert listeners(actions) == []  # its queue may still hold connections
+    assert listeners(d.feed(events.Exited, removed, 0)) == [2]
+    assert d.fsm.slots == 2
+
+
+def test_a_failed_reload_to_more_shards_closes_the_listeners_it_opened():
+    d = driver(slots=1)
+    d.started()
+    d.configured = (3, TIMINGS)
+    d.feed(events.Reload)
+    first, second, third = d.pids_of(2)
+    d.feed(events.Exited, first, EXIT_APP_LOAD_ERROR)
+    d.feed(events.Exited, second, 0)
+    assert listeners(d.feed(events.Exited, third, 0)) == [1]
+    assert d.fsm.slots == 1 and steers(d.actions) == [(0,)]
+
+
+def test_a_scaled_count_survives_a_reload_unless_the_configured_count_changed():
+    d = driver(slots=2)
+    d.started()
+    d.feed(events.Scale, +1)
+    d.ready_booting()
+    assert spawns(d.feed(events.Reload)) == [(0, 2), (1, 2), (2, 2)]  # the file still says 2
+    d.ready_all(2)
+    d.configured = (1, TIMINGS)  # edited: the file's count wins
+    assert spawns(d.feed(events.Reload)) == [(0, 3)]
+
+
+def test_each_generation_is_judged_by_the_timings_it_was_booted_with():
+    d = driver(slots=1)
+    (old,) = d.started()
+    d.configured = (1, Timings(boot_timeout=60.0, heartbeat_timeout=40.0, graceful_timeout=3.0))
+    d.feed(events.Reload)
+    (new,) = d.pids_of(2)
+    d.now = TIMINGS.boot_timeout + 1  # past the old boot timeout, within the new one
+    d.feed(events.Beat, old)
+    assert signals(d.feed(events.Tick)) == {}
+    d.ready(new)  # generation 1 drains within its own graceful timeout (20 s), not 3 s
+    d.now += 4
+    d.feed(events.Beat, new)
+    assert signals(d.feed(events.Tick)) == {}
+    d.now += TIMINGS.graceful_timeout
+    d.feed(events.Beat, new)
+    assert signals(d.feed(events.Tick)) == {old: StopMode.KILL}
+    d.now += 30  # generation 2's heartbeat timeout is 40 s, not 5
+    assert signals(d.feed(events.Tick)) == {}
+    d.now += 11
+    assert signals(d.feed(events.Tick)) == {new: StopMode.ABORT}

@@ -4,10 +4,12 @@ driven by events and a registry fed by snapshots, as the manager does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +20,8 @@ from gshard.cli import status as status_cli
 from gshard.cli import top
 from gshard.manager import events
 from gshard.manager.events import Reason
-from gshard.manager.observe import status
+from gshard.manager.fsm import Timings
+from gshard.manager.observe import health, status
 from gshard.manager.observe.prometheus import MetricsServer
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.statsd import StatsdSender, normalize_prefix
@@ -32,8 +35,8 @@ INFO = status.ManagerInfo(pid=4242, started=0.0, started_wall=1_700_000_000.0,
 class World:
     """A state machine and a registry, fed what a manager would feed them."""
 
-    def __init__(self, slots: int = 2) -> None:
-        self.driver = FsmDriver(slots)
+    def __init__(self, slots: int = 2, timings: Timings | None = None) -> None:
+        self.driver = FsmDriver(slots, timings)
         self.registry = Registry()
         self.counters: defaultdict[int, ShardMetrics] = defaultdict(ShardMetrics)
         self.driver.feed(events.Start)
@@ -246,10 +249,18 @@ def scrape(server: MetricsServer, request: bytes) -> bytes:
         thread.join()
 
 
-def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
-    world = serving_world()
+@contextlib.contextmanager
+def metrics_server(world: World) -> Iterator[MetricsServer]:
+    """The endpoint on a loopback port of its own, over ``world``'s view."""
     server = MetricsServer.open(BindAddress("127.0.0.1", 0), world.view)
     try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
+    with metrics_server(serving_world()) as server:
         answer = scrape(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK")
@@ -261,8 +272,83 @@ def test_metrics_endpoint_answers_get_metrics_and_refuses_the_rest():
         too_long = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000
         assert scrape(server, too_long).startswith(b"HTTP/1.1 431")
         assert server.clients == {}
-    finally:
-        server.close()
+
+
+# --- health: /livez and /readyz -------------------------------------------------
+
+
+def verdicts(world: World) -> tuple[health.Verdict, health.Verdict]:
+    view = world.view()
+    return health.liveness(view), health.readiness(view)
+
+
+def test_readiness_follows_the_first_boot_serving_reloads_and_a_delayed_stop():
+    world = World(timings=Timings(heartbeat_timeout=30.0, shutdown_delay=5.0))
+    live, ready = verdicts(world)
+    assert live.ok and not ready.ok
+    assert ready.reason == "not ready: starting, generation 1 is booting (0 of 2 shards ready)"
+    world.driver.ready(world.driver.pids_of(1)[0])
+    assert "(1 of 2 shards ready)" in health.readiness(world.view()).reason
+    world.driver.ready_all(1)
+    live, ready = verdicts(world)
+    assert live.ok and ready.ok
+    assert ready.reason == "ready: generation 1 serves on 2 of 2 shards"
+    world.driver.feed(events.Reload)  # a reload never makes a serving server unready
+    assert health.readiness(world.view()) == health.Verdict(
+        True, "ready: generation 1 serves on 2 of 2 shards; generation 2 is booting")
+    world.driver.ready_all(2)
+    world.driver.feed(events.Stop, True)
+    world.driver.now += 1.5
+    live, ready = verdicts(world)
+    assert live.ok and not ready.ok
+    assert ready.reason == ("not ready: stopping; serving 3.5s more as a lame duck "
+                            "(--shutdown-delay), then draining")
+    world.driver.now += 3.5
+    world.driver.feed(events.Tick)
+    assert health.readiness(world.view()).reason == "not ready: stopping; draining"
+    assert health.liveness(world.view()).ok
+
+
+def test_readiness_fails_while_no_shard_of_the_serving_generation_is_up():
+    world = serving_world()
+    for pid in world.driver.pids_of(1):
+        world.driver.exit_shard(pid, -9)
+    verdict = health.readiness(world.view())
+    assert not verdict.ok and "no shard of generation 1 serves" in verdict.reason
+
+
+def test_liveness_fails_only_when_no_shard_has_reported_within_the_timeout():
+    world = World(timings=Timings(heartbeat_timeout=30.0))
+    world.driver.now = 100.0  # a slow first boot is alive: --boot-timeout bounds it
+    assert health.liveness(world.view()).ok
+    world.driver.ready_all(1)
+    first = world.driver.pids_of(1)[0]
+    world.driver.now += 29.0
+    world.driver.feed(events.Beat, first)
+    world.driver.now += 29.0  # first beat 29 s ago, second 58 s ago
+    assert health.liveness(world.view()) == health.Verdict(
+        True, "alive: 1 shard reported within the last 30s")
+    world.driver.now += 2.0
+    assert health.liveness(world.view()) == health.Verdict(
+        False, "not alive: no shard has reported within the last 30s (--timeout)")
+
+
+def test_health_endpoints_answer_200_or_503_with_one_line_saying_why():
+    world = World()
+    with metrics_server(world) as server:
+        answer = scrape(server, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 Service Unavailable")
+        assert b"Cache-Control: no-store" in head
+        assert body == b"not ready: starting, generation 1 is booting (0 of 2 shards ready)\n"
+        assert scrape(server, b"GET /livez HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 OK")
+        world.driver.ready_all(1)
+        answer = scrape(server, b"GET /readyz?verbose HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert answer.endswith(b"\r\n\r\nready: generation 1 serves on 2 of 2 shards\n")
+        head_only = scrape(server, b"HEAD /readyz HTTP/1.1\r\n\r\n")
+        assert head_only.startswith(b"HTTP/1.1 200 OK") and head_only.endswith(b"\r\n\r\n")
+        assert b"Content-Length: 44\r\n" in head_only
 
 
 # --- statsd --------------------------------------------------------------------

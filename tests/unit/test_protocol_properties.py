@@ -19,7 +19,9 @@ from gshard.http import protocol
 from gshard.http.protocol import Limits, Need, ServerConnection
 from tests.support.protocol_checks import (
     DEFAULT_LIMITS,
+    OUTSIDE_VISIBLE_ASCII,
     SMALL_LIMITS,
+    authority_targets,
     buffer_bound,
     check_pipeline,
     check_round_trip,
@@ -27,7 +29,9 @@ from tests.support.protocol_checks import (
     hostile_streams,
     limit_sets,
     pipelines,
+    requests,
     run,
+    serialize,
     split,
 )
 
@@ -76,7 +80,88 @@ def test_parse_serialize_parse_round_trip(pipeline, chunk_sizes):
         check_round_trip(request, body, DEFAULT_LIMITS, chunk_sizes or None)
 
 
-# (d) memory: buffered input never exceeds the limits plus one receive
+# (d) the request line and Host: what RFC 9112 refuses is refused, however split
+
+
+def refused_alike(data: bytes, cuts, status: int, limits: Limits | None = None) -> None:
+    """``data`` is refused with ``status`` before any request comes out, whole,
+    split at ``cuts`` and (when short) byte by byte."""
+    pieces = [[data], split(data, cuts)]
+    if len(data) <= 512:
+        pieces.append([data[i : i + 1] for i in range(len(data))])
+    for chunks in pieces:
+        got = run(chunks, limits)
+        assert (got.end, got.status, got.messages) == ("error", status, ()), (
+            f"{[len(c) for c in chunks]}: {got}")
+
+
+def accepted(data: bytes) -> protocol.Request:
+    """The one request ``data`` (a valid request) parses to."""
+    got = run([data])
+    assert got.end != "error", got
+    return got.messages[0][0]
+
+
+@CI
+@given(wire=requests(), byte=st.sampled_from(OUTSIDE_VISIBLE_ASCII), at=st.integers(0, 10**6),
+       cuts=cut_points)
+def test_a_target_byte_outside_visible_ascii_is_refused(wire, byte, at, cuts):
+    """RFC 9112 3.2 / RFC 3986 2: one byte outside 0x21-0x7E anywhere in a
+    valid request's target (raw UTF-8, controls, DEL, SP) makes it a 400."""
+    start = len(wire.method) + 1
+    pos = start + at % (len(wire.target) + 1)
+    data = wire.data[:pos] + bytes([byte]) + wire.data[pos:]
+    refused_alike(data, cuts, 400)
+
+
+@CI
+@given(wire=requests(), port=st.sampled_from(["", ":80", ":", ":8080"]), cuts=cut_points)
+def test_an_empty_host_is_refused(wire, port, cuts):
+    """RFC 9110 4.2.1: an http(s) URI has a host; a Host field without one (empty,
+    or only a port) is refused like a missing or repeated Host (RFC 9112 3.2),
+    in any version, beside any other field."""
+    request = accepted(wire.data)
+    fields = [(n, v) for n, v in request.headers if n != "HOST"]
+    data = serialize(request._replace(headers=(("HOST", port), *fields)), wire.body)
+    refused_alike(data, cuts, 400)
+
+
+@CI
+@given(wire=requests(), target=authority_targets(), cuts=cut_points, tunnel=st.binary(max_size=64))
+def test_connect_is_answered_501_and_nothing_after_it_is_read(wire, target, cuts, tunnel):
+    """A well-formed CONNECT, whatever its fields, gets 501 from the server (no
+    WSGI application can open a tunnel); the bytes behind it are not parsed."""
+    request = accepted(wire.data)
+    fields = tuple((n, v) for n, v in request.headers if n != "HOST")
+    connect = request._replace(method="CONNECT", target=target,
+                               headers=(("HOST", target), *fields))
+    refused_alike(serialize(connect, wire.body) + tunnel, cuts, 501)
+
+
+def repeated(alphabet: str) -> st.SearchStrategy[str]:
+    """Text of 1 to 90 characters: a short piece repeated, so long ones come often."""
+    return st.builds(lambda piece, times: (piece * times)[:90],
+                     st.text(alphabet, min_size=1, max_size=6), st.integers(1, 90))
+
+
+@CI
+@given(method=repeated("ABCDEFGHIJKLMNOPQRSTUVWXYZ-"), target=repeated("/abc?=%"),
+       cuts=cut_points)
+def test_a_long_request_line_is_414_only_when_its_target_is_what_does_not_fit(method, target,
+                                                                               cuts):
+    """414 names the target: a line over the limit gets it when a one-byte target
+    would fit, and 400 when the method leaves no room for any target."""
+    line = f"{method} /{target} HTTP/1.1"
+    data = (line + "\r\nHost: h\r\n\r\n").encode()
+    limit = SMALL_LIMITS.request_line
+    if len(line) <= limit:
+        assert run([data], SMALL_LIMITS).end != "error"
+        return
+    status = 414 if len(f"{method} / HTTP/1.1") <= limit else 400
+    refused_alike(data, cuts, status, SMALL_LIMITS)
+
+
+# (e) memory: buffered input never exceeds the limits plus one receive
 
 
 def feed_forever(conn: ServerConnection, piece: bytes, total: int) -> int | None:
@@ -211,7 +296,7 @@ def _refused_without_more_input(data: bytes, limits: Limits | None = None) -> in
 
 
 @pytest.mark.parametrize(("data", "status"), [
-    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: h\r\n", 414),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 9000 + b"\r\nX-Next: 1\r\n", 431),
     (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101, 431),
 ])

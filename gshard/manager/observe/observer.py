@@ -10,6 +10,7 @@ left, how a reload ended) are the state machine's; this only keeps books.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from gshard import ipc, log, snapshot
 from gshard.config import Config
 from gshard.manager import events
+from gshard.manager.observe import health
 from gshard.manager.observe.registry import Registry
 from gshard.manager.observe.status import ManagerInfo, View, document
 from gshard.manager.view import MachineQueries
@@ -41,27 +43,41 @@ class Observer:
         self.registry = Registry()
         self.info = ManagerInfo(
             pid=os.getpid(), started=time.monotonic(), started_wall=time.time(),
-            app=config.app or "", urls=urls,
+            app=config.app or "", urls=urls, heartbeat_timeout=config.timeout,
         )
         self._log_counter = snapshot.LogCounter(self.registry.manager_logs)
         log.error_log.addHandler(self._log_counter)
         self.metrics_server = None
         self.statsd = None
+        self._statsd_settings = _statsd_settings(config)
         try:
             if config.metrics_bind is not None:
                 from gshard.manager.observe.prometheus import MetricsServer  # only when asked for
 
                 self.metrics_server = MetricsServer.open(config.metrics_bind, self.view,
                                                          shared_ports)
-                log.error_log.info("Metrics at: %s", self.metrics_server.url)
-            if config.statsd_host:
-                from gshard.manager.observe.statsd import StatsdSender
-
-                self.statsd = StatsdSender.open(config.statsd_host, config.statsd_prefix,
-                                                config.dogstatsd_tags)
+                log.error_log.info("Metrics at: %s (health checks: /livez, /readyz)",
+                                   self.metrics_server.url)
+            self.statsd = _open_statsd(config)
         except BaseException:
             self.close()
             raise
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload read the configuration again: the application it names, and statsd's
+        destination (one that cannot be opened leaves the old one sending)."""
+        self.info = dataclasses.replace(self.info, app=config.app or "")
+        if _statsd_settings(config) == self._statsd_settings:
+            return
+        try:
+            statsd = _open_statsd(config)
+        except OSError as exc:
+            log.error_log.error("statsd: keeping %s: %s", self._statsd_settings[0], exc)
+            return
+        if self.statsd is not None:
+            with contextlib.suppress(OSError):
+                self.statsd.close()
+        self.statsd, self._statsd_settings = statsd, _statsd_settings(config)
 
     # --- what the manager tells it ------------------------------------------
 
@@ -112,6 +128,10 @@ class Observer:
     def status(self) -> dict[str, Any]:
         return document(self.view())
 
+    def health(self, kind: str) -> health.Verdict:
+        """``kind`` ("live" or "ready"): what /livez or /readyz answers now."""
+        return health.check(kind, self.view())
+
     # --- teardown ----------------------------------------------------------------
 
     def close(self) -> None:
@@ -122,3 +142,16 @@ class Observer:
                 with contextlib.suppress(OSError):
                     outlet.close()
         self.metrics_server = self.statsd = None
+
+
+def _statsd_settings(config: Config) -> tuple[str | None, str, str]:
+    return config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+
+
+def _open_statsd(config: Config) -> Any:
+    """A sender to ``--statsd-host``, or None without one (imported only when asked for)."""
+    if not config.statsd_host:
+        return None
+    from gshard.manager.observe.statsd import StatsdSender
+
+    return StatsdSender.open(config.statsd_host, config.statsd_prefix, config.dogstatsd_tags)

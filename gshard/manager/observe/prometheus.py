@@ -1,7 +1,9 @@
-"""``--metrics-bind``: Prometheus' ``/metrics``, answered by the manager itself.
+"""``--metrics-bind``: Prometheus' ``/metrics`` and the health checks ``/livez`` and
+``/readyz``, answered by the manager itself.
 
-The manager answers, not a shard, so a scrape works while shards are
-blocked, booting or draining, and it sees every queue. The manager is a
+The manager answers, not a shard, so a scrape or a probe works while shards
+are blocked, booting or draining, and it sees every queue; what the health
+checks mean is ``health``'s to say. The manager is a
 single poll loop that forks; a thread would serve scrapes more simply, but
 forking a process with a second thread risks a child inheriting a lock held
 at the fork (logging's, the import lock). So, like the control socket, the
@@ -32,12 +34,14 @@ from prometheus_client.registry import Collector
 
 from gshard.addresses import BindAddress
 from gshard.manager.events import Reason
+from gshard.manager.observe import health
 from gshard.manager.observe.status import View
 from gshard.snapshot import DURATION_BOUNDS, Snapshot
 
 MAX_REQUEST = 8192  # a scrape's request head; more is not a scrape
 MAX_CLIENTS = 16
 SEND_TIMEOUT = 1.0
+_HEALTH_PATHS = {b"/livez": "live", b"/readyz": "ready"}
 _SHARD_LABELS = ("slot", "generation", "pid")
 
 
@@ -150,6 +154,7 @@ class MetricsServer:
 
     sock: socket.socket
     registry: CollectorRegistry
+    observe: Callable[[], View]
     clients: dict[socket.socket, bytes] = field(default_factory=dict)
 
     @classmethod
@@ -179,7 +184,7 @@ class MetricsServer:
         sock.setblocking(False)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(GshardCollector(observe))
-        return cls(sock, registry)
+        return cls(sock, registry, observe)
 
     @property
     def url(self) -> str:
@@ -223,9 +228,14 @@ class MetricsServer:
         method, _, rest = head.partition(b" ")
         target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
-            self._answer(client, "405 Method Not Allowed", b"GET /metrics\n")
+            self._answer(client, "405 Method Not Allowed", b"GET /metrics, /livez or /readyz\n")
+        elif target in _HEALTH_PATHS:
+            verdict = health.check(_HEALTH_PATHS[target], self.observe())
+            body = verdict.reason.encode() + b"\n"
+            self._answer(client, "200 OK" if verdict.ok else "503 Service Unavailable",
+                         b"" if method == b"HEAD" else body, length=len(body))
         elif target != b"/metrics":
-            self._answer(client, "404 Not Found", b"see /metrics\n")
+            self._answer(client, "404 Not Found", b"see /metrics, /livez or /readyz\n")
         else:
             body = generate_latest(self.registry)
             self._answer(client, "200 OK", b"" if method == b"HEAD" else body,
@@ -236,7 +246,7 @@ class MetricsServer:
                 length: int | None = None) -> None:
         head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body) if length is None else length}\r\n"
-                "Connection: close\r\n\r\n").encode("latin-1")
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode("latin-1")
         with contextlib.suppress(OSError):
             client.setblocking(True)
             client.settimeout(SEND_TIMEOUT)

@@ -31,6 +31,8 @@ class ManagerInfo:
     started_wall: float
     app: str
     urls: tuple[str, ...]
+    # --timeout: a shard that has not reported for this long is not alive (0: no limit).
+    heartbeat_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def document(view: View) -> dict[str, Any]:
             "bind": list(info.urls),
             "phase": machine.phase.value,
             "shards": machine.slots,
+            # Seconds a delayed stop still serves before it drains (--shutdown-delay).
+            "lame_duck": (None if machine.lame_duck_until is None
+                          else round(max(machine.lame_duck_until - now, 0.0), 1)),
         },
         "generations": [{"generation": g.number, "state": g.state.value, "shards": g.shards}
                         for g in machine.generations],
