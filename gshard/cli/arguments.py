@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from gshard.cli import ctl
-from gshard.config import Config, config_names, grouped_settings
+from gshard.config import Config, config_names, grouped_settings, settings
 from gshard.errors import ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY
 from gshard.http.compiled import build
