@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SECURITY = "it would weaken a protection described in SECURITY.md"
+SECURITY = "it would weaken a protection described in docs/security.md"
 
 
 @dataclass(frozen=True)

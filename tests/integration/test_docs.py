@@ -73,6 +73,15 @@ def test_every_setting_is_in_the_reference(site):
 
 
 @pytest.mark.timeout(200)
+def test_every_gunicorn_setting_is_on_the_gunicorn_page(site):
+    from gunicorn.config import KNOWN_SETTINGS
+
+    page = html.unescape((site / "gunicorn" / "index.html").read_text())
+    rows = re.findall(r"<tr>\s*<td><code>([a-z0-9_]+)</code></td>", page)
+    assert sorted(rows) == sorted(setting.name for setting in KNOWN_SETTINGS)
+
+
+@pytest.mark.timeout(200)
 def test_every_metric_is_on_the_observing_page(site):
     from gshard.manager.fsm import ManagerFSM
     from gshard.manager.observe.prometheus import GshardCollector
