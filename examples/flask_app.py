@@ -1,4 +1,4 @@
-"""The Flask application the README serves: ``gshard --chdir examples flask_app:app``."""
+"""The Flask application the README's first command serves: ``gshard --chdir examples flask_app:app``."""
 
 import os
 

@@ -93,7 +93,7 @@ def test_gunicorn_only_entries_match_gunicorn(entry):
 def test_gshards_own_settings_are_exactly_those_gunicorn_lacks():
     theirs = {s.name for s in KNOWN_SETTINGS}
     for spec in settings():
-        name = (spec.metadata["aliases"] or (spec.name,))[0]  # the README's gunicorn name
+        name = (spec.metadata["aliases"] or (spec.name,))[0]  # the gunicorn table's name
         own = spec.metadata["compat"].kind == "gshard"
         assert (name not in theirs) == own, spec.name
 
