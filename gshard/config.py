@@ -861,5 +861,5 @@ def grouped_settings() -> list[tuple[str, list[dataclasses.Field]]]:
     return [(title, [by_name[name] for name in names]) for title, names in GROUPS]
 
 
-if __name__ == "__main__":  # the gunicorn page's table of gunicorn's settings and what each gets here
+if __name__ == "__main__":  # the gunicorn page's table: each gunicorn setting and what it gets
     print(compat.migration_table(settings()))
