@@ -69,6 +69,7 @@ class ServerSpec:
     backlog: int = 2048
     keepalive: int = 2
     gshard_path: str | None = None  # directory holding a gshard package to run instead
+    cpus: str | None = None  # taskset's CPU list: run every process of the server there
 
     @property
     def kind(self) -> str:
@@ -90,17 +91,19 @@ class ServerSpec:
             "--graceful-timeout", "5",
         ]
         n, flags = str(self.processes), list(self.program.flags)
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         if self.kind == "gshard":
-            return [sys.executable, "-m", "gshard", self.app, "--shards", n, *common, *flags]
+            return [*pin, sys.executable, "-m", "gshard", self.app, "--shards", n, *common,
+                    *flags]
         if self.kind == "gunicorn":
-            return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", n,
+            return [*pin, sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", n,
                     "--no-control-socket", *common, *flags, self.app]
         if self.kind == "granian":
-            return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", n,
+            return [*pin, sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", n,
                     "--host", "127.0.0.1", "--port", str(port), "--backlog",
                     str(self.backlog), "--working-dir", str(APPS_DIR), *flags, self.app]
-        return [sys.executable, str(HERE / "bjoern_workers.py"), self.app, "--processes", n,
-                "--backlog", str(self.backlog), *flags]
+        return [*pin, sys.executable, str(HERE / "bjoern_workers.py"), self.app, "--processes",
+                n, "--backlog", str(self.backlog), *flags]
 
 
 def free_port() -> int:
