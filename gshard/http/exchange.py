@@ -47,6 +47,11 @@ class Transport(Protocol):
     def send(self, data: bytes) -> None:
         """Send all of ``data``."""
 
+    def send_response(self, data: bytes) -> None:
+        """Send ``data``, a whole response (head and body); it may be held briefly to go
+        out with other connections' responses, and then an error surfaces on the
+        connection's next operation instead."""
+
     def send_file(self, head: bytes, fd: int, offset: int, count: int) -> int:
         """Send ``head``, then ``count`` bytes of file ``fd`` from ``offset``; how many went out."""
 
@@ -183,8 +188,10 @@ class Exchange:
         if start.status is None:
             raise AssertionError("application returned without calling start_response")
         writer = self.writer
-        tail = self._head(body_length=0) if writer.phase is _HEAD else b""
-        tail += writer.end()
+        if writer.phase is _HEAD:  # no body: the head is the whole response
+            self._transport.send_response(self._head(body_length=0) + writer.end())
+            return
+        tail = writer.end()
         if tail:
             self._transport.send(tail)
 
@@ -200,7 +207,7 @@ class Exchange:
             head = self._head(body_length=total)
             if total <= JOIN_LIMIT:
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
-                self._transport.send(head + writer.data(body))
+                self._transport.send_response(head + writer.data(body))
                 return
             self._transport.send(head)
         for part in parts:
@@ -233,10 +240,18 @@ class Exchange:
                 raise TypeError(f"response body must be bytes, not {type(data).__name__}")
             data = bytes(data)
         writer = self.writer
+        if writer.phase is _BODY:
+            framed = writer.data(data)
+            if framed:
+                self._transport.send(framed)
+            return
         # The head first: it decides how the body is framed.
-        framed = writer.data(data) if writer.phase is _BODY else \
-            self._head() + writer.data(data)
-        if framed:
+        framed = self._head() + writer.data(data)
+        if writer.complete():
+            # The first piece is all the body its Content-Length allows (a framework's
+            # one-item iterable): a whole response.
+            self._transport.send_response(framed)
+        else:
             self._transport.send(framed)
 
     def _head(self, body_length: int | None = None) -> bytes:

@@ -15,4 +15,5 @@ cdef class ResponseWriter:
     # Called per response from the compiled exchange: C calls there.
     cpdef head(self, status, headers, content_length, close=*, add_date=*, add_server=*, body_length=*)
     cpdef data(self, data)
+    cpdef bint complete(self)
     cpdef end(self)

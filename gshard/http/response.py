@@ -158,6 +158,12 @@ class ResponseWriter:
             return data
         return b""
 
+    def complete(self) -> bool:
+        """Whether the body sent so far is all the framing lets follow the head: a
+        length reached, or no body at all."""
+        framing = self.framing
+        return framing is _NONE or (framing is _LENGTH and self._remaining == 0)
+
     def file_bytes(self, size: int) -> int:
         """How many bytes of a ``size``-byte file to send as the body unframed (sendfile)."""
         if self.framing is _LENGTH:
