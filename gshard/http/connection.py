@@ -29,6 +29,7 @@ from typing import Any
 
 from gevent import get_hub
 from gevent.socket import wait_write
+from greenlet import getcurrent
 
 from gshard.errors import ClientDisconnected, ProtocolError
 from gshard.http import linger
@@ -102,7 +103,7 @@ class Connection:
     of its exchanges."""
 
     __slots__ = ("ctx", "failure", "forwarded", "held", "outbox", "parked", "proto", "queued",
-                 "raw", "readable", "remote", "sock")
+                 "raw", "readable", "remote", "resume", "sock", "to_loop")
 
     def __init__(self, sock: socket.socket, remote: tuple[str, str], ctx: ServeContext) -> None:
         self.sock = sock
@@ -114,8 +115,10 @@ class Connection:
         self.forwarded: Forwarded | None = None
         self.ctx = ctx
         self.proto = ServerConnection(ctx.limits)
-        # The loop's read watcher on the raw socket, made at the first keep-alive wait.
+        # The loop's read watcher on the raw socket, made at the first keep-alive wait,
+        # with what resumes this connection's greenlet and what switches to the loop.
         self.readable = None
+        self.resume = self.to_loop = None
         # The shard's outbox (None: every response goes out at once), the bytes held
         # for it (in order, never past BATCH_LIMIT), whether this connection is in
         # its list, and the error its flush met (raised by the next operation).
@@ -265,16 +268,22 @@ class Connection:
         call and an exception.
         """
         raw = self.raw
-        hub = get_hub()
         readable = self.readable
         if readable is None:
+            hub = get_hub()
             readable = self.readable = hub.loop.io(raw.fileno(), 1)  # 1: readable
+            # The watcher switches straight back to this greenlet (hub.wait would
+            # make a Waiter and bind its switch for every request).
+            self.resume = getcurrent().switch
+            self.to_loop = hub.switch
         while True:
+            readable.start(self.resume)
             self.parked = True
             try:
-                hub.wait(readable)
+                self.to_loop()
             finally:
                 self.parked = False
+                readable.stop()
             if self.held is not None or self.failure is not None:
                 self._send_held()  # woken by the outbox: finish (or report) a held response
                 continue
@@ -408,10 +417,8 @@ class Connection:
         if sent > 0:
             self.held = data[sent:]
         if self.parked:
-            # The callback its wait left on the read watcher: the same resumption
-            # the loop would make if the socket became readable.
-            readable = self.readable
-            readable.callback(*readable.args)
+            # The same resumption the loop would make if the socket became readable.
+            self.resume()
 
     def _send_held(self) -> None:
         """Send what is held from the connection's own greenlet (it may wait), or raise

@@ -20,3 +20,10 @@ cdef class Exchange:
     cdef public ResponseWriter writer
     cdef public ResponseStart start
     cdef public object environ
+
+    # Called per request from this module and the connection: C calls there.
+    cpdef run(self)
+    cpdef _send_result(self, result)
+    cpdef _send_whole(self, parts)
+    cpdef _write(self, data)
+    cpdef _head(self, body_length=*)
