@@ -17,3 +17,8 @@ cdef class ResponseWriter:
     cpdef data(self, data)
     cpdef bint complete(self)
     cpdef end(self)
+
+# Module functions called per response: C calls within the module.
+cpdef _status_code(status)
+cpdef _status_line(version, status)
+cpdef http_date()
