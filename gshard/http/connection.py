@@ -24,7 +24,7 @@ import contextlib
 import errno
 import os
 import socket
-import time
+from time import monotonic
 from typing import Any
 
 from gevent import get_hub
@@ -150,7 +150,7 @@ class Connection:
     def _start(self) -> bool:
         """The preamble the listener asks for, then requests; True if input was left unread."""
         ctx = self.ctx
-        deadline = time.monotonic() + ctx.header_timeout
+        deadline = monotonic() + ctx.header_timeout
         if ctx.proxy is not None:
             try:
                 remote = read_proxy_header(self.sock, ctx.proxy, self.remote, deadline)
@@ -220,11 +220,11 @@ class Connection:
             if deadline is None and proto.buffered == 0:
                 if not self._wait_idle():
                     return None
-                deadline = time.monotonic() + self.ctx.header_timeout
+                deadline = monotonic() + self.ctx.header_timeout
                 continue
             if deadline is None:
-                deadline = time.monotonic() + self.ctx.header_timeout
-            remaining = deadline - time.monotonic()
+                deadline = monotonic() + self.ctx.header_timeout
+            remaining = deadline - monotonic()
             try:
                 if remaining <= 0:
                     raise TimeoutError
@@ -247,7 +247,7 @@ class Connection:
         if lifecycle.draining:
             return False
         sock = self.sock
-        lifecycle.idle[sock] = time.monotonic()
+        lifecycle.idle[sock] = monotonic()
         try:
             data = self._recv_when_readable() if self.raw is not None else self._recv_tls()
         except OSError:
@@ -341,7 +341,7 @@ class Connection:
         beyond what MIN_BODY_RATE allows for the bytes already received: a
         client trickling a byte now and then cannot hold the connection forever.
         """
-        now = time.monotonic()
+        now = monotonic()
         if exchange.body_since is None:
             exchange.body_since = now
         allowed = self.ctx.body_timeout + exchange.body_bytes / MIN_BODY_RATE

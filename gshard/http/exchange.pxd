@@ -3,7 +3,7 @@
 
 from gshard.http.protocol cimport ServerConnection
 from gshard.http.response cimport ResponseWriter
-from gshard.http.wsgi cimport InputStream, ResponseStart
+from gshard.http.wsgi cimport InputStream, ResponseStart, make_environ
 
 cdef class Exchange:
     cdef public object _ctx

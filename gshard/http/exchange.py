@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 import os
 import stat
-import time
 from collections.abc import Iterable
+from time import perf_counter
 from typing import Protocol
 
 from gshard.errors import ClientDisconnected, ProtocolError
@@ -73,6 +73,7 @@ class Outcome(enum.Enum):
 # costs ~60 ns).
 _COMPLETE, _ABORTED, _CLIENT_GONE = Outcome.COMPLETE, Outcome.ABORTED, Outcome.CLIENT_GONE
 _HEAD, _BODY = Phase.HEAD, Phase.BODY
+_DONE = State.DONE
 
 
 class Exchange:
@@ -97,7 +98,7 @@ class Exchange:
         self._transport = transport
         self.request = request
         self.forwarded = forwarded
-        self.started = time.perf_counter()
+        self.started = perf_counter()
         self.duration = 0.0
         # Request body received so far, and when the wait for it began: the
         # connection's pacing rule reads them.
@@ -106,7 +107,7 @@ class Exchange:
         self.outcome = _COMPLETE
         self.writer = ResponseWriter(proto)
         self.start = ResponseStart(self._write)
-        self._input = EMPTY_INPUT if proto.state is State.DONE else InputStream(self._pull_body)
+        self._input = EMPTY_INPUT if proto.state is _DONE else InputStream(self._pull_body)
         self.environ = make_environ(request, ctx.base_environ, self._input, remote)
 
     @property
@@ -151,7 +152,7 @@ class Exchange:
                     result.close()
                 except Exception:
                     error_log.exception("Error closing the response of %s", self.request.target)
-            self.duration = time.perf_counter() - self.started
+            self.duration = perf_counter() - self.started
             # start_response's write() and wsgi.input hold bound methods of this
             # exchange, which holds them. Cut, the exchange is freed as soon as
             # the connection drops it; left, every request made a cycle for the
