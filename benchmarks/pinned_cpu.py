@@ -17,11 +17,18 @@ revisions side by side:
 
     python benchmarks/pinned_cpu.py
     python benchmarks/pinned_cpu.py --servers gshard --tree before=/tmp/gshard-base --runs 5
+    python benchmarks/pinned_cpu.py --servers gshard --tree before=/tmp/gshard-base --nginx
+
+``--nginx`` puts nginx (one worker, pinned with wrk to CPU 1) in front of each
+server, which then listens on a unix socket: the server's CPU per request
+behind a proxy on the same machine, and nginx's own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import statistics
 import sys
@@ -47,6 +54,7 @@ class Reading:
     seconds: float
     user: float
     system: float
+    proxy: float = math.nan  # nginx's CPU seconds (--nginx)
 
     def per_request(self, seconds: float) -> float:
         return seconds / self.requests * 1e6 if self.requests else float("nan")
@@ -71,20 +79,33 @@ def tree_cpu(pid: int) -> tuple[float, float]:
 
 def measure(program: servers.Program, app: str, args: argparse.Namespace,
             log_dir: Path) -> Reading:
-    """Start ``program`` pinned, warm it up, and read its CPU around one pinned wrk run."""
-    spec = servers.ServerSpec(program, app, processes=1, cpus=SERVER_CPU)
-    log = log_dir / f"{program.name}-{app.split(':')[0]}.log"
-    with servers.Server(spec, log) as server:
+    """Start ``program`` pinned, warm it up, and read its CPU around one pinned wrk run.
+
+    With ``--nginx`` the server listens on a unix socket behind nginx (one worker,
+    pinned with wrk), and the reading has nginx's CPU too.
+    """
+    name = f"{program.name}-{app.split(':')[0]}".replace(" ", "-")
+    unix = os.path.join(tempfile.gettempdir(), f"pinned-{os.getpid()}-{name}.sock")
+    spec = servers.ServerSpec(program, app, processes=1, cpus=SERVER_CPU,
+                              unix=unix if args.nginx else None)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(servers.Server(spec, log_dir / f"{name}.log"))
+        front = server
+        if args.nginx:
+            front = stack.enter_context(servers.Nginx(unix, log_dir / f"{name}-nginx",
+                                                      cpus=LOAD_CPU))
         load = {"connections": args.connections, "cpus": LOAD_CPU, "timeout": 10.0}
-        wrk.run(server.url + "/", duration=1, **load)
+        wrk.run(front.url + "/", duration=1, **load)
         user, system = tree_cpu(server.proc.pid)
+        proxy = front.cpu() if args.nginx else 0.0
         started = time.monotonic()
-        result = wrk.run(server.url + "/", duration=args.seconds, **load)
+        result = wrk.run(front.url + "/", duration=args.seconds, **load)
         elapsed = time.monotonic() - started
         after_user, after_system = tree_cpu(server.proc.pid)
+        proxy = front.cpu() - proxy if args.nginx else math.nan
         if result.errors:
             raise RuntimeError(f"{program.name}: {result.errors} errors")
-    return Reading(result.requests, elapsed, after_user - user, after_system - system)
+    return Reading(result.requests, elapsed, after_user - user, after_system - system, proxy)
 
 
 def _programs(args: argparse.Namespace) -> list[servers.Program]:
@@ -115,6 +136,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--nginx", action="store_true",
+                        help="each server on a unix socket behind nginx (one worker, pinned "
+                             "with wrk); nginx's CPU per request is reported too")
     args = parser.parse_args()
     if os.cpu_count() is None or os.cpu_count() < 2:
         sys.exit("needs 2 CPUs: the server on one, wrk on the other")
@@ -133,22 +157,26 @@ def main() -> int:
                     print(f"[{app} {n}/{args.runs}] {program.name:16} "
                           f"{reading.requests / reading.seconds:9,.0f} req/s  user "
                           f"{reading.per_request(reading.user):6.1f}  system "
-                          f"{reading.per_request(reading.system):6.1f} us/request",
+                          f"{reading.per_request(reading.system):6.1f}  nginx "
+                          f"{reading.per_request(reading.proxy):6.1f} us/request",
                           flush=True)
     finally:
         servers.stop_all()
     print(f"\nServer CPU per request, µs (median of {args.runs} runs of {args.seconds} s; "
           f"server pinned to CPU {SERVER_CPU}, `wrk -t1 -c{args.connections}` to CPU "
           f"{LOAD_CPU}; logs in {log_dir})\n")
-    print("| app | server | req/s | user | system | total |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    extra = " nginx |" if args.nginx else ""
+    print(f"| app | server | req/s | user | system | total |{extra}")
+    print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if args.nginx else ""))
     median = statistics.median
     for (app, name), found in readings.items():
         rate = median([r.requests / r.seconds for r in found])
         user = median([r.per_request(r.user) for r in found])
         system = median([r.per_request(r.system) for r in found])
         total = median([r.per_request(r.user + r.system) for r in found])
-        print(f"| {app} | {name} | {rate:,.0f} | {user:.1f} | {system:.1f} | {total:.1f} |")
+        proxy = f" {median([r.per_request(r.proxy) for r in found]):.1f} |" if extra else ""
+        print(f"| {app} | {name} | {rate:,.0f} | {user:.1f} | {system:.1f} | {total:.1f} |"
+              f"{proxy}")
     return 0
 
 

@@ -175,6 +175,20 @@ def ensure_wrk(install: bool) -> str:
     return (done.stdout + done.stderr).splitlines()[0].strip()
 
 
+def ensure_nginx(install: bool) -> str:
+    """"" if nginx runs here, installing Debian's nginx-light first if it is missing;
+    otherwise why the proxied scenarios are skipped."""
+    if shutil.which("nginx") is None:
+        if not install:
+            return "nginx is not installed (--no-install); `sudo apt-get install -y nginx-light`"
+        failed = apt_install("nginx-light")
+        if failed:
+            return f"nginx-light could not be installed: {failed}"
+        if shutil.which("nginx") is None:
+            return "apt-get finished but nginx is still not on PATH"
+    return ""
+
+
 def ensure_modules() -> None:
     """Every server and tool importable, or say how to install them."""
     missing = [name for name in MODULES if importlib.util.find_spec(name) is None]
@@ -546,6 +560,11 @@ def main() -> int:
     idle = raise_nofile(args.idle_connections)
     args.raw_dir.mkdir(parents=True, exist_ok=True)
     scenarios = [sc for sc in SCENARIOS if not args.scenarios or sc.name in args.scenarios]
+    no_nginx = ensure_nginx(install=not args.no_install) if any(
+        sc.proxied for sc in scenarios) else ""
+    if no_nginx:
+        print(f"skipping the scenarios behind nginx: {no_nginx}", flush=True)
+        scenarios = [sc for sc in scenarios if not sc.proxied]
     scenarios = [dataclasses.replace(sc, idle=idle, title=sc.title.replace("10,000", f"{idle:,}"))
                  if sc.idle else sc for sc in scenarios]
     if args.servers:
@@ -554,6 +573,8 @@ def main() -> int:
         programs = [p for p in SERVERS if not p.variant]
     skipped = ensure_peers(programs, install=not args.no_install)
     programs = [p for p in programs if p.name not in skipped]
+    if no_nginx:
+        skipped["the scenarios behind nginx"] = no_nginx
     args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
     machine = machine_info(wrk_version, gshard_from, args.gshard_path)
     if args.baseline:

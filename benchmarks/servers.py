@@ -339,10 +339,12 @@ class Nginx:
     over keep-alive upstream connections: a proxy on the same machine, as in production.
     Use as a context manager, after the server behind it is ready."""
 
-    def __init__(self, socket_path: str, scratch: Path, workers: int = 1) -> None:
+    def __init__(self, socket_path: str, scratch: Path, workers: int = 1,
+                 cpus: str | None = None) -> None:
         self.socket_path = socket_path
         self.scratch = scratch
         self.workers = workers
+        self.cpus = cpus  # taskset's CPU list for nginx's processes
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -359,7 +361,8 @@ class Nginx:
         user = pwd.getpwuid(os.geteuid()).pw_name
         conf.write_text(NGINX_CONF.format(user=user, workers=self.workers, scratch=self.scratch,
                                           socket=self.socket_path, port=self.port))
-        self.proc = spawn(["nginx", "-c", str(conf), "-p", str(self.scratch)],
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        self.proc = spawn([*pin, "nginx", "-c", str(conf), "-p", str(self.scratch)],
                           self.scratch / "nginx.log")
         deadline = time.monotonic() + START_TIMEOUT
         while True:
