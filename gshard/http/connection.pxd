@@ -6,10 +6,12 @@ from gshard.http.protocol cimport ServerConnection
 
 cdef class Outbox:
     cdef public object loop
+    cdef public double since
     cdef public list waiting
 
     cpdef bint busy(self)
     cpdef hold(self, conn)
+    cpdef overdue(self)
 
 cdef class Connection:
     cdef public object ctx

@@ -57,6 +57,12 @@ MIN_BODY_RATE = 512
 # it. A shard holds at most this much per connection ready in one loop pass.
 BATCH_LIMIT = 16384
 
+# The longest a response is held while the applications of its pass run: a pass
+# of slow applications (or of many) still sends every millisecond, so holding
+# adds at most this much latency, plus the application running when it passes.
+# At ~70 us a Flask request, a batch still covers a dozen responses.
+HOLD_TIME = 0.001
+
 # Module globals for members tested per request (an Enum attribute lookup costs ~60 ns).
 _COMPLETE, _NEED_DATA, _BODY = Outcome.COMPLETE, Need.DATA, State.BODY
 _CLIENT_GONE = (ClientDisconnected, BrokenPipeError, ConnectionResetError,
@@ -66,32 +72,45 @@ _CLIENT_GONE = (ClientDisconnected, BrokenPipeError, ConnectionResetError,
 class Outbox:
     """A shard's held responses, sent by one loop callback after the pass that made them.
 
-    Only the shard's loop runs ``flush`` (``loop.run_callback``): gevent runs
-    callbacks before it polls again, that is after every watcher that was
-    ready in this pass, so each connection woken in the pass has run its
-    application by then. ``flush`` never waits: a connection whose response
-    does not go out whole (or fails) finishes (or reports) it itself.
+    The loop runs ``flush`` (``loop.run_callback``): gevent runs callbacks
+    before it polls again, that is after every watcher that was ready in this
+    pass, so each connection woken in the pass has run its application by
+    then. A pass of slow applications does not hold responses for long: a
+    connection about to run an application flushes first what has been held
+    HOLD_TIME already. ``flush`` never waits: a connection whose response does
+    not go out whole (or fails) finishes (or reports) it itself.
     """
 
-    __slots__ = ("loop", "waiting")
+    __slots__ = ("loop", "since", "waiting")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
-        # Connections holding a response, in the order they first held one.
+        # Connections holding a response, in the order they first held one, and
+        # when the first of them did.
         self.waiting: list[Connection] = []
+        self.since = 0.0
 
     def busy(self) -> bool:
-        """Whether holding a response now is worth it: other watchers of this pass are
-        still to run (libev's pending count), or responses are already held."""
+        """Whether to hold a response now: responses are held already, or other
+        watchers of this pass are still to run (libev's pending count)."""
         return bool(self.waiting) or self.loop.pendingcnt > 0
 
     def hold(self, conn: Connection) -> None:
         if not self.waiting:
+            self.since = monotonic()
             self.loop.run_callback(self.flush)
         self.waiting.append(conn)
 
+    def overdue(self) -> None:
+        """Send what is held if it has waited HOLD_TIME already (before an application
+        runs: it may run long). One clock read per request, and only while
+        responses are held."""
+        if self.waiting and monotonic() - self.since >= HOLD_TIME:
+            self.flush()
+
     def flush(self) -> None:
-        """Send every held response (the loop callback; also at a shard's exit)."""
+        """Send every held response (the loop callback; a connection past HOLD_TIME;
+        a shard's exit)."""
         waiting = self.waiting
         self.waiting = []
         for conn in waiting:
@@ -179,6 +198,7 @@ class Connection:
         ctx = self.ctx
         proto = self.proto
         lifecycle = ctx.lifecycle
+        outbox = self.outbox
         while True:
             try:
                 request = self._read_request(deadline)
@@ -188,6 +208,8 @@ class Connection:
             if request is None:
                 return False
             exchange = Exchange(ctx, proto, request, self.remote, self.forwarded, self)
+            if outbox is not None:
+                outbox.overdue()
             exchange.run()
             lifecycle.handled += 1
             for finished in ctx.finished:
@@ -417,7 +439,13 @@ class Connection:
         if sent > 0:
             self.held = data[sent:]
         if self.parked:
-            # The same resumption the loop would make if the socket became readable.
+            # Through the loop: this may run in another connection's greenlet.
+            self.outbox.loop.run_callback(self._wake)
+
+    def _wake(self) -> None:
+        """Resume the connection parked for its next request, as the loop would if its
+        socket became readable (it checks what it holds before reading)."""
+        if self.parked:
             self.resume()
 
     def _send_held(self) -> None:

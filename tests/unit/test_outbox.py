@@ -13,13 +13,14 @@ from __future__ import annotations
 import select
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 
 import gevent
 import pytest
 from gevent import socket as gsocket
 
-from gshard.http.connection import BATCH_LIMIT, Connection, Outbox
+from gshard.http.connection import BATCH_LIMIT, HOLD_TIME, Connection, Outbox
 from gshard.http.context import Lifecycle, ServeContext
 from gshard.http.exchange import Exchange, Outcome
 from gshard.http.protocol import Limits
@@ -282,3 +283,23 @@ def test_a_flush_outside_the_loop_sends_what_is_held_once(shard):
     for client, path in ((first, "/x2"), (second, "/y2")):
         client.send(request_bytes("GET", path))
         assert client.read_response().body == path.encode()
+
+
+def test_a_pass_of_slow_applications_still_sends_every_hold_time(shard):
+    seen: list[list[int]] = []
+
+    def slow(environ, start_response):
+        seen.append(batch.waiting_clients())
+        time.sleep(HOLD_TIME * 1.5)  # CPU-bound as far as the loop can tell
+        return sized(environ, start_response)
+
+    batch = shard(slow, 4)
+    for n, client in enumerate(batch.clients):
+        client.send(request_bytes("GET", f"/s{n}"))
+    bodies = [client.read_response().body for client in batch.clients]
+    assert bodies == [b"/s0", b"/s1", b"/s2", b"/s3"]
+    # The first response was held while the second application ran; by the third,
+    # it had waited HOLD_TIME, and it went out (with the second) before that ran.
+    assert [len(found) for found in seen[:3]] == [0, 0, 2]
+    # The early flush, then the loop's (a callback left with nothing to send may follow).
+    assert [len(flush) for flush in batch.outbox.flushes if flush] == [2, 2]
