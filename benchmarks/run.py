@@ -265,7 +265,7 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
     """Which gshard to run: (directory for PYTHONPATH or None, description for the report).
 
     Others may be editing gshard/ while this runs; ``--gshard-rev`` measures a
-    commit exported with git archive instead of the working tree.
+    commit instead of the working tree, built as ``--baseline`` builds one.
     """
     if rev is None:
         try:
@@ -275,17 +275,10 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
             return None, "installed package (not a git checkout)"
         return None, f"working tree at {commit}" + (
             " with uncommitted changes in gshard/" if dirty else "")
-    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    dest = raw_dir / f"gshard-{commit[:12]}"
-    if not (dest / "gshard").is_dir():
-        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", commit, "gshard"],
-                                 capture_output=True, check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(dest, filter="data")
-    return str(dest), f"commit {commit[:12]} (exported with git archive)"
+    return build_commit(rev, raw_dir)
 
 
-def baseline_build(rev: str, raw_dir: Path) -> tuple[str, str]:
+def build_commit(rev: str, raw_dir: Path) -> tuple[str, str]:
     """gshard as committed at ``rev``, built as this checkout is: (its directory for
     PYTHONPATH, a description for the report).
 
@@ -294,14 +287,14 @@ def baseline_build(rev: str, raw_dir: Path) -> tuple[str, str]:
     builds it (with Cython, where a compiler exists); a later run reuses it.
     """
     commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    dest = raw_dir / f"gshard-baseline-{commit[:12]}"
+    dest = raw_dir / f"gshard-{commit[:12]}"
     if not (dest / "gshard").is_dir():
-        source = raw_dir / f"gshard-baseline-{commit[:12]}-source"
+        source = raw_dir / f"gshard-{commit[:12]}-source"
         archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", commit],
                                  capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(source, filter="data")
-        print(f"building the baseline gshard ({commit[:12]}) with pip ...", flush=True)
+        print(f"building gshard as committed at {commit[:12]} with pip ...", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(dest), str(source)], check=True)
         shutil.rmtree(source, ignore_errors=True)
@@ -508,8 +501,8 @@ def parse_args() -> argparse.Namespace:
                              "for other processes to leave the CPUs alone (default: "
                              "%(default)s)")
     parser.add_argument("--gshard-rev", metavar="REV",
-                        help="benchmark gshard as committed at this git revision (exported "
-                             "to results/raw/) instead of the working tree")
+                        help="benchmark gshard as committed at this git revision (built with "
+                             "pip into results/raw/) instead of the working tree")
     parser.add_argument("--baseline", metavar="REV",
                         help=f"also run gshard as committed at REV (built with pip as this "
                              f"checkout is) in every gshard scenario, as {report.BEFORE!r}: "
@@ -578,7 +571,7 @@ def main() -> int:
     args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
     machine = machine_info(wrk_version, gshard_from, args.gshard_path)
     if args.baseline:
-        path, described = baseline_build(args.baseline, args.raw_dir)
+        path, described = build_commit(args.baseline, args.raw_dir)
         machine[f"{report.BEFORE} (--baseline)"] = described
         # Right after gshard, so that the two alternate as closely as the round allows.
         at = next((i + 1 for i, p in enumerate(programs) if p.name == "gshard"), 0)
