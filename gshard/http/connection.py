@@ -394,13 +394,15 @@ class Connection:
     def send_response(self, data: bytes) -> None:
         """Send a whole response, head and body; the outbox may hold it for this pass.
 
-        It is held when it is small and the loop has other work ready in this
-        pass (or holds responses already); otherwise, and always under TLS, it
-        goes out at once. Held bytes of one connection stay in order: a later
-        response appends to them, and any other send sends them first.
+        It is held when it is small, the connection stays open after it, and
+        the loop has other work ready in this pass (or holds responses
+        already); otherwise, and always under TLS, it goes out at once (before
+        a close, holding would save nothing). Held bytes of one connection stay
+        in order: a later response appends to them, and any other send sends
+        them first.
         """
         outbox = self.outbox
-        if outbox is not None and len(data) <= BATCH_LIMIT:
+        if outbox is not None and len(data) <= BATCH_LIMIT and self.proto.keep_alive:
             held = self.held
             if held is None:
                 if self.failure is None and outbox.busy():

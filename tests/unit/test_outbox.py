@@ -225,33 +225,43 @@ def test_an_error_of_a_held_write_surfaces_on_the_next_send(shard):
     assert outcomes["/slow"] is Outcome.CLIENT_GONE  # its send raised the flush's error
 
 
-def test_a_close_sends_what_is_held_first(shard):
+def test_a_closing_response_is_not_held_and_goes_out_after_what_is(shard):
     batch = shard(sized, 2)
     closing, second = batch.clients
-    closing.send(request_bytes("GET", "/last", headers=(("Connection", "close"),)))
+    closing.send(request_bytes("GET", "/first")
+                 + request_bytes("GET", "/last", headers=(("Connection", "close"),)))
     second.send(request_bytes("GET", "/other"))
+    assert closing.read_response().body == b"/first"
     response = closing.read_response()
     assert response.body == b"/last" and response.header("Connection") == "close"
     assert closing.wait_closed()
     assert second.read_response().body == b"/other"
-    # Both were held; the closing connection had sent its own by the time of the flush.
+    # "/first" was held, then sent by its connection before the closing response, which
+    # it never held: by the flush, that connection held nothing.
     [flush] = batch.outbox.flushes
     assert sorted(held == 0 for held, _, _ in flush) == [False, True]
 
 
 def test_a_drain_sends_what_is_held_before_closing(shard):
-    batch = shard(sized, 3)
-    batch.lifecycle.draining = True
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/b":
+            batch.lifecycle.draining = True  # SIGTERM arrived while responses are held
+        return sized(environ, start_response)
+
+    batch = shard(app, 3)
     for n, client in enumerate(batch.clients):
-        client.send(request_bytes("GET", f"/d{n}") + request_bytes("GET", "/never"))
+        client.send(request_bytes("GET", f"/a{n}") + request_bytes("GET", "/b"))
     for n, client in enumerate(batch.clients):
-        response = client.read_response()
-        assert response.body == f"/d{n}".encode()
-        assert response.header("Connection") == "close"
+        # Each gets its first response, then (unless the drain had begun by then) the
+        # second; the last one it gets closes the connection. Nothing held is lost.
+        responses = [client.read_response()]
+        if responses[0].header("Connection") != "close":
+            responses.append(client.read_response())
+        assert [r.body for r in responses] == [f"/a{n}".encode(), b"/b"][:len(responses)]
+        assert responses[-1].header("Connection") == "close"
         assert client.wait_closed()
-    assert len(batch.finished) == 3
-    [flush] = batch.outbox.flushes  # all three were held, and each close sent its own
-    assert [held for held, _, _ in flush] == [0, 0, 0]
+    [flush] = batch.outbox.flushes  # the first "/aN" was held, and sent before "/b"
+    assert [held for held, _, _ in flush] == [0]
 
 
 def test_a_flush_outside_the_loop_sends_what_is_held_once(shard):
