@@ -12,6 +12,7 @@ compared on a busy machine:
     python benchmarks/per_request.py                     # this checkout, compiled and pure
     python benchmarks/per_request.py --tree /path/to/other/checkout
     python benchmarks/per_request.py --breakdown         # where a compiled request's go
+    python benchmarks/per_request.py --clients 8 --builds compiled   # responses held in batches
 
 ``--breakdown`` counts the compiled build's steps of a request one by one,
 each run in a loop without a socket (parsing, the environ, the exchange, the
@@ -19,6 +20,11 @@ response head, the application's run), against the whole round trip: what
 is left is the I/O, the event loop, greenlet switches and the client.
 (Callgrind's per-function totals cannot be read across greenlet switches,
 so the steps are measured apart instead.)
+
+``--clients C`` runs C clients at once, each on its own connection: every
+pass of the loop then finds C connections ready, as a loaded shard does, and
+their responses are held and sent by one flush of the outbox (in revisions
+that have it).
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ def _hot_path() -> SimpleNamespace:
     return SimpleNamespace(extra=extra, **found)
 
 
-def serve(count: int) -> None:
-    """The measured program: ``count`` round trips after a warm-up of 200."""
+def serve(count: int, clients: int = 1) -> None:
+    """The measured program: ``count`` round trips after a warm-up of 200, from
+    ``clients`` clients at once (each on its own connection, in turn)."""
     import gevent
     from gevent import socket as gsocket
 
@@ -67,14 +74,24 @@ def serve(count: int) -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"Hello, World!"]
 
-    server, client = gsocket.socketpair()
+    extra = dict(hot.extra)
+    if clients > 1 and hasattr(hot.connection, "Outbox"):  # batching, where the tree has it
+        extra["outbox"] = hot.connection.Outbox(gevent.get_hub().loop)
     ctx = ServeContext(app=app, base_environ=hot.wsgi.base_environ("localhost", "80", "http", True),
                        limits=hot.protocol.Limits(), keepalive=2.0, header_timeout=2.0,
-                       body_timeout=2.0, lifecycle=Lifecycle(), **hot.extra)
-    gevent.spawn(hot.connection.Connection(server, ("127.0.0.1", "1"), ctx).serve)
-    for _ in range(200 + count):
-        client.sendall(REQUEST)
-        client.recv(65536)
+                       body_timeout=2.0, lifecycle=Lifecycle(), **extra)
+
+    def client(sock: gsocket.socket, rounds: int) -> None:
+        for _ in range(rounds):
+            sock.sendall(REQUEST)
+            sock.recv(65536)
+
+    talking = []
+    for _ in range(clients):
+        server, near = gsocket.socketpair()
+        gevent.spawn(hot.connection.Connection(server, ("127.0.0.1", "1"), ctx).serve)
+        talking.append(gevent.spawn(client, near, (200 + count) // clients))
+    gevent.joinall(talking)
 
 
 def _valgrind(tool: str, env: dict[str, str], *program: str) -> int:
@@ -132,6 +149,8 @@ def step(name: str, count: int) -> None:
         def send(self, data: bytes) -> None:
             pass
 
+        send_response = send  # a whole response (held for a batch by the real connection)
+
     ctx = ServeContext(app=app, base_environ=base_environ("localhost", "80", "http", True),
                        limits=Limits(), keepalive=2.0, header_timeout=2.0, body_timeout=2.0,
                        lifecycle=Lifecycle())
@@ -182,23 +201,30 @@ def breakdown(tree: Path, count: int) -> None:
     print(f"| one keep-alive round trip (the default measurement) | {whole:,.0f} | 100% |")
 
 
-def measure(tree: Path, pure: bool, count: int) -> tuple[float, float]:
+def measure(tree: Path, pure: bool, count: int, clients: int = 1) -> tuple[float, float]:
     """(instructions, allocations) per request for the gshard in ``tree``."""
     # A fixed hash seed: dict layouts, and so the counts, repeat from run to run.
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
     env.pop("GSHARD_PURE_PYTHON", None)
     if pure:
         env["GSHARD_PURE_PYTHON"] = "1"
-    return _per_run("callgrind", env, count, "--serve"), _per_run("memcheck", env, count, "--serve")
+    program = ("--clients", str(clients), "--serve")
+    return _per_run("callgrind", env, count, *program), _per_run("memcheck", env, count, *program)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--clients", type=int, default=1, metavar="C",
+                        help="clients at once, each on its own connection (default: 1); "
+                             "with more than one, a pass of the loop finds several "
+                             "connections ready and their responses are held for one flush")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, action="append",
                         help="a gshard checkout to measure (default: this one); repeatable")
     parser.add_argument("--requests", type=int, default=1000, metavar="N")
+    parser.add_argument("--builds", default="compiled,pure",
+                        help="which builds to count, comma-separated (default: %(default)s)")
     parser.add_argument("--breakdown", action="store_true",
                         help="instructions per request by step, compiled build")
     args = parser.parse_args()
@@ -206,7 +232,7 @@ def main() -> None:
         step(args.step, args.serve)
         return
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.clients)
         return
     if args.breakdown:
         for tree in args.tree or [HERE.parent]:
@@ -215,8 +241,8 @@ def main() -> None:
     print("| gshard | build | instructions per request | allocations per request |")
     print("| --- | --- | ---: | ---: |")
     for tree in args.tree or [HERE.parent]:
-        for pure in (False, True):
-            instructions, allocations = measure(tree, pure, args.requests)
+        for pure in [b == "pure" for b in args.builds.split(",") if b in ("compiled", "pure")]:
+            instructions, allocations = measure(tree, pure, args.requests, args.clients)
             build = subprocess.run(
                 [sys.executable, "-m", "gshard", "--version"], capture_output=True, text=True,
                 env={**os.environ, "PYTHONPATH": str(tree),

@@ -12,6 +12,7 @@ chart.png, raw wrk output and server logs to benchmarks/results/raw/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,9 @@ SERVERS = (
     # Variants, measured when named in --servers: the same install as pure Python.
     servers.Program("gshard-pure", "gshard", env=(("GSHARD_PURE_PYTHON", "1"),), variant=True),
 )
+# nginx's worker processes in the proxied scenarios: one, so that on 2 cores the
+# proxy, the 2 shards and wrk share the machine as evenly as they can.
+NGINX_WORKERS = 1
 # Short names accepted by --scenarios.
 ALIASES = {"plain": "hello", "flask": "flask_hello", "json": "flask_json"}
 
@@ -72,11 +77,13 @@ class Scenario:
     idle: int = 0  # idle keep-alive connections held open during the run
     count_pids: bool = False  # the script tallies which process answered
     scales: bool = False  # measured at every process count given with --shards
+    kinds: tuple[str, ...] = ()  # the kinds of server measured here (empty: all)
+    proxied: bool = False  # wrk -> nginx -> the server's unix socket (upstream keep-alive)
 
-    def spec(self, program: servers.Program,
-             gshard_path: str | None = None) -> servers.ServerSpec:
+    def spec(self, program: servers.Program, gshard_path: str | None = None,
+             unix: str | None = None) -> servers.ServerSpec:
         return servers.ServerSpec(program, self.app, self.processes, self.worker_connections,
-                                  keepalive=self.keepalive, gshard_path=gshard_path)
+                                  keepalive=self.keepalive, gshard_path=gshard_path, unix=unix)
 
     def describe(self) -> str:
         """The load and server flags, for the report."""
@@ -86,6 +93,12 @@ class Scenario:
         flags = (f"--worker-connections {self.worker_connections} --backlog 2048 "
                  f"--keep-alive {self.keepalive}")
         n = self.processes
+        if self.proxied:
+            return (f"Load: `{load} http://127.0.0.1:PORT{self.path}` against nginx "
+                    f"({NGINX_WORKERS} worker, benchmarks/servers.py's NGINX_CONF) on this "
+                    "machine, which passes every request over keep-alive upstream connections "
+                    f"(`keepalive 64`) to the server's unix socket; app `{self.app}`; gshard "
+                    f"`--shards {n}` with `{flags}`.")
         text = (f"Load: `{load} http://127.0.0.1:PORT{self.path}`; app `{self.app}`; "
                 f"gshard `--shards {n}` and gunicorn `-k gevent -w {n}`, both `{flags}`; "
                 f"granian `--interface wsgi --workers {n} --backlog 2048`; bjoern as {n} "
@@ -105,6 +118,14 @@ SCENARIOS = [
              scales=True),
     Scenario("flask_json", "Flask JSON", "Flask JSON, 64 connections", "flask_app:app",
              "/json", scales=True),
+    Scenario("hello_c1", "plain hello c1", "Plain hello, one keep-alive connection",
+             "plain:app", connections=1),
+    Scenario("nginx_hello", "plain hello via nginx",
+             "Plain hello behind nginx (unix socket, upstream keep-alive), 64 connections",
+             "plain:app", kinds=("gshard",), proxied=True),
+    Scenario("nginx_flask", "Flask via nginx",
+             "Flask hello behind nginx (unix socket, upstream keep-alive), 64 connections",
+             "flask_app:app", kinds=("gshard",), proxied=True),
     Scenario("new_conn", "new conn/request",
              "New connection per request (Connection: close), 64 connections", "plain:app",
              headers=("Connection: close",)),
@@ -152,6 +173,20 @@ def ensure_wrk(install: bool) -> str:
             sys.exit("apt-get finished but wrk is still not on PATH.")
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     return (done.stdout + done.stderr).splitlines()[0].strip()
+
+
+def ensure_nginx(install: bool) -> str:
+    """"" if nginx runs here, installing Debian's nginx-light first if it is missing;
+    otherwise why the proxied scenarios are skipped."""
+    if shutil.which("nginx") is None:
+        if not install:
+            return "nginx is not installed (--no-install); `sudo apt-get install -y nginx-light`"
+        failed = apt_install("nginx-light")
+        if failed:
+            return f"nginx-light could not be installed: {failed}"
+        if shutil.which("nginx") is None:
+            return "apt-get finished but nginx is still not on PATH"
+    return ""
 
 
 def ensure_modules() -> None:
@@ -230,7 +265,7 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
     """Which gshard to run: (directory for PYTHONPATH or None, description for the report).
 
     Others may be editing gshard/ while this runs; ``--gshard-rev`` measures a
-    commit exported with git archive instead of the working tree.
+    commit instead of the working tree, built as ``--baseline`` builds one.
     """
     if rev is None:
         try:
@@ -240,14 +275,33 @@ def gshard_source(rev: str | None, raw_dir: Path) -> tuple[str | None, str]:
             return None, "installed package (not a git checkout)"
         return None, f"working tree at {commit}" + (
             " with uncommitted changes in gshard/" if dirty else "")
+    return build_commit(rev, raw_dir)
+
+
+def build_commit(rev: str, raw_dir: Path) -> tuple[str, str]:
+    """gshard as committed at ``rev``, built as this checkout is: (its directory for
+    PYTHONPATH, a description for the report).
+
+    The whole tree is exported with git archive and installed with pip into a
+    directory of its own, so its compiled set is built the way ``pip install``
+    builds it (with Cython, where a compiler exists); a later run reuses it.
+    """
     commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
     dest = raw_dir / f"gshard-{commit[:12]}"
     if not (dest / "gshard").is_dir():
-        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", commit, "gshard"],
+        source = raw_dir / f"gshard-{commit[:12]}-source"
+        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", commit],
                                  capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(dest, filter="data")
-    return str(dest), f"commit {commit[:12]} (exported with git archive)"
+            tar.extractall(source, filter="data")
+        print(f"building gshard as committed at {commit[:12]} with pip ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(dest), str(source)], check=True)
+        shutil.rmtree(source, ignore_errors=True)
+    version = subprocess.run([sys.executable, "-m", "gshard", "--version"], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": str(dest)},
+                             cwd=HERE / "apps")
+    return str(dest), f"commit {commit[:12]}, {version.stdout.strip() or 'not runnable'}"
 
 
 def machine_info(wrk_version: str, gshard_from: str, gshard_path: str | None) -> dict[str, str]:
@@ -323,8 +377,17 @@ def _measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
     raw = args.raw_dir
     load = {"connections": sc.connections, "headers": sc.headers, "timeout": args.timeout,
             "script": LUA / sc.script if sc.script else None}
-    with servers.Server(sc.spec(program, args.gshard_path), raw / f"{tag}.log") as server:
-        url = server.url + sc.path
+    # Not under raw/: a unix socket's path must fit in 108 bytes.
+    unix = (os.path.join(tempfile.gettempdir(), f"gshard-bench-{os.getpid()}-{tag}.sock")
+            if sc.proxied else None)
+    with contextlib.ExitStack() as stack:
+        # A program with a gshard of its own (the baseline) keeps it under --gshard-rev.
+        path = None if "PYTHONPATH" in dict(program.env) else args.gshard_path
+        server = stack.enter_context(servers.Server(sc.spec(program, path, unix),
+                                                    raw / f"{tag}.log"))
+        front = (stack.enter_context(servers.Nginx(unix, raw / f"{tag}-nginx", NGINX_WORKERS))
+                 if sc.proxied else server)
+        url = front.url + sc.path
         if args.warmup > 0:
             wrk.run(url, duration=args.warmup, **load)
         holder = None
@@ -341,6 +404,7 @@ def _measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
                 run.held, run.held_failed = int(ok), int(failed)
                 time.sleep(0.5)
                 run.rss_held = server.worker_rss()
+            proxy_cpu = front.cpu() if sc.proxied else 0.0
             before = (server.worker_cpu(), server.manager_cpu(), _children_cpu(),
                       servers.machine_busy_seconds())
             run.wrk = wrk.run(url, duration=args.duration, raw_path=raw / f"{tag}.txt", **load)
@@ -348,6 +412,8 @@ def _measure(sc: Scenario, program: servers.Program, args: argparse.Namespace,
                        for pid, cpu in server.worker_cpu().items()}
             run.server_cpu = sum(run.cpu.values()) + server.manager_cpu() - before[1]
             ours = run.server_cpu + _children_cpu() - before[2]  # wrk is a reaped child
+            if sc.proxied:
+                ours += front.cpu() - proxy_cpu
             run.other_cpu = servers.machine_busy_seconds() - before[3] - ours
             if holder is not None:
                 holder.stdin.write(b"check\n")
@@ -385,6 +451,7 @@ def _progress(sc: Scenario, name: str, n: int, runs: int, run: report.Run) -> st
 def _round(sc: Scenario, programs: list[servers.Program], args: argparse.Namespace,
            quiet_budget: list[float]) -> dict[str, report.Summary]:
     """``args.runs`` rounds of one scenario, each running every server once, in turn."""
+    programs = [p for p in programs if not sc.kinds or p.kind in sc.kinds]
     runs: dict[str, list[report.Run]] = {p.name: [] for p in programs}
     for n in range(1, args.runs + 1):
         for program in programs:
@@ -434,8 +501,12 @@ def parse_args() -> argparse.Namespace:
                              "for other processes to leave the CPUs alone (default: "
                              "%(default)s)")
     parser.add_argument("--gshard-rev", metavar="REV",
-                        help="benchmark gshard as committed at this git revision (exported "
-                             "to results/raw/) instead of the working tree")
+                        help="benchmark gshard as committed at this git revision (built with "
+                             "pip into results/raw/) instead of the working tree")
+    parser.add_argument("--baseline", metavar="REV",
+                        help=f"also run gshard as committed at REV (built with pip as this "
+                             f"checkout is) in every gshard scenario, as {report.BEFORE!r}: "
+                             "RESULTS.md then compares the two, scenario by scenario")
     parser.add_argument("--no-install", action="store_true",
                         help="do not install wrk (apt-get) or the peers (pip) when missing")
     args = parser.parse_args()
@@ -482,6 +553,11 @@ def main() -> int:
     idle = raise_nofile(args.idle_connections)
     args.raw_dir.mkdir(parents=True, exist_ok=True)
     scenarios = [sc for sc in SCENARIOS if not args.scenarios or sc.name in args.scenarios]
+    no_nginx = ensure_nginx(install=not args.no_install) if any(
+        sc.proxied for sc in scenarios) else ""
+    if no_nginx:
+        print(f"skipping the scenarios behind nginx: {no_nginx}", flush=True)
+        scenarios = [sc for sc in scenarios if not sc.proxied]
     scenarios = [dataclasses.replace(sc, idle=idle, title=sc.title.replace("10,000", f"{idle:,}"))
                  if sc.idle else sc for sc in scenarios]
     if args.servers:
@@ -490,8 +566,17 @@ def main() -> int:
         programs = [p for p in SERVERS if not p.variant]
     skipped = ensure_peers(programs, install=not args.no_install)
     programs = [p for p in programs if p.name not in skipped]
+    if no_nginx:
+        skipped["the scenarios behind nginx"] = no_nginx
     args.gshard_path, gshard_from = gshard_source(args.gshard_rev, args.raw_dir)
     machine = machine_info(wrk_version, gshard_from, args.gshard_path)
+    if args.baseline:
+        path, described = build_commit(args.baseline, args.raw_dir)
+        machine[f"{report.BEFORE} (--baseline)"] = described
+        # Right after gshard, so that the two alternate as closely as the round allows.
+        at = next((i + 1 for i, p in enumerate(programs) if p.name == "gshard"), 0)
+        programs.insert(at, servers.Program(report.BEFORE, "gshard",
+                                            env=(("PYTHONPATH", path),)))
     if "rebuild" in machine["gshard build"]:
         # A compiled module older than its source (edited since `pip install
         # -e .`) sends the whole set to pure Python: not the build meant.

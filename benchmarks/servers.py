@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import signal
 import socket
@@ -69,6 +70,8 @@ class ServerSpec:
     backlog: int = 2048
     keepalive: int = 2
     gshard_path: str | None = None  # directory holding a gshard package to run instead
+    cpus: str | None = None  # taskset's CPU list: run every process of the server there
+    unix: str | None = None  # listen on this unix socket instead of 127.0.0.1 (behind nginx)
 
     @property
     def kind(self) -> str:
@@ -83,24 +86,26 @@ class ServerSpec:
         """The command line; access logs are off by default on every server."""
         common = [
             "--chdir", str(APPS_DIR),
-            "--bind", f"127.0.0.1:{port}",
+            "--bind", f"unix:{self.unix}" if self.unix else f"127.0.0.1:{port}",
             "--worker-connections", str(self.worker_connections),
             "--backlog", str(self.backlog),
             "--keep-alive", str(self.keepalive),
             "--graceful-timeout", "5",
         ]
         n, flags = str(self.processes), list(self.program.flags)
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         if self.kind == "gshard":
-            return [sys.executable, "-m", "gshard", self.app, "--shards", n, *common, *flags]
+            return [*pin, sys.executable, "-m", "gshard", self.app, "--shards", n, *common,
+                    *flags]
         if self.kind == "gunicorn":
-            return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", n,
+            return [*pin, sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", n,
                     "--no-control-socket", *common, *flags, self.app]
         if self.kind == "granian":
-            return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", n,
+            return [*pin, sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", n,
                     "--host", "127.0.0.1", "--port", str(port), "--backlog",
                     str(self.backlog), "--working-dir", str(APPS_DIR), *flags, self.app]
-        return [sys.executable, str(HERE / "bjoern_workers.py"), self.app, "--processes", n,
-                "--backlog", str(self.backlog), *flags]
+        return [*pin, sys.executable, str(HERE / "bjoern_workers.py"), self.app, "--processes",
+                n, "--backlog", str(self.backlog), *flags]
 
 
 def free_port() -> int:
@@ -233,18 +238,25 @@ class Server:
 
     def _ready(self) -> bool:
         text = self.log_text()
-        port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-        if not port:
+        unix = self.spec.unix
+        if unix is None:
+            port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            if not port:
+                return False
+            self.port = int(port.group(1))
+        elif f"Listening at: unix:{unix}" not in text:
             return False
-        self.port = int(port.group(1))
         pattern, needed = _BOOTED[self.spec.kind]
         found = re.findall(pattern.format(n=self.spec.processes), text)
         booted = len(found) >= (needed or self.spec.processes)
         if not booted or len(children(self.proc.pid)) < self.spec.processes:
             return False
         try:
-            with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                response.read()
+            if unix is None:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    response.read()
+            elif not _answers_on_unix(unix):
+                return False
         except OSError:
             return False
         self.workers = children(self.proc.pid)
@@ -279,3 +291,100 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc)
+
+
+def _answers_on_unix(path: str) -> bool:
+    """Whether a server on the unix socket ``path`` answers ``GET /`` with a status line."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        sock.connect(path)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        return sock.recv(64).startswith(b"HTTP/1.1 ")
+
+
+NGINX_CONF = """\
+user {user};
+worker_processes {workers};
+daemon off;
+pid {scratch}/nginx.pid;
+error_log {scratch}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {scratch}/body;
+    proxy_temp_path {scratch}/proxy;
+    fastcgi_temp_path {scratch}/fastcgi;
+    uwsgi_temp_path {scratch}/uwsgi;
+    scgi_temp_path {scratch}/scgi;
+    upstream app {{
+        server unix:{socket};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffering on;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx on a free 127.0.0.1 port, passing every request to a server's unix socket
+    over keep-alive upstream connections: a proxy on the same machine, as in production.
+    Use as a context manager, after the server behind it is ready."""
+
+    def __init__(self, socket_path: str, scratch: Path, workers: int = 1,
+                 cpus: str | None = None) -> None:
+        self.socket_path = socket_path
+        self.scratch = scratch
+        self.workers = workers
+        self.cpus = cpus  # taskset's CPU list for nginx's processes
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Nginx:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = self.scratch / "nginx.conf"
+        # Its workers run as the benchmark's user (as root, nginx would make them
+        # nobody, who may not connect to the server's socket).
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        conf.write_text(NGINX_CONF.format(user=user, workers=self.workers, scratch=self.scratch,
+                                          socket=self.socket_path, port=self.port))
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        self.proc = spawn([*pin, "nginx", "-c", str(conf), "-p", str(self.scratch)],
+                          self.scratch / "nginx.log")
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                log = (self.scratch / "nginx.log").read_text(errors="replace")
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}: {log[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    response.read()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx not answering after {START_TIMEOUT}s") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+
+    def cpu(self) -> float:
+        """CPU seconds nginx's master and workers have used so far."""
+        if self.proc is None:
+            return 0.0
+        return cpu_seconds(self.proc.pid) + sum(cpu_seconds(pid)
+                                                for pid in children(self.proc.pid))

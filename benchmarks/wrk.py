@@ -71,11 +71,14 @@ def run(
     script: Path | None = None,
     timeout: float = 10.0,
     raw_path: Path | None = None,
+    cpus: str | None = None,
 ) -> WrkResult:
-    """One wrk run against ``url`` (127.0.0.1 only), killed if it overstays its duration."""
+    """One wrk run against ``url`` (127.0.0.1 only), killed if it overstays its duration;
+    with ``cpus``, pinned there by taskset."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"load goes to 127.0.0.1 only, not {url}")
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s",
+    command = ["taskset", "-c", cpus] if cpus else []
+    command += ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s",
                f"--timeout={timeout:g}s", "--latency"]
     for header in headers:
         command += ["-H", header]

@@ -50,3 +50,7 @@ class ServeContext:
     # Called with each exchange before the application runs (gunicorn's
     # pre_request hook); one raising fails the request with a 500.
     starting: tuple[Callable[[Any], None], ...] = ()
+    # The shard's connection.Outbox, which batches small responses per loop pass
+    # (typed Any: the connection imports this module, not the reverse); None
+    # sends every response at once.
+    outbox: Any = None

@@ -3,7 +3,7 @@
 
 from gshard.http.protocol cimport ServerConnection
 from gshard.http.response cimport ResponseWriter
-from gshard.http.wsgi cimport InputStream, ResponseStart
+from gshard.http.wsgi cimport InputStream, ResponseStart, make_environ
 
 cdef class Exchange:
     cdef public object _ctx
@@ -20,3 +20,10 @@ cdef class Exchange:
     cdef public ResponseWriter writer
     cdef public ResponseStart start
     cdef public object environ
+
+    # Called per request from this module and the connection: C calls there.
+    cpdef run(self)
+    cpdef _send_result(self, result)
+    cpdef _send_whole(self, parts)
+    cpdef _write(self, data)
+    cpdef _head(self, body_length=*)

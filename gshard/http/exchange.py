@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 import os
 import stat
-import time
 from collections.abc import Iterable
+from time import perf_counter
 from typing import Protocol
 
 from gshard.errors import ClientDisconnected, ProtocolError
@@ -47,6 +47,11 @@ class Transport(Protocol):
     def send(self, data: bytes) -> None:
         """Send all of ``data``."""
 
+    def send_response(self, data: bytes) -> None:
+        """Send ``data``, a whole response (head and body); it may be held briefly to go
+        out with other connections' responses, and then an error surfaces on the
+        connection's next operation instead."""
+
     def send_file(self, head: bytes, fd: int, offset: int, count: int) -> int:
         """Send ``head``, then ``count`` bytes of file ``fd`` from ``offset``; how many went out."""
 
@@ -68,6 +73,7 @@ class Outcome(enum.Enum):
 # costs ~60 ns).
 _COMPLETE, _ABORTED, _CLIENT_GONE = Outcome.COMPLETE, Outcome.ABORTED, Outcome.CLIENT_GONE
 _HEAD, _BODY = Phase.HEAD, Phase.BODY
+_DONE = State.DONE
 
 
 class Exchange:
@@ -92,7 +98,7 @@ class Exchange:
         self._transport = transport
         self.request = request
         self.forwarded = forwarded
-        self.started = time.perf_counter()
+        self.started = perf_counter()
         self.duration = 0.0
         # Request body received so far, and when the wait for it began: the
         # connection's pacing rule reads them.
@@ -101,7 +107,7 @@ class Exchange:
         self.outcome = _COMPLETE
         self.writer = ResponseWriter(proto)
         self.start = ResponseStart(self._write)
-        self._input = EMPTY_INPUT if proto.state is State.DONE else InputStream(self._pull_body)
+        self._input = EMPTY_INPUT if proto.state is _DONE else InputStream(self._pull_body)
         self.environ = make_environ(request, ctx.base_environ, self._input, remote)
 
     @property
@@ -146,7 +152,7 @@ class Exchange:
                     result.close()
                 except Exception:
                     error_log.exception("Error closing the response of %s", self.request.target)
-            self.duration = time.perf_counter() - self.started
+            self.duration = perf_counter() - self.started
             # start_response's write() and wsgi.input hold bound methods of this
             # exchange, which holds them. Cut, the exchange is freed as soon as
             # the connection drops it; left, every request made a cycle for the
@@ -183,8 +189,10 @@ class Exchange:
         if start.status is None:
             raise AssertionError("application returned without calling start_response")
         writer = self.writer
-        tail = self._head(body_length=0) if writer.phase is _HEAD else b""
-        tail += writer.end()
+        if writer.phase is _HEAD:  # no body: the head is the whole response
+            self._transport.send_response(self._head(body_length=0) + writer.end())
+            return
+        tail = writer.end()
         if tail:
             self._transport.send(tail)
 
@@ -200,7 +208,7 @@ class Exchange:
             head = self._head(body_length=total)
             if total <= JOIN_LIMIT:
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
-                self._transport.send(head + writer.data(body))
+                self._transport.send_response(head + writer.data(body))
                 return
             self._transport.send(head)
         for part in parts:
@@ -233,10 +241,18 @@ class Exchange:
                 raise TypeError(f"response body must be bytes, not {type(data).__name__}")
             data = bytes(data)
         writer = self.writer
+        if writer.phase is _BODY:
+            framed = writer.data(data)
+            if framed:
+                self._transport.send(framed)
+            return
         # The head first: it decides how the body is framed.
-        framed = writer.data(data) if writer.phase is _BODY else \
-            self._head() + writer.data(data)
-        if framed:
+        framed = self._head() + writer.data(data)
+        if writer.complete():
+            # The first piece is all the body its Content-Length allows (a framework's
+            # one-item iterable): a whole response.
+            self._transport.send_response(framed)
+        else:
             self._transport.send(framed)
 
     def _head(self, body_length: int | None = None) -> bytes:

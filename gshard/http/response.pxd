@@ -15,4 +15,10 @@ cdef class ResponseWriter:
     # Called per response from the compiled exchange: C calls there.
     cpdef head(self, status, headers, content_length, close=*, add_date=*, add_server=*, body_length=*)
     cpdef data(self, data)
+    cpdef bint complete(self)
     cpdef end(self)
+
+# Module functions called per response: C calls within the module.
+cpdef _status_code(status)
+cpdef _status_line(version, status)
+cpdef http_date()

@@ -97,21 +97,24 @@ class ResponseWriter:
         conn = self._conn
         request = conn.request
         assert request is not None
-        code = int(status[:3])
+        code = _status_code(status)
         if conn.begin_response():
             # The client may or may not send the body it was never asked for:
             # only closing leaves no doubt about where the next request starts.
             close = True
         # Statuses that never carry a body (RFC 9110 15.2, 15.3.5, 15.4.5).
         no_body = code < 200 or code == 204 or code == 304
-        if content_length is None and body_length is not None and not no_body:
-            headers = [*headers, ("Content-Length", str(body_length))]
-            content_length = body_length
-        http11 = request.http_version == "HTTP/1.1"
-        parts = [_status_line(request.http_version, status)]
+        version = request.http_version
+        http11 = version == "HTTP/1.1"
+        parts = [_status_line(version, status)]
         for field in headers:
             line = _field_lines.get(field)
             parts.append(line if line is not None else _field_line(field))
+        if content_length is None and body_length is not None and not no_body:
+            length = str(body_length)
+            headers = [*headers, ("Content-Length", length)]
+            parts += ("Content-Length: ", length, "\r\n")  # a new value each time: not cached
+            content_length = body_length
         if no_body or request.method == "HEAD":
             framing = _NONE
             if not no_body and content_length is None and not http11:
@@ -158,6 +161,12 @@ class ResponseWriter:
             return data
         return b""
 
+    def complete(self) -> bool:
+        """Whether the body sent so far is all the framing lets follow the head: a
+        length reached, or no body at all."""
+        framing = self.framing
+        return framing is _NONE or (framing is _LENGTH and self._remaining == 0)
+
     def file_bytes(self, size: int) -> int:
         """How many bytes of a ``size``-byte file to send as the body unframed (sendfile)."""
         if self.framing is _LENGTH:
@@ -189,6 +198,17 @@ class ResponseWriter:
 
 
 _status_lines: dict[tuple[str, str], str] = {}
+_status_codes: dict[str, int] = {}
+
+
+def _status_code(status: str) -> int:
+    """200 for ``"200 OK"``, parsed once per status (bounded cache)."""
+    code = _status_codes.get(status)
+    if code is None:
+        code = int(status[:3])
+        if len(_status_codes) < 1024:
+            _status_codes[status] = code
+    return code
 
 
 def _status_line(version: str, status: str) -> str:

@@ -19,3 +19,9 @@ cdef class ResponseStart:
     cdef public bint headers_sent
     cdef public object status
     cdef public object write
+
+    cpdef _checked(self, headers)
+
+# Module functions called per request: C calls from the compiled modules.
+cpdef split_target(target)
+cpdef make_environ(request, base, wsgi_input, remote)

@@ -80,7 +80,8 @@ def make_environ(
     remote: tuple[str, str],
 ) -> dict[str, Any]:
     """The environ for one request, starting from the listener's ``base``."""
-    path, query = split_target(request.target)
+    target = request.target
+    path, query = split_target(target)
     if "%" in path:
         path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
     mount = base["SCRIPT_NAME"]
@@ -92,12 +93,13 @@ def make_environ(
     environ["REQUEST_METHOD"] = request.method
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = query
-    environ["RAW_URI"] = request.target
+    environ["RAW_URI"] = target
     environ["SERVER_PROTOCOL"] = request.http_version
     environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = remote
     environ["wsgi.input"] = wsgi_input
-    if request.content_length is not None:
-        environ["CONTENT_LENGTH"] = str(request.content_length)
+    content_length = request.content_length
+    if content_length is not None:
+        environ["CONTENT_LENGTH"] = str(content_length)
     for name, value in request.headers:
         if name == "CONTENT-TYPE":
             environ["CONTENT_TYPE"] = value
@@ -111,10 +113,10 @@ def make_environ(
             joiner = "; " if key == "HTTP_COOKIE" else ","
             value = environ[key] + joiner + value
         environ[key] = value
-    if request.target[0] != "/" and request.target != "*":
+    if target[0] != "/" and target != "*":
         # RFC 9112 3.2.2: an absolute-form target's authority is the host, whatever
         # Host says, so the application and a proxy in front agree on it.
-        environ["HTTP_HOST"] = _authority(request.target)
+        environ["HTTP_HOST"] = _authority(target)
     return environ
 
 

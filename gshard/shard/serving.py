@@ -47,7 +47,7 @@ from gevent.server import StreamServer
 from gshard import ipc, log, snapshot
 from gshard.errors import EXIT_OK
 from gshard.http.access_log import AccessLogger
-from gshard.http.connection import Connection
+from gshard.http.connection import Connection, Outbox
 from gshard.http.context import Lifecycle, ServeContext
 from gshard.http.protocol import Limits
 from gshard.http.proxy import AllowList, Forwarded, ProxyProtocol
@@ -127,6 +127,8 @@ class ShardServer:
         spec.worker.retire = self._retire
         # Counted here, reported with each heartbeat (gshard status, /metrics, statsd).
         self.metrics = metrics.ShardMetrics()
+        # Small responses of the connections ready in one loop pass go out together.
+        self.outbox = Outbox(gevent.get_hub().loop)
         log.error_log.addHandler(snapshot.LogCounter(self.metrics.logs))
         limits = Limits(**config.limits_kwargs())
         access = AccessLogger(config.access_log_format)
@@ -158,6 +160,7 @@ class ShardServer:
                 finished=finished,
                 sendfile=config.sendfile,
                 starting=starting,
+                outbox=self.outbox,
             )
             # A gevent socket on the inherited descriptor; the manager keeps its own.
             listener = socket.socket(fileno=sock.detach())
@@ -182,6 +185,8 @@ class ShardServer:
         if self.config.keepalive:
             gevent.spawn(self._reap_idle)
         self.stopped.wait()
+        # A quit does not wait for connections: what they hold still goes out.
+        self.outbox.flush()
         send(self.spec.channel, ipc.Kind.BEAT, self._counters())  # the last counts too
         return EXIT_OK
 
