@@ -39,6 +39,7 @@ from pathlib import Path
 
 import servers
 import wrk
+from run import ensure_peers
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 APPS = {"plain": "plain:app", "flask": "flask_app:app"}
@@ -146,6 +147,9 @@ def main() -> int:
         if name not in (*KINDS, *APPS):
             parser.error(f"unknown server or app {name!r}")
     programs = _programs(args)
+    # The peers are installed as run.py installs them; one that cannot be is left out.
+    skipped = ensure_peers(programs, install=True)
+    programs = [program for program in programs if program.name not in skipped]
     readings: dict[tuple[str, str], list[Reading]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="pinned-cpu-"))
     try:
