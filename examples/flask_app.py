@@ -1,4 +1,4 @@
-"""The Flask application the README serves: ``gshard --chdir examples flask_app:app``."""
+"""The Flask app of the README's first command: ``gshard --chdir examples flask_app:app``."""
 
 import os
 

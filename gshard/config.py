@@ -823,5 +823,43 @@ def config_names() -> dict[str, str]:
     return names
 
 
-if __name__ == "__main__":  # the README's table of gunicorn's settings and what each gets here
+# The settings by what a reader looks for: `gshard --help` and the settings
+# reference show them in these groups (a unit test holds every setting to
+# exactly one), in the order of the table above within each.
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Application", ("config", "app", "chdir", "pythonpath", "raw_env", "script_name",
+                     "preload_app", "check_config", "print_config")),
+    ("Listening", ("bind", "backlog", "reuse_port")),
+    ("Shards and connections", ("shards", "worker_class", "worker_connections", "keepalive",
+                                "max_requests", "max_requests_jitter", "sendfile")),
+    ("Timeouts", ("header_timeout", "body_timeout", "timeout", "graceful_timeout",
+                  "shutdown_delay", "boot_timeout")),
+    ("Request limits", ("limit_request_line", "limit_request_fields",
+                        "limit_request_field_size", "limit_request_head",
+                        "limit_request_body")),
+    ("TLS", ("certfile", "keyfile", "ca_certs", "cert_reqs", "ciphers")),
+    ("Proxies", ("forwarded_allow_ips", "secure_scheme_headers", "proxy_protocol",
+                 "proxy_allow_ips")),
+    ("Process", ("pidfile", "user", "group", "initgroups", "umask", "daemon",
+                 "enable_stdio_inheritance", "proc_name", "control_socket",
+                 "control_socket_disable")),
+    ("Logging", ("loglevel", "errorlog", "accesslog", "access_log_format", "capture_output",
+                 "logconfig", "logconfig_dict", "logconfig_json", "syslog", "syslog_addr",
+                 "syslog_prefix", "syslog_facility", "disable_redirect_access_to_syslog")),
+    ("Metrics", ("metrics_bind", "statsd_host", "statsd_prefix", "dogstatsd_tags")),
+    ("Development", ("reload", "reload_engine", "reload_extra_files")),
+    ("Server hooks", ("on_starting", "on_reload", "when_ready", "pre_fork", "post_fork",
+                      "post_worker_init", "worker_int", "worker_abort", "pre_exec",
+                      "pre_request", "post_request", "child_exit", "worker_exit",
+                      "nworkers_changed", "on_exit", "ssl_context")),
+)
+
+
+def grouped_settings() -> list[tuple[str, list[dataclasses.Field]]]:
+    """The settings table in ``GROUPS``' order: (group title, its settings)."""
+    by_name = {spec.name: spec for spec in settings()}
+    return [(title, [by_name[name] for name in names]) for title, names in GROUPS]
+
+
+if __name__ == "__main__":  # the gunicorn page's table: each gunicorn setting and what it gets
     print(compat.migration_table(settings()))

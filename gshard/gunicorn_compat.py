@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SECURITY = "it would weaken a protection described in SECURITY.md"
+SECURITY = "it would weaken a protection described in docs/security.md"
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,7 @@ def gunicorn_only(name: str) -> GunicornOnly | None:
 _BY_NAME = {entry.name: entry for entry in GUNICORN_ONLY}
 
 
-# --- the README's "Moving from gunicorn" table ----------------------------------------
+# --- the "Moving from gunicorn" page's table ----------------------------------------
 
 _VERDICTS = {"same": "same", "different": "different", "ignored": "ignored (one warning)",
              "refused": "refused"}
@@ -322,8 +322,8 @@ def migration_table(fields: Any) -> str:
     """A Markdown row per gunicorn setting, from gshard's settings table and ``GUNICORN_ONLY``.
 
     ``fields`` are ``Config``'s; a field's gunicorn name is its first alias if
-    it has one (``workers`` for ``shards``). The README holds this table and a
-    unit test keeps the two equal (``python -m gshard.config`` prints it).
+    it has one (``workers`` for ``shards``). The docs' "Moving from gunicorn"
+    page is built with it (``docs/hooks.py``); ``python -m gshard.config`` prints it.
     """
     rows = []
     for spec in fields:

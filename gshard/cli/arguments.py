@@ -9,6 +9,7 @@ naming the setting, raised before any socket is bound or process forked.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import platform
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from gshard.cli import ctl
-from gshard.config import Config, config_names, settings
+from gshard.config import Config, config_names, grouped_settings, settings
 from gshard.errors import ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY
 from gshard.http.compiled import build
@@ -50,6 +51,7 @@ class _Version(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="gshard",
+        usage=f"%(prog)s [OPTIONS] APP\n       %(prog)s {{{','.join(SUBCOMMANDS)}}} [OPTIONS]",
         description="A sharded gevent WSGI server: one SO_REUSEPORT listener per shard.",
         argument_default=argparse.SUPPRESS,
         epilog=f"To watch or steer a running gshard: gshard {{{','.join(SUBCOMMANDS)}}} "
@@ -60,23 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="The WSGI application: MODULE:ATTR or MODULE:FACTORY(ARGS).")
     parser.add_argument("-v", "--version", action=_Version, nargs=0,
                         help="Show gshard's version and build (compiled or pure Python).")
-    for spec in settings():
-        flags = spec.metadata["flags"]
-        if not flags:
-            continue
-        bare, switch = spec.metadata["bare"], spec.metadata["switch"]
-        if switch is not None:
-            parser.add_argument(*flags, dest=spec.name, action="store_const", const=switch,
-                                help=spec.metadata["help"])
-            continue
-        parser.add_argument(
-            *flags,
-            dest=spec.name,
-            metavar=spec.metadata["metavar"],
-            action="append" if spec.metadata["append"] else "store",
-            help=spec.metadata["help"],
-            **({"nargs": "?", "const": bare} if bare is not None else {}),
-        )
+    for title, specs in grouped_settings():
+        group = parser.add_argument_group(title)
+        for spec in specs:
+            _add_setting(group, spec)
     gunicorn = parser.add_argument_group(
         "gunicorn settings gshard ignores (with a warning) or refuses (saying why)")
     for entry in GUNICORN_ONLY:
@@ -89,6 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
         gunicorn.add_argument(*entry.flags, dest=entry.name,
                               help=f"{entry.compat.kind}: {entry.compat.note}", **shape)
     return parser
+
+
+def _add_setting(group: argparse._ArgumentGroup, spec: dataclasses.Field) -> None:
+    """The flags of one setting, if it has any (hooks and dicts are config files' only)."""
+    flags = spec.metadata["flags"]
+    if not flags:
+        return
+    bare, switch = spec.metadata["bare"], spec.metadata["switch"]
+    if switch is not None:
+        group.add_argument(*flags, dest=spec.name, action="store_const", const=switch,
+                           help=spec.metadata["help"])
+        return
+    group.add_argument(
+        *flags,
+        dest=spec.name,
+        metavar=spec.metadata["metavar"],
+        action="append" if spec.metadata["append"] else "store",
+        help=spec.metadata["help"],
+        **({"nargs": "?", "const": bare} if bare is not None else {}),
+    )
 
 
 # Config files found without -c, in the directory gshard starts in; gunicorn's last.
@@ -253,14 +262,18 @@ def settings_config(app: str, settings: Mapping[str, Any]) -> Config:
     return Config.from_values({**read.values, **settings, "app": app}, read.misspelt)
 
 
+# Variables gunicorn takes a setting's default from, as gunicorn names them.
+ENVIRONMENT_DEFAULTS = {"FORWARDED_ALLOW_IPS": "forwarded_allow_ips",
+                        "WEB_CONCURRENCY": "shards", "SENDFILE": "sendfile",
+                        "SCRIPT_NAME": "script_name"}
+
+
 def _environment_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     """Defaults gunicorn takes from the environment (and, for SCRIPT_NAME, from raw_env)."""
     defaults: dict[str, Any] = {}
     if environ.get("PORT"):
         defaults["bind"] = [f"0.0.0.0:{environ['PORT']}"]  # as gunicorn does on PaaS
-    for variable, name in (("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
-                           ("WEB_CONCURRENCY", "shards"), ("SENDFILE", "sendfile"),
-                           ("SCRIPT_NAME", "script_name")):
+    for variable, name in ENVIRONMENT_DEFAULTS.items():
         if variable in environ:
             defaults[name] = environ[variable]
     return defaults

@@ -62,7 +62,8 @@ def serve(read: Callable[[], Config], argv: Sequence[str] | None = None) -> int:
     try:
         listeners = _listeners(config, identity, inherited)
     except (OSError, ValueError) as exc:
-        log.error_log.error("Cannot listen: %s", exc)
+        # Our bind errors carry their whole sentence as strerror ("cannot bind ...").
+        log.error_log.error("Cannot listen: %s", getattr(exc, "strerror", None) or exc)
         return 1
     if config.daemon and inherited is None:  # a USR2 successor stays where it was started
         daemon.daemonize(config.enable_stdio_inheritance)

@@ -634,3 +634,11 @@ def test_shutdown_delay_comes_from_files_and_the_environment_like_every_setting(
         .shutdown_delay == 2.0
     with pytest.raises(ConfigError, match="--shutdown-delay: must be a number of seconds"):
         parse("app:x", "--shutdown-delay", "-1")
+
+
+def test_every_setting_is_in_exactly_one_group():
+    from gshard.config import BOOKKEEPING, GROUPS
+
+    named = [name for _, names in GROUPS for name in names]
+    assert len(named) == len(set(named)), "a setting is in two groups"
+    assert set(named) | BOOKKEEPING == {spec.name for spec in settings()}

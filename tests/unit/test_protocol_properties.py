@@ -236,7 +236,7 @@ def test_repeated_garbage_stays_within_the_bound(garbage, repeat, receive, limit
 def test_bound_holds_for_the_largest_limits():
     """gshard's 0-means-maximum settings still bound the head: by the total head
     limit (64 KiB unless changed), and with that set to 0 too, by the product of
-    the per-line limits (just over 2 GiB), never unbounded; SECURITY.md says what
+    the per-line limits (just over 2 GiB), never unbounded; docs/security.md says what
     that means per connection."""
     assert Limits(request_line=8190, fields=32768, field_size=65536).head == 65536
     limits = Limits(request_line=8190, fields=32768, field_size=65536, head_total=0)

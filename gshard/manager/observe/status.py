@@ -4,7 +4,7 @@ The manager builds it (``document``) from a view of its state machine
 (``manager.view``), its registry of shard reports and its listeners' queues,
 and answers the control socket's ``status`` command with it as JSON. The
 JSON is the interface for scripts; its schema is versioned (``SCHEMA``) and
-documented in the README. Fields are only ever added within a version.
+documented on the docs' Observing page. Fields are only ever added within a version.
 """
 
 from __future__ import annotations
