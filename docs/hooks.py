@@ -16,6 +16,10 @@ but never silently left out. What is generated:
 * ``status``, ``top``, ``status-json``: a status document recorded from a real
   server (``docs/samples.py``), printed by the code ``gshard status`` and
   ``gshard top`` print with.
+* ``results``, ``scaling-results``: the committed benchmark results
+  (``benchmarks/results/``), their headings turned into bold lines, so that
+  the tables sit inside a collapsed block without filling the page's table
+  of contents.
 
 The benchmark chart is added to the site from ``benchmarks/results``, where
 the benchmark run writes it.
@@ -299,6 +303,19 @@ def status_json() -> str:
     return f"```json\n{json.dumps(_status_sample(), indent=2)}\n```"
 
 
+def _headings_as_bold(text: str) -> str:
+    return re.sub(r"^#+ (.+)$", r"**\1**", text, flags=re.M)
+
+
+def benchmark_results() -> str:
+    return _headings_as_bold((ROOT / "benchmarks" / "results" / "RESULTS.md").read_text())
+
+
+def scaling_results() -> str:
+    return _headings_as_bold(
+        (ROOT / "benchmarks" / "results" / "scaling" / "RESULTS.md").read_text())
+
+
 PARTS: dict[str, Callable[[], str]] = {
     "help": cli_help,
     "settings": settings_reference,
@@ -308,6 +325,8 @@ PARTS: dict[str, Callable[[], str]] = {
     "status": status_sample,
     "top": top_sample,
     "status-json": status_json,
+    "results": benchmark_results,
+    "scaling-results": scaling_results,
 }
 
 

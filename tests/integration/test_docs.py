@@ -61,6 +61,18 @@ def test_the_site_builds_strictly_and_fetches_nothing(site):
 
 
 @pytest.mark.timeout(200)
+def test_each_page_has_one_title_and_included_results_stay_out_of_its_contents(site):
+    for page in site.rglob("index.html"):
+        text = page.read_text()
+        if 'class="md-content"' not in text:
+            continue  # the search page and other theme pages
+        assert text.count("<h1") == 1, f"{page.relative_to(site)} has {text.count('<h1')} titles"
+    performance = (site / "performance" / "index.html").read_text()
+    assert "gshard against gshard-before" in performance  # the committed results are there
+    assert 'id="gshard-against-gshard-before"' not in performance  # but not as a heading
+
+
+@pytest.mark.timeout(200)
 def test_every_setting_is_in_the_reference(site):
     reference = html.unescape((site / "settings" / "index.html").read_text())
     for spec in settings():
