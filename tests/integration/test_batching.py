@@ -13,14 +13,11 @@ reload drain shards while responses are held: none may be lost.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +26,7 @@ import pytest
 
 from gshard.http.connection import BATCH_LIMIT
 from tests.fixtureapps.batch_app import body
-from tests.support.processes import Server, wait_until
+from tests.support.processes import Server, status_document, wait_until
 from tests.support.rawhttp import Conn, request_bytes
 
 SIZES = (0, 14, 900, BATCH_LIMIT - 300, BATCH_LIMIT + 100, 70_000)
@@ -168,12 +165,6 @@ def test_every_response_arrives_whole_and_in_order_with_many_clients(transport, 
     assert_clean_log(server, since=mark)
 
 
-def status(pidfile: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "gshard", "status", "--pid", pidfile, "--json"],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
 
 @pytest.mark.timeout(90)
 def test_status_counts_every_held_response_and_its_bytes(gshard_proc, tmp_path):
@@ -184,8 +175,9 @@ def test_status_counts_every_held_response_and_its_bytes(gshard_proc, tmp_path):
     assert problems(conversations) == []
     requests = sum(c.answered for c in conversations)
     body_bytes = sum(c.body_bytes for c in conversations)
-    totals = wait_until(lambda: (t := status(pidfile)["totals"])["requests"] >= requests and t,
-                        15, "every request counted")
+    totals = wait_until(
+        lambda: (t := status_document("--pid", pidfile)["totals"])["requests"] >= requests and t,
+        15, "every request counted")
     assert totals["requests"] == requests
     assert totals["responses"]["2xx"] == requests
     assert totals["bytes_out"] == body_bytes

@@ -3,7 +3,6 @@ control commands, against real processes and real clients."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import Server
+from tests.support.processes import Server, status_document
 
 WAIT = 15.0
 
@@ -28,11 +27,6 @@ def gshard_command(*args: str, timeout: float = 30) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "-m", "gshard", *args], capture_output=True,
                           text=True, timeout=timeout)
 
-
-def status(pidfile: str) -> dict:
-    done = gshard_command("status", "--pid", pidfile, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> object:
@@ -115,7 +109,7 @@ def test_metrics_count_every_request_sent_under_load(gshard_proc, pidfile):
     assert {s.labels["slot"] for s in families["gshard_accept_queue"].samples} == {"0", "1"}
     # Every request was counted once, and the in-flight gauges settled.
     assert total(families, "gshard_in_flight", "gshard_in_flight") == 0
-    doc = status(pidfile)
+    doc = status_document("--pid", pidfile)
     assert doc["totals"]["requests"] == 1800
     assert doc["totals"]["responses"]["4xx"] == 180
 
@@ -184,8 +178,9 @@ def test_status_during_a_reload_shows_both_generations_then_the_outcome(
     reload = subprocess.Popen([sys.executable, "-m", "gshard", "reload", "--pid", pidfile],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        doc = wait_until(lambda: (d := status(pidfile)) and len(d["generations"]) == 2 and d,
-                         "two generations in the status")
+        doc = wait_until(
+            lambda: (d := status_document("--pid", pidfile)) and len(d["generations"]) == 2 and d,
+            "two generations in the status")
         assert doc["generations"] == [
             {"generation": 2, "state": "booting", "shards": 2},
             {"generation": 1, "state": "serving", "shards": 2},
@@ -201,10 +196,10 @@ def test_status_during_a_reload_shows_both_generations_then_the_outcome(
         if reload.poll() is None:
             reload.kill()
             reload.wait()
-    doc = status(pidfile)
+    doc = status_document("--pid", pidfile)
     assert doc["last_reload"]["ok"] is True
     assert doc["last_reload"]["message"] == "Generation 2 is serving; generation 1 is draining"
-    wait_until(lambda: status(pidfile)["restart_counts"].get("reloaded") == 2,
+    wait_until(lambda: status_document("--pid", pidfile)["restart_counts"].get("reloaded") == 2,
                "the first generation's shards recorded as reloaded")
     assert server.proc.poll() is None
 
@@ -216,17 +211,19 @@ def test_status_records_a_killed_shard_and_a_broken_deploy(gshard_proc, pidfile,
                          env={"GATED_APP_BROKEN": str(broken)})
     victim = server.shard_pids()[0]
     os.kill(victim, signal.SIGKILL)
-    doc = wait_until(lambda: (d := status(pidfile))["restarts"] and d, "a restart recorded")
+    doc = wait_until(lambda: (d := status_document("--pid", pidfile))["restarts"] and d,
+                     "a restart recorded")
     (crash,) = doc["restarts"]
     assert (crash["pid"], crash["reason"], crash["detail"]) == (
         victim, "crashed", "was killed by signal 9")
-    wait_until(lambda: len(status(pidfile)["shards"]) == 2, "the slot respawned")
+    wait_until(lambda: len(status_document("--pid", pidfile)["shards"]) == 2, "the slot respawned")
 
     broken.touch()  # the next import fails: the reload fails, generation 1 keeps serving
     done = gshard_command("reload", "--pid", pidfile)
     assert done.returncode == 1
-    doc = wait_until(lambda: (d := status(pidfile))["restart_counts"].get("boot_failed") == 2
-                     and d, "the failed generation's shards recorded")
+    doc = wait_until(
+        lambda: (d := status_document("--pid", pidfile))["restart_counts"].get("boot_failed") == 2
+        and d, "the failed generation's shards recorded")
     assert doc["last_reload"]["ok"] is False
     assert "broken deploy" in doc["last_reload"]["message"]
     assert [(g["generation"], g["state"]) for g in doc["generations"]] == [(1, "serving")]
@@ -244,9 +241,9 @@ def test_a_blocked_shard_is_recorded_with_where_it_blocked(gshard_proc, pidfile)
         # The only shard is stuck; the manager still answers, and sees it.
         families = scrape(metrics_port(server))
         assert total(families, "gshard_shards", "gshard_shards", state="ready") == 1
-        assert status(pidfile)["shards"][0]["state"] == "ready"
-        doc = wait_until(lambda: (d := status(pidfile))["restarts"] and d, "a restart recorded",
-                         timeout=20)
+        assert status_document("--pid", pidfile)["shards"][0]["state"] == "ready"
+        doc = wait_until(lambda: (d := status_document("--pid", pidfile))["restarts"] and d,
+                         "a restart recorded", timeout=20)
     finally:
         blocker.close()
     (blocked,) = doc["restarts"]
@@ -278,7 +275,7 @@ def test_accept_queue_depth_matches_ss(gshard_proc, pidfile):
             clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
         wait_until(lambda: sum(q for q, _ in ss_queues(server.port)) == 10,
                    "10 connections queued")
-        doc = status(pidfile)
+        doc = status_document("--pid", pidfile)
         ours = sorted((q["queue"], q["queue_limit"]) for q in doc["queues"])
         assert ours == ss_queues(server.port)
         assert sum(depth for depth, _ in ours) == 10
@@ -300,8 +297,9 @@ def test_status_through_the_pidfile_after_an_upgrade(gshard_proc, pidfile):
     with open(pidfile) as handle:
         successor = int(handle.read())
     assert successor != server.pid
-    doc = wait_until(lambda: (d := status(pidfile))["manager"]["pid"] == successor and d,
-                     "the successor answers")
+    doc = wait_until(
+        lambda: (d := status_document("--pid", pidfile))["manager"]["pid"] == successor and d,
+        "the successor answers")
     assert doc["generations"][0]["state"] == "serving"
     gshard_command("stop", "--pid", pidfile)
 
@@ -314,10 +312,10 @@ def test_scale_recycle_reopen_and_stop_wait_and_report(gshard_proc, pidfile):
     server = gshard_proc("hello:app", "--shards", "2", "--pid", pidfile)
     done = gshard_command("scale", "3", "--pid", pidfile)
     assert (done.returncode, done.stdout) == (0, "3 shards serving\n")
-    assert sorted(s["slot"] for s in status(pidfile)["shards"]) == [0, 1, 2]
+    assert sorted(s["slot"] for s in status_document("--pid", pidfile)["shards"]) == [0, 1, 2]
     done = gshard_command("scale", "1", "--pid", pidfile)
     assert (done.returncode, done.stdout) == (0, "1 shard serving\n")
-    doc = status(pidfile)
+    doc = status_document("--pid", pidfile)
     assert [s["slot"] for s in doc["shards"]] == [0]
     assert doc["restart_counts"]["scaled_down"] == 2
 
@@ -326,7 +324,7 @@ def test_scale_recycle_reopen_and_stop_wait_and_report(gshard_proc, pidfile):
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(rf"Shard 0 \(pid {old}\) replaced by pid \d+; pid {old} is draining\n",
                         done.stdout)
-    wait_until(lambda: status(pidfile)["restart_counts"].get("recycled") == 1,
+    wait_until(lambda: status_document("--pid", pidfile)["restart_counts"].get("recycled") == 1,
                "the recycled shard recorded")
     assert requests.get(server.url, timeout=5).status_code == 200
 

@@ -12,7 +12,6 @@ runtime's SIGTERM to PID 1.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from tests.support.processes import (
     kill_group,
     launch_command,
     process_state,
+    status_document,
     wait_until,
 )
 from tests.support.rawhttp import Conn
@@ -64,13 +64,6 @@ def pid1(tmp_path) -> Iterator[tuple[Server, int]]:
         kill_group(server)
 
 
-def status(control: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "gshard", "status", "--json",
-                           "--control-socket", control], capture_output=True, text=True,
-                          timeout=30)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
 
 def get(port: int, path: str = "/") -> tuple[int, bytes, str | None]:
     with Conn.tcp(port) as conn:
@@ -84,7 +77,7 @@ def test_as_pid1_orphans_are_reaped_never_taken_for_shards_and_sigterm_stops_it(
                                                                                  tmp_path):
     server, manager = pid1
     control = str(tmp_path / "control.sock")
-    before = status(control)
+    before = status_document("--control-socket", control)
     assert before["manager"]["pid"] == 1  # as the namespace sees it
     shards = {shard["pid"] for shard in before["shards"]}
     assert len(shards) == 2
@@ -96,7 +89,7 @@ def test_as_pid1_orphans_are_reaped_never_taken_for_shards_and_sigterm_stops_it(
     assert len(child_pids(manager)) > 2, "no orphan was adopted by PID 1"
     wait_until(lambda: len(child_pids(manager)) == 2, WAIT, "only the shards to be left")
     assert [pid for pid in child_pids(manager) if process_state(pid) == "Z"] == []
-    after = status(control)
+    after = status_document("--control-socket", control)
     assert {shard["pid"] for shard in after["shards"]} == shards
     assert after["restarts"] == [] and after["restart_counts"] == {}
     log = server.stderr.text

@@ -4,18 +4,15 @@ notifications."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.support.loadgen import APP, SERVER_ENV, deploy
-from tests.support.processes import Server, wait_until
+from tests.support.processes import Server, status_document, wait_until
 from tests.support.rawhttp import Conn, fetch
 
 WAIT = 15.0
@@ -43,12 +40,6 @@ def fresh_get(port: int) -> tuple[int, str | None]:
     with Conn.tcp(port) as conn:
         return get(conn)
 
-
-def status_json(pidfile: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "gshard", "status", "--pid", pidfile, "--json"],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 @pytest.mark.timeout(60)
@@ -103,7 +94,7 @@ def test_a_delayed_stop_serves_with_connection_close_then_drains(gshard_proc, tm
                         r"\(--shutdown-delay\), then draining\n", body), body
     assert probe(port, "/livez")[0] == 200  # stopping is no reason to restart
     server.stderr.wait_for(r"serving 6s more as a lame duck", WAIT)
-    doc = status_json(pidfile)
+    doc = status_document("--pid", pidfile)
     assert doc["manager"]["phase"] == "stopping" and 0 < doc["manager"]["lame_duck"] <= delay
     # ...while everything it is still sent is served: new connections are accepted,
     # and once the shards have heard, each response tells its client to reconnect.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import resource
@@ -200,6 +201,15 @@ def wait_state(pid: int, dead: bool = False, stopped: bool = False,
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} still in state {state!r} after {timeout}s")
         time.sleep(0.002)
+
+
+def status_document(*where: str) -> dict:
+    """``gshard status --json`` of the manager ``where`` names (``--pid FILE``,
+    ``--control-socket PATH``), parsed; the command must succeed."""
+    done = subprocess.run([sys.executable, "-m", "gshard", "status", "--json", *where],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def listening_sockets(port: int) -> list[str]:
