@@ -27,11 +27,19 @@ DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(
 # --- converters: each takes a CLI string or a config-file value ----------
 
 
+def _whole(value: Any, base: int = 10) -> int:
+    """An integer from a CLI string or a config value, refused in words a user reads."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a whole number")
+    try:
+        return int(value, base) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+
+
 def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer")
-        number = int(value)
+        number = _whole(value)
         if number < low or (high is not None and number > high):
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise ValueError(f"must be {bound}")
@@ -42,7 +50,10 @@ def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
 
 
 def _seconds(value: Any) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0  # refused below, with the message every wrong value gets
     if not number >= 0 or number == float("inf"):
         raise ValueError("must be a number of seconds, 0 or more")
     return number
@@ -153,7 +164,7 @@ def _script_name(value: Any) -> str:
 
 
 def _umask(value: Any) -> int:
-    number = int(value, 0) if isinstance(value, str) else int(value)
+    number = _whole(value, 0)
     if not 0 <= number <= 0o777:
         raise ValueError("must be a file mode mask between 0 and 0o777")
     return number
@@ -162,7 +173,7 @@ def _umask(value: Any) -> int:
 def _cert_reqs(value: Any) -> int:
     # gunicorn's values, those of ssl.CERT_NONE/OPTIONAL/REQUIRED (ssl itself
     # is not imported here: the manager must never import it).
-    number = int(value, 0) if isinstance(value, str) else int(value)
+    number = _whole(value, 0)
     if not 0 <= number <= 2:
         raise ValueError("must be 0 (none), 1 (optional) or 2 (required)")
     return number

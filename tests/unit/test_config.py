@@ -341,6 +341,28 @@ def test_error_names_the_flag():
         Config.from_values({"app": "a:b", "keepalive": "soon"})
 
 
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"shards": "x"}, "--shards: must be a whole number (got 'x')"),
+        ({"backlog": "1.5"}, "--backlog: must be a whole number (got '1.5')"),
+        ({"limit_request_line": 2.5}, "--limit-request-line: must be a whole number (got 2.5)"),
+        ({"umask": "zz"}, "--umask: must be a whole number (got 'zz')"),
+        ({"timeout": "soon"}, "--timeout: must be a number of seconds, 0 or more (got 'soon')"),
+        ({"timeout": None}, "--timeout: must be a number of seconds, 0 or more (got None)"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_refused_in_words_not_a_python_message(values, words):
+    with pytest.raises(ConfigError) as refused:
+        Config.from_values({"app": "a:b", **values})
+    assert str(refused.value) == words
+
+
+def test_a_whole_number_written_as_a_float_or_a_string_is_taken():
+    config = Config.from_values({"app": "a:b", "shards": 3.0, "backlog": "64", "umask": "0o22"})
+    assert (config.shards, config.backlog, config.umask) == (3, 64, 0o22)
+
+
 # --- bind addresses ---------------------------------------------------------------
 
 
