@@ -250,8 +250,11 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     for layer in layers:
         values.update(layer)
     values["config"] = config_path
-    for name, default in _environment_defaults({**environ, **_raw_env(values)}).items():
-        values.setdefault(name, default)
+    for name, (variable, raw, default) in _environment_defaults(
+            {**environ, **_raw_env(values)}).items():
+        if name not in values:
+            _check_environment_default(variable, raw, name, default)
+            values[name] = default
     return Config.from_values(values, read.misspelt)
 
 
@@ -268,15 +271,26 @@ ENVIRONMENT_DEFAULTS = {"FORWARDED_ALLOW_IPS": "forwarded_allow_ips",
                         "SCRIPT_NAME": "script_name"}
 
 
-def _environment_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Defaults gunicorn takes from the environment (and, for SCRIPT_NAME, from raw_env)."""
-    defaults: dict[str, Any] = {}
-    if environ.get("PORT"):
-        defaults["bind"] = [f"0.0.0.0:{environ['PORT']}"]  # as gunicorn does on PaaS
+def _environment_defaults(environ: Mapping[str, str]) -> dict[str, tuple[str, str, Any]]:
+    """Defaults gunicorn takes from the environment (and, for SCRIPT_NAME, from raw_env):
+    setting name -> (the variable it came from, the variable's text, the setting's value)."""
+    defaults: dict[str, tuple[str, str, Any]] = {}
+    if environ.get("PORT"):  # as gunicorn does on PaaS
+        defaults["bind"] = ("PORT", environ["PORT"], [f"0.0.0.0:{environ['PORT']}"])
     for variable, name in ENVIRONMENT_DEFAULTS.items():
         if variable in environ:
-            defaults[name] = environ[variable]
+            defaults[name] = (variable, environ[variable], environ[variable])
     return defaults
+
+
+def _check_environment_default(variable: str, raw: str, name: str, value: Any) -> None:
+    """Refuse a wrong value under the variable's name: a user who never wrote
+    ``--shards`` would not look for ``WEB_CONCURRENCY=zz`` behind a message naming it."""
+    spec = next(spec for spec in settings() if spec.name == name)
+    try:
+        spec.metadata["convert"](value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"${variable}: {exc} (got {raw!r})") from None
 
 
 def _raw_env(values: Mapping[str, Any]) -> dict[str, str]:

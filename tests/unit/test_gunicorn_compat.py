@@ -238,6 +238,22 @@ def test_precedence_file_then_gunicorn_args_then_gshard_args_then_command_line(_
     assert parse("app:x", env={"WEB_CONCURRENCY": "9"}).shards == 9
 
 
+@pytest.mark.parametrize(("env", "argv", "words"), [
+    ({"WEB_CONCURRENCY": "zz"}, (), "$WEB_CONCURRENCY: must be a whole number (got 'zz')"),
+    ({"PORT": "99999"}, (), "$PORT: invalid port '99999' (0-65535) (got '99999')"),
+    ({"FORWARDED_ALLOW_IPS": "10.0.0.1/8"}, (), "$FORWARDED_ALLOW_IPS: 10.0.0.1/8 has host bits"),
+    ({}, ("-e", "SCRIPT_NAME=shop"), "$SCRIPT_NAME: must start with '/' (got 'shop')"),
+])
+def test_a_wrong_default_from_the_environment_is_refused_under_its_variable(env, argv, words):
+    with pytest.raises(ConfigError) as refused:
+        parse("app:x", *argv, env=env)
+    assert str(refused.value).startswith(words)
+
+
+def test_a_wrong_default_from_the_environment_is_not_read_when_the_setting_is_given():
+    assert parse("app:x", "-w", "2", env={"WEB_CONCURRENCY": "zz"}).shards == 2
+
+
 def test_args_variables_are_split_like_a_shell():
     config = parse("app:x", env={"GUNICORN_CMD_ARGS": "-e 'GREETING=hello world' -w 3"})
     assert (config.raw_env, config.shards) == (("GREETING=hello world",), 3)
