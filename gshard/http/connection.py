@@ -381,7 +381,12 @@ class Connection:
                 if not piece:
                     return
                 budget -= len(piece)
-        except (ProtocolError, OSError):
+        except ProtocolError as exc:
+            # Answered already, so nothing to send; but a malformed body is a bad
+            # request all the same, and logged as the others are.
+            error_log.info("Bad request from %s: %s (in a body the application left "
+                           "unread; the connection closes)", self.remote[0], exc)
+        except OSError:
             pass
         self.proto.abandon()
 

@@ -1,6 +1,10 @@
 # Compiled build only: declares protocol.py's per-request classes as extension types
 # with typed attribute slots; the .py file stays the one source of the code.
 
+# The request line's judge: called per request by parse_head, a C call.
+cpdef tuple request_line(str text, Py_ssize_t line_end, object limits)
+
+
 cdef class ServerConnection:
     cdef public object limits
     cdef public Py_ssize_t _max_head
@@ -12,6 +16,7 @@ cdef class ServerConnection:
     cdef public Py_ssize_t _checked
     cdef public Py_ssize_t _line_start
     cdef public Py_ssize_t _head_lines
+    cdef public Py_ssize_t _empty_lines
     cdef public object _remaining
     cdef public object _chunk
     cdef public object _body_seen

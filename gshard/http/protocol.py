@@ -135,6 +135,14 @@ _FIELD_LINES = re.compile(rf"(?:{_TOKEN}:[ \t]*{_FIELD_VALUE}[ \t]*\r\n)*")
 # characters are all visible ASCII, section 2: anything else is percent-encoded),
 # so raw UTF-8, overlong encodings and control bytes never reach a path decoder.
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+# Optional whitespace around list elements is space and tab only (RFC 9110
+# 5.6.3): str.strip() would also take 0x85 and 0xA0 (the head is latin-1), so
+# "\xa0chunked" would be read as chunked where gunicorn and llhttp refuse it.
+_OWS = " \t"
+# Empty lines a client may send before a request line (RFC 9112 2.2 asks a
+# server to ignore at least one; some clients end a body with an extra CRLF).
+# More is not HTTP, and would keep a connection in a head forever.
+_EMPTY_LINES_IGNORED = 4
 _METHOD = re.compile(_TOKEN)
 _SHORTEST_VERSION = len(" HTTP/1.1")
 # RFC 3986 authority parts: a host is an IP literal or a reg-name (IPv4
@@ -143,8 +151,9 @@ _SHORTEST_VERSION = len(" HTTP/1.1")
 _REG_NAME_CHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
 _IP_LITERAL = r"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
 _HOST_FIELD = re.compile(rf"(?:{_IP_LITERAL}|{_REG_NAME_CHAR}+)(?::[0-9]*)?")
-# An http(s) URI must name a host (RFC 9110 4.2.1); userinfo is tolerated
-# and never becomes part of HTTP_HOST.
+# An http(s) URI must name a host (RFC 9110 4.2.1). Userinfo is tolerated, as
+# gunicorn and the corpus's valid cases take it, and never becomes part of
+# HTTP_HOST (RFC 9110 4.2.4 asks only that it not be trusted).
 _ABSOLUTE_FORM = re.compile(
     rf"(?i:https?)://(?:(?:{_REG_NAME_CHAR}|:)*@)?(?:{_IP_LITERAL}|{_REG_NAME_CHAR}+)"
     r"(?::[0-9]*)?(?=[/?#]|\Z)"
@@ -209,7 +218,7 @@ def _overlong_request_line(line: str, limit: int) -> ProtocolError:
 
 def _transfer_codings(values: list[str]) -> bool:
     """Whether the body is chunked; refuse codings we cannot frame or apply."""
-    codings = [c.strip().lower() for v in values for c in v.split(",")]
+    codings = [c.strip(_OWS).lower() for v in values for c in v.split(",")]
     if "" in codings:
         raise ProtocolError("empty transfer coding", 400)
     if codings[-1] != "chunked":
@@ -234,24 +243,7 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
     """
     text = str(head, "latin-1")
     line_end = text.find("\r\n")
-    if line_end > limits.request_line:
-        raise _overlong_request_line(text[:line_end], limits.request_line)
-    match = _REQUEST_LINE.fullmatch(text, 0, line_end)
-    if match is None:
-        raise _malformed_request_line(text[:line_end])
-    method, target, major, minor = match.groups()
-    if method != method.upper():
-        # Methods are case-sensitive and every registered one is upper case;
-        # gunicorn refuses lower-case ones too, so no proxy in front sees a
-        # different method than the application.
-        raise ProtocolError(f"invalid method {method[:32]!r}", 400)
-    if major != "1":
-        raise ProtocolError(f"HTTP version {major}.{minor} not supported", 505)
-    if target[0] != "/" or method == "CONNECT":
-        _check_target(method, target)
-    # RFC 9110 2.5: a higher minor version (HTTP/1.2) is read as the highest
-    # this server implements, HTTP/1.1, and the response says HTTP/1.1 (6.2).
-    http11 = minor != "0"
+    method, target, http11 = request_line(text, line_end, limits)
     # A client sends the same field lines again and again (every request of a
     # keep-alive connection, every client of one kind): what they parse to is
     # remembered, bounded, for the same limits. Any other block is parsed in full.
@@ -275,6 +267,33 @@ def parse_head(head: bytes | bytearray, limits: Limits) -> Request:
         method, target, "HTTP/1.1" if http11 else "HTTP/1.0", headers,
         content_length, chunked, keep_alive, expect_continue,
     ))
+
+
+def request_line(text: str, line_end: int, limits: Limits) -> tuple:
+    """(method, target, HTTP/1.1 or later) of the request line ``text[:line_end]``.
+
+    Judged as soon as the line is complete, before the rest of the head
+    arrives, so that a line that is not HTTP (``GET /`` of HTTP/0.9, another
+    protocol's greeting) is answered at once rather than at the head timeout.
+    """
+    if line_end > limits.request_line:
+        raise _overlong_request_line(text[:line_end], limits.request_line)
+    match = _REQUEST_LINE.fullmatch(text, 0, line_end)
+    if match is None:
+        raise _malformed_request_line(text[:line_end])
+    method, target, major, minor = match.groups()
+    if method != method.upper():
+        # Methods are case-sensitive and every registered one is upper case;
+        # gunicorn refuses lower-case ones too, so no proxy in front sees a
+        # different method than the application.
+        raise ProtocolError(f"invalid method {method[:32]!r}", 400)
+    if major != "1":
+        raise ProtocolError(f"HTTP version {major}.{minor} not supported", 505)
+    if target[0] != "/" or method == "CONNECT":
+        _check_target(method, target)
+    # RFC 9110 2.5: a higher minor version (HTTP/1.2) is read as the highest
+    # this server implements, HTTP/1.1, and the response says HTTP/1.1 (6.2).
+    return method, target, minor != "0"
 
 
 # Field blocks already parsed, keyed by their text: (limits, http11, result).
@@ -384,7 +403,7 @@ def _framing(
             raise ProtocolError("request body too large", 413)
 
     if connection:
-        tokens = {t.strip() for t in connection.split(",")}
+        tokens = {t.strip(_OWS) for t in connection.split(",")}
         keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
     else:
         keep_alive = http11
@@ -416,8 +435,8 @@ class ServerConnection:
     """
 
     __slots__ = (
-        "_body_seen", "_buf", "_checked", "_chunk", "_continue_pending", "_eof", "_error",
-        "_head_lines", "_line_checked", "_line_start", "_max_head", "_remaining",
+        "_body_seen", "_buf", "_checked", "_chunk", "_continue_pending", "_empty_lines", "_eof",
+        "_error", "_head_lines", "_line_checked", "_line_start", "_max_head", "_remaining",
         "_trailer_fields", "keep_alive", "limits", "request", "state",
     )
 
@@ -432,6 +451,7 @@ class ServerConnection:
         self._checked = 0  # head bytes already checked for bare LF and line sizes
         self._line_start = 0  # start of the head line being received
         self._head_lines = 0  # complete lines in the partial head (request line included)
+        self._empty_lines = 0  # empty lines ignored before the request line being awaited
         # body
         self._remaining = 0  # Content-Length left, or bytes left in this chunk
         self._chunk = _SIZE
@@ -488,6 +508,9 @@ class ServerConnection:
                 return CONNECTION_CLOSED
             return _NEED_DATA
         while buf.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
+            self._empty_lines += 1
+            if self._empty_lines > _EMPTY_LINES_IGNORED:
+                raise ProtocolError("too many empty lines before the request line", 400)
             del buf[:2]
             self._checked = self._line_start = self._head_lines = 0
         # The bytes already checked hold no end of head: resume the search
@@ -506,7 +529,7 @@ class ServerConnection:
             raise ProtocolError("request head too large", 431)
         head = buf[:end]
         del buf[:end]
-        self._checked = self._line_start = self._head_lines = 0
+        self._checked = self._line_start = self._head_lines = self._empty_lines = 0
         request = parse_head(head, self.limits)
         self._begin(request)
         return request
@@ -527,8 +550,8 @@ class ServerConnection:
         while lf != -1:
             length = lf - 1 - line_start  # without its CRLF
             if lines == 0:
-                if length > limits.request_line:
-                    raise _overlong_request_line(self._line_text(lf - 1), limits.request_line)
+                # Complete, and free of bare LFs (checked above): judged now.
+                request_line(str(buf[:lf + 1], "latin-1"), lf - 1, limits)
             elif length > limits.field_size - 2:
                 raise ProtocolError("header field too large", 431)
             lines += 1

@@ -455,6 +455,12 @@ SMUGGLING = [
                  id="te-space-before-colon"),
     pytest.param(_post("Host: a", "Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n"), 501,
                  id="te-gzip-chunked"),
+    pytest.param(_post("Host: a", "Transfer-Encoding: \xa0chunked", body=b"0\r\n\r\n"), 400,
+                 id="te-nbsp-chunked"),
+    pytest.param(_post("Host: a", "Transfer-Encoding: chunked\x85", body=b"0\r\n\r\n"), 400,
+                 id="te-chunked-nel"),
+    pytest.param(b"\r\n" * 5 + _post("Host: a", line="GET / HTTP/1.1"), 400,
+                 id="five-empty-lines-first"),
     pytest.param(_post(CHUNKED, line="POST /body HTTP/1.0", body=b"0\r\n\r\n"), 400,
                  id="te-in-http10"),
     pytest.param(_post("Host: a", CHUNKED, body=b"0x5\r\nhello\r\n0\r\n\r\n"), 400,
@@ -528,6 +534,18 @@ def test_refused_head_answered_once_and_nothing_behind_it_served(shared, raw, st
     method too long, CONNECT: one refusal from the server, the close, and the
     request behind it never answered."""
     _assert_smuggling_refused(shared.port, raw, status)
+
+
+@pytest.mark.parametrize("line", [b"GET /\r\n", b"SSH-2.0-OpenSSH_8.9\r\n"])
+def test_a_line_that_is_not_http_is_answered_at_once(shared, line):
+    """HTTP/0.9's ``GET /`` or another protocol's greeting: 400 as soon as the
+    line ends, not 408 at the head timeout (10 s) while the connection is held."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as sock:
+        sock.sendall(line)
+        data, closed = read_to_eof(sock)
+    assert closed and data.startswith(b"HTTP/1.1 400 "), data[:200]
+    assert time.monotonic() - started < 3
 
 
 def test_request_line_of_8000_bytes_served(shared):

@@ -277,6 +277,17 @@ def test_a_malformed_head_gets_400_and_a_close(serve, caplog):
     assert "Bad request from 10.0.0.7" in caplog.text
 
 
+def test_a_malformed_body_the_application_left_unread_is_logged_and_closes(serve, caplog):
+    caplog.set_level(logging.INFO, logger="gunicorn.error")
+    served = serve(hello)  # answers without reading the body
+    served.client.send(b"POST /noread HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"3\r\nabc\r\nzz\r\n")
+    assert served.client.read_response().status == 200
+    assert served.ended()
+    assert "Bad request from 10.0.0.7" in caplog.text
+    assert "left unread" in caplog.text
+
+
 def test_no_sendfile_reads_the_file_instead(serve):
     served = serve(file_app(b"abc" * 1000))
     served.ctx.sendfile = False
