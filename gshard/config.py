@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from gshard import gunicorn_compat as compat
 from gshard import syslog_handler
 from gshard.addresses import DEFAULT_PORT, BindAddress, parse_bind, parse_statsd_host
+from gshard.cpus import usable_cpus
 from gshard.errors import ConfigError
 from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignored
 
@@ -285,9 +285,10 @@ class Config:
     )
     shards: int = setting(
         None, _int_range(1, 1024),
-        "Number of shard processes, each with its own listener (default: one per CPU).",
+        "Number of shard processes, each with its own listener (default: one per CPU this "
+        "process may use: its CPU affinity, capped by a cgroup CPU quota).",
         flags=("--shards", "-w", "--workers"), metavar="N", aliases=("workers",),
-        default_factory=lambda: os.cpu_count() or 1,
+        default_factory=usable_cpus,
         compat=different("default $WEB_CONCURRENCY, else one per CPU (gunicorn: 1)"),
     )
     worker_class: str = setting(
@@ -588,8 +589,9 @@ class Config:
                          "supplementary groups gshard was started with (root's)"),
     )
     sendfile: bool = setting(
-        True, _bool, "Send wsgi.file_wrapper files with sendfile() (default: $SENDFILE, "
-        "else on).", flags=("--no-sendfile",), switch=False,
+        True, _bool, "Read wsgi.file_wrapper files and send their bytes instead of handing "
+        "them to sendfile() (sendfile = False; sendfile is on unless $SENDFILE says otherwise).",
+        flags=("--no-sendfile",), switch=False,
     )
     reuse_port: bool = setting(
         True, _bool, "Always on: each shard has its own SO_REUSEPORT listener.",

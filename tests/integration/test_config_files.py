@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gshard.cpus import usable_cpus
 from tests.support.loadgen import APP, SERVER_ENV, Load, deploy, fresh_request
 from tests.support.processes import (
     GSHARD_SCRIPT,
@@ -450,7 +451,7 @@ def test_defaults_that_differ_from_gunicorns_are_said_once(project, start, monke
             worker.log.info("post_worker_init: a scheduler would start here")
     """)
     server = start(project)
-    cpus = os.cpu_count()
+    cpus = usable_cpus()
     per_cpu = server.stderr.wait_for(r"\[WARNING\] Starting one shard per CPU", 5).string
     assert f"({cpus})" in per_cpu and "workers = 1" in per_cpu
     assert server.stderr.count(r"\[WARNING\] forwarded_allow_ips = '\*' on 127\.0\.0\.1:0: "

@@ -22,7 +22,9 @@ from tests.support.paths import FIXTURE_APPS
 from tests.support.processes import (
     Output,
     Server,
+    child_pids,
     kill_group,
+    launch_command,
     listening_sockets,
     need_descriptors,
     process_start_time,
@@ -343,6 +345,22 @@ def test_version():
     assert result.stdout.startswith(f"gshard {__version__} ({compiled.build()}; Python ")
     assert __version__[0].isdigit()
 
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="util-linux's taskset is missing")
+def test_the_default_shard_count_is_the_cpus_the_process_may_use():
+    """Pinned to one CPU (as a cpuset or a container's CPU limit pins it), gshard
+    starts one shard, not one per CPU of the machine."""
+    server = launch_command(["taskset", "-c", "0", sys.executable, "-m", "gshard", "hello:app",
+                             "--bind", "127.0.0.1:0"])
+    try:
+        server.wait_ready()
+        assert server.stderr.wait_for(r"Ready: 1 shard serving", 10)
+        assert server.stderr.count(r"Starting one shard per CPU \(1\)") == 1
+        assert len(child_pids(server.pid)) == 1
+    finally:
+        kill_group(server)
 
 
 @pytest.mark.timeout(60)

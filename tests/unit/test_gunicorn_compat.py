@@ -18,6 +18,7 @@ from gshard import log, syslog_handler
 from gshard.cli import arguments, serve
 from gshard.cli.main import main
 from gshard.config import BOOKKEEPING, Config, config_names, settings
+from gshard.cpus import usable_cpus
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY, migration_table
 from gshard.shard import privileges
@@ -398,7 +399,7 @@ def test_initgroups_decides_whether_shards_get_the_users_groups():
 
 def test_one_shard_per_cpu_is_said_when_no_count_is_given():
     (notice,) = parse("app:x").compat_warnings()
-    assert notice.startswith(f"Starting one shard per CPU ({os.cpu_count()}): neither workers "
+    assert notice.startswith(f"Starting one shard per CPU ({usable_cpus()}): neither workers "
                              "nor $WEB_CONCURRENCY is set, and gunicorn would start 1 worker")
     assert "workers = 1" in notice
     for given in (["-w", "4"], ["--shards", "1"]):
