@@ -56,6 +56,7 @@ no user code runs in here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
@@ -134,6 +135,25 @@ class Shard:
     def view(self) -> ShardView:
         return ShardView(self.pid, self.slot, self.generation, self.state, self.since,
                          self.last_beat, self.kill_at, self.leaving)
+
+
+# A traceback's frame lines; "<frozen importlib._bootstrap>" and the like are no
+# place a user can open.
+_FRAME = re.compile(r'^  File "([^"<][^"]*)", line (\d+)', re.MULTILINE)
+
+
+def traceback_summary(text: str) -> str:
+    """A shard's boot traceback in one line: the exception, and the file and line
+    it was raised at, which ``gshard reload`` prints and a reader fixes first
+    (``SyntaxError: invalid syntax (/srv/app/app.py, line 12)``)."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return "no traceback"
+    frames = _FRAME.findall(text)
+    if not frames:
+        return lines[-1]
+    path, line = frames[-1]
+    return f"{lines[-1]} ({path}, line {line})"
 
 
 class ManagerFSM:
@@ -555,7 +575,7 @@ class ManagerFSM:
         if error:
             what = ("the application failed to load" if status == EXIT_APP_LOAD_ERROR
                     else "a shard failed to boot")
-            return f"{what}: " + error.strip().splitlines()[-1]
+            return f"{what}: {traceback_summary(error)}"
         if shard.killed:
             limit = self._timings_of(shard).boot_timeout
             return f"shard {shard.slot} was not ready within {limit:g}s"

@@ -7,7 +7,7 @@ import pytest
 from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
 from gshard.manager import events
 from gshard.manager.events import StopMode
-from gshard.manager.fsm import ABORT_GRACE, STABLE_SECONDS, Timings
+from gshard.manager.fsm import ABORT_GRACE, STABLE_SECONDS, Timings, traceback_summary
 from gshard.manager.view import GenerationState
 from tests.support.fsm_driver import FsmDriver
 
@@ -144,6 +144,39 @@ def test_failed_reload_keeps_the_old_generation_and_a_later_reload_can_succeed()
     newer = d.pids_of(3)
     assert len(newer) == 2
     assert signals(d.ready(*newer)) == {pid: StopMode.DRAIN for pid in old}
+
+
+SYNTAX_ERROR = """Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/gshard/shard/loader.py", line 57, in load
+    module = importlib.import_module(module_name)
+  File "<frozen importlib._bootstrap>", line 1204, in _gcd_import
+  File "/srv/app/app.py", line 12
+    x = (
+        ^
+SyntaxError: '(' was never closed
+"""
+
+
+def test_a_failed_reload_says_where_the_error_was_raised():
+    d = driver(slots=1)
+    d.started()
+    d.feed(events.Reload)
+    (new,) = d.pids_of(2)
+    d.feed(events.BootFailed, new, SYNTAX_ERROR)
+    actions = d.feed(events.Exited, new, EXIT_APP_LOAD_ERROR)
+    (finished,) = [a for a in actions if isinstance(a, events.ReloadFinished)]
+    assert finished.message.endswith("the application failed to load: SyntaxError: '(' was "
+                                     "never closed (/srv/app/app.py, line 12)")
+
+
+@pytest.mark.parametrize(("text", "summary"), [
+    ("Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\n"
+     "RuntimeError: no database", "RuntimeError: no database"),
+    ("RuntimeError: said without a traceback", "RuntimeError: said without a traceback"),
+    ("", "no traceback"),
+])
+def test_a_traceback_without_a_file_is_summed_up_by_its_last_line(text, summary):
+    assert traceback_summary(text) == summary
 
 
 def test_a_shard_reported_after_its_generation_failed_is_told_to_quit():
