@@ -578,11 +578,13 @@ class Config:
         flags=("--log-config",), metavar="FILE",
     )
     logconfig_dict: dict = setting(
-        None, _mapping, "A logging.config.dictConfig dict (config files only).",
+        None, _mapping, "A logging.config.dictConfig dict (config files only), laid over "
+        "gunicorn's logging defaults key by key, as gunicorn does.",
         default_factory=dict,
     )
     logconfig_json: str | None = setting(
-        None, _optional_text, "A JSON file holding a logging.config.dictConfig dict.",
+        None, _optional_text, "A JSON file holding a logging.config.dictConfig dict, laid "
+        "over gunicorn's logging defaults as logconfig_dict is.",
         flags=("--log-config-json",), metavar="FILE",
     )
     raw_env: tuple[str, ...] = setting(
@@ -751,6 +753,11 @@ class Config:
                 lines.append(entry.compat.verdict(value, entry.default, name))
         lines += [f"Ignoring {name!r} in {self.config}: not a setting; did you mean {meant}?"
                   for name, meant in self.misspelt]
+        logging_configs = [name for name in ("logconfig_dict", "logconfig_json", "logconfig")
+                           if getattr(self, name)]
+        if len(logging_configs) > 1:
+            lines.append(f"Ignoring {' and '.join(logging_configs[1:])}: {logging_configs[0]} "
+                         "is given, and one logging config applies, as in gunicorn")
         if "shards" not in self.given:
             lines.append(
                 f"Starting one shard per CPU ({self.shards}): neither workers nor "
