@@ -24,6 +24,15 @@ from gshard.gunicorn_compat import GSHARD, SAME, Compat, different, hook, ignore
 # gunicorn's access-log format: the default of --access-logformat.
 DEFAULT_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
+# The request limits' bounds. The request line's is gunicorn's maximum
+# (http/message.py: MAX_REQUEST_LINE) and the most gshard reads, whatever the
+# configuration says; a header field line's default is gunicorn's, which its
+# 0 also means; a request's field count is capped at gunicorn's MAX_HEADERS.
+MAX_REQUEST_LINE = 8190
+DEFAULT_FIELD_SIZE = 8190
+MAX_FIELD_SIZE = 65536
+MAX_FIELDS = 32768
+
 # --- converters: each takes a CLI string or a config-file value ----------
 
 
@@ -91,6 +100,15 @@ def _access_format(value: Any) -> str:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not a format of named atoms like %(h)s: {exc}") from None
     return text
+
+
+def _judge_request_line(value: Any) -> str | None:
+    """``limit_request_line = 0`` is gunicorn's "no limit"; gshard keeps its bound."""
+    if value != 0:
+        return None
+    return (f"limit_request_line = 0: gunicorn reads 0 as no limit (request lines up to "
+            f"1 MiB); gshard keeps {MAX_REQUEST_LINE} bytes, the most it reads, so a "
+            "client's request line stays bounded (414 beyond it)")
 
 
 def _optional_text(value: Any) -> str | None:
@@ -348,22 +366,25 @@ class Config:
         flags=("--boot-timeout",), metavar="SECONDS", compat=GSHARD,
     )
     limit_request_line: int = setting(
-        8190, _int_range(0, 8190),
+        MAX_REQUEST_LINE, _int_range(0, MAX_REQUEST_LINE),
         "Longest request line in bytes (beyond it 414, or 400 if the method leaves no room "
-        "for a target); 0 means the maximum, 8190.",
+        f"for a target), at most {MAX_REQUEST_LINE}; 0 means {MAX_REQUEST_LINE} too "
+        "(gunicorn reads 0 as no limit).",
         flags=("--limit-request-line",), metavar="BYTES",
-        compat=different("default 8190, gunicorn's maximum (gunicorn: 4094), since RFC 9112 "
-                         "section 3 asks for at least 8,000 octets"),
+        compat=Compat("different", f"default {MAX_REQUEST_LINE}, gunicorn's maximum "
+                      "(gunicorn: 4094), since RFC 9112 section 3 asks for at least 8,000 "
+                      f"octets; 0 means {MAX_REQUEST_LINE} with one warning (gunicorn: no "
+                      "limit, lines up to 1 MiB)", judge=_judge_request_line),
     )
     limit_request_fields: int = setting(
-        100, _int_range(0, 32768),
-        "Most header fields in a request (431 beyond it); 0 means the maximum, 32768.",
+        100, _int_range(0, MAX_FIELDS),
+        f"Most header fields in a request (431 beyond it); 0 means the maximum, {MAX_FIELDS}.",
         flags=("--limit-request-fields",), metavar="N",
     )
     limit_request_field_size: int = setting(
-        8190, _int_range(0, 65536),
-        "Longest header field line in bytes, CRLF included (431 beyond it); "
-        "0 means the maximum, 65536.",
+        DEFAULT_FIELD_SIZE, _int_range(0, MAX_FIELD_SIZE),
+        "Longest header field line in bytes, CRLF included (431 beyond it), at most "
+        f"{MAX_FIELD_SIZE}; 0 means the default, {DEFAULT_FIELD_SIZE}, as in gunicorn.",
         # gunicorn spells its flag with an underscore; both are accepted.
         flags=("--limit-request-field-size", "--limit-request-field_size"), metavar="BYTES",
     )
@@ -558,11 +579,13 @@ class Config:
         flags=("--log-config",), metavar="FILE",
     )
     logconfig_dict: dict = setting(
-        None, _mapping, "A logging.config.dictConfig dict (config files only).",
+        None, _mapping, "A logging.config.dictConfig dict (config files only), laid over "
+        "gunicorn's logging defaults key by key, as gunicorn does.",
         default_factory=dict,
     )
     logconfig_json: str | None = setting(
-        None, _optional_text, "A JSON file holding a logging.config.dictConfig dict.",
+        None, _optional_text, "A JSON file holding a logging.config.dictConfig dict, laid "
+        "over gunicorn's logging defaults as logconfig_dict is.",
         flags=("--log-config-json",), metavar="FILE",
     )
     raw_env: tuple[str, ...] = setting(
@@ -732,6 +755,11 @@ class Config:
                 lines.append(entry.compat.verdict(value, entry.default, name))
         lines += [f"Ignoring {name!r} in {self.config}: not a setting; did you mean {meant}?"
                   for name, meant in self.misspelt]
+        logging_configs = [name for name in ("logconfig_dict", "logconfig_json", "logconfig")
+                           if getattr(self, name)]
+        if len(logging_configs) > 1:
+            lines.append(f"Ignoring {' and '.join(logging_configs[1:])}: {logging_configs[0]} "
+                         "is given, and one logging config applies, as in gunicorn")
         if "shards" not in self.given:
             lines.append(
                 f"Starting one shard per CPU ({self.shards}): neither workers nor "
@@ -746,9 +774,15 @@ class Config:
         return [line for line in lines if line is not None]
 
     def describe(self) -> str:
-        """Every setting as ``name = value``, sorted, as gunicorn's --print-config shows them."""
+        """Every setting as ``name = value``, sorted, as gunicorn's --print-config shows them.
+
+        A request limit given as 0 shows the value enforced, then what was given
+        (``limit_request_line = 8190  # given as 0``): a bare 0 would read as "no
+        limit", which it is not here.
+        """
         shown = {spec.name: getattr(self, spec.name) for spec in settings()
                  if spec.name not in BOOKKEEPING}
+        enforced = self.limits_kwargs()
         width = max(len(name) for name in shown)
         lines = []
         for name, value in sorted(shown.items()):
@@ -758,6 +792,8 @@ class Config:
                 value = [str(address) for address in value]
             elif isinstance(value, tuple):
                 value = list(value)
+            elif name in _ZERO_MEANS and value == 0:
+                value = f"{enforced[_ZERO_MEANS[name]]}  # given as 0"
             lines.append(f"{name:{width}} = {value}")
         return "\n".join(lines)
 
@@ -778,11 +814,14 @@ class Config:
         return f"{self.pidfile}.ctl" if self.pidfile else None
 
     def limits_kwargs(self) -> dict[str, int]:
-        """The request limits, with gunicorn's 0-means-maximum applied."""
+        """The request limits as enforced, each 0 read as gunicorn 27 reads it
+        (``http/message.py``): no more fields than 32768, a field line of the default
+        8190; but a request line of 8190 where gunicorn has no limit (said once at
+        start: a server facing hostile input keeps its bound)."""
         return {
-            "request_line": self.limit_request_line or 8190,
-            "fields": self.limit_request_fields or 32768,
-            "field_size": self.limit_request_field_size or 65536,
+            "request_line": self.limit_request_line or MAX_REQUEST_LINE,
+            "fields": self.limit_request_fields or MAX_FIELDS,
+            "field_size": self.limit_request_field_size or DEFAULT_FIELD_SIZE,
             "body": self.limit_request_body,
             "head_total": self.limit_request_head,
         }
@@ -790,6 +829,10 @@ class Config:
 
 # Fields that record what the configuration said rather than settings one can give.
 BOOKKEEPING = frozenset({"gunicorn_only", "misspelt", "given"})
+
+# The limits whose 0 stands for a number (``limits_kwargs``' keys): --print-config shows it.
+_ZERO_MEANS = {"limit_request_line": "request_line", "limit_request_fields": "fields",
+               "limit_request_field_size": "field_size"}
 
 
 def _judge_gunicorn_only(name: str, raw: Any) -> Any:

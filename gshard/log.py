@@ -8,11 +8,14 @@ logrotate can move them.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import logging.config
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from gshard import syslog_handler
 from gshard.config import Config
@@ -30,6 +33,48 @@ access_log = logging.getLogger("gunicorn.access")
 # each shares the handler list of its gunicorn logger, both ways.
 GUNICORN_LOGGERS = ((error_log, logging.getLogger("gshard.error")),
                     (access_log, logging.getLogger("gshard.access")))
+
+
+# gunicorn's logging defaults (glogging.CONFIG_DEFAULTS), which a logconfig_dict
+# or logconfig_json is laid over key by key at the top level, as gunicorn lays
+# it: a config that only redefines the "console" and "error_console" handlers
+# keeps the two loggers and the root that name them. Written out here, not
+# imported: gunicorn need not be installed (a unit test holds the two
+# equal).
+GUNICORN_DEFAULTS: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {name: {"level": "INFO", "handlers": [handler], "propagate": True,
+                       "qualname": name}
+                for name, handler in (("gunicorn.error", "error_console"),
+                                      ("gunicorn.access", "console"))},
+    "handlers": {name: {"class": "logging.StreamHandler", "formatter": "generic",
+                        "stream": f"ext://sys.{stream}"}
+                 for name, stream in (("console", "stdout"), ("error_console", "stderr"))},
+    "formatters": {"generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                               "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+                               "class": "logging.Formatter"}},
+}
+
+
+def over_gunicorn_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The dict gunicorn hands dictConfig for a logconfig_dict (or JSON file) ``given``.
+
+    A shallow merge, as gunicorn's ``config.update(cfg.logconfig_dict)``: a key
+    the config gives ("handlers", "loggers") replaces the default's whole. So a
+    config that replaces "handlers" without a "console" while the default root
+    still names it fails as it fails in gunicorn ("Unable to configure root
+    logger"), and one that gives no "loggers" gets the default levels (INFO,
+    whatever --log-level says) and propagation (each line also reaches the
+    root's handler: written twice, by the logger's handler and the root's). The
+    defaults are deep-copied per use, since dictConfig may change what it is
+    given; the config's own values are not (they may hold a stream object, which
+    cannot be copied), as gunicorn does not copy them.
+    """
+    merged = copy.deepcopy(GUNICORN_DEFAULTS)
+    merged.update(given)
+    return merged
 
 
 def shards(count: int) -> str:
@@ -62,11 +107,14 @@ def configure(level: str, error_logfile: str, access_logfile: str | None) -> Non
 
 
 def configure_for(config: Config) -> None:
-    """``configure`` from a ``Config``, then its capture_output and logging configs.
+    """``configure`` from a ``Config``, then its capture_output and logging config.
 
     As in gunicorn, a user's logging config is applied over gshard's setup, so
     it may replace the handlers of ``gunicorn.error``/``gunicorn.access`` (or
-    of ``gshard.error``/``gshard.access``: the lists are shared).
+    of ``gshard.error``/``gshard.access``: the lists are shared). One is
+    applied, in gunicorn's order: ``logconfig_dict``, else ``logconfig_json``
+    (each over gunicorn's defaults, ``over_gunicorn_defaults``), else the
+    ``logconfig`` file.
     """
     configure(config.loglevel, config.errorlog, config.accesslog)
     if config.capture_output and config.errorlog != "-":
@@ -77,18 +125,20 @@ def configure_for(config: Config) -> None:
             access_log.addHandler(syslog_handler.handler(config, "access"))
     levels = {alias: alias.level for _, alias in GUNICORN_LOGGERS}
     if config.logconfig_dict:
-        logging.config.dictConfig(config.logconfig_dict)
-    if config.logconfig_json:
+        logging.config.dictConfig(over_gunicorn_defaults(config.logconfig_dict))
+    elif config.logconfig_json:
         with open(config.logconfig_json, encoding="utf-8") as file:
-            logging.config.dictConfig(json.load(file))
-    if config.logconfig:
+            logging.config.dictConfig(over_gunicorn_defaults(json.load(file)))
+    elif config.logconfig:
         logging.config.fileConfig(config.logconfig, disable_existing_loggers=False)
     for logger, alias in GUNICORN_LOGGERS:
         # A config may have named either (dictConfig changes a handler list in
         # place) and disables the loggers it does not name unless told otherwise:
-        # a log with handlers writes, at the level given to either name.
+        # a log that reaches a handler (its own, or the root's when it
+        # propagates, as gunicorn's defaults make it) writes, at the level given
+        # to either name.
         alias.handlers = logger.handlers
-        logger.disabled = alias.disabled = not logger.handlers
+        logger.disabled = alias.disabled = not logger.hasHandlers()
         if alias.level != levels[alias]:
             logger.setLevel(alias.level)
         alias.setLevel(logger.level)

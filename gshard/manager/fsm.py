@@ -51,7 +51,13 @@ The rules that make restarts safe:
 
 gunicorn's server hooks that belong to one of these decisions (start, reload,
 scaling) are ``Hook`` actions in gunicorn's order; the manager runs them, so
-no user code runs in here.
+no user code runs in here. ``when_ready`` follows gunicorn's rule that it
+runs only once the application is known to load: at start, as gunicorn's
+arbiter runs it before its workers import the application; but with
+``--preload``, where gunicorn imports the application first and never runs it
+when the import fails, only once the first generation serves (its template
+loaded the application and every shard is ready), and never if it fails to
+boot.
 """
 
 from __future__ import annotations
@@ -165,12 +171,16 @@ class ManagerFSM:
     """
 
     def __init__(self, slots: int, timings: Timings | None = None,
-                 inherited: bool = False, configured: int | None = None) -> None:
+                 inherited: bool = False, configured: int | None = None,
+                 preload: bool = False) -> None:
         """``inherited``: a successor manager (SIGUSR2), started on its
         predecessor's listeners, which owns nothing until it serves.
         ``configured``: the shard count the configuration gave, where ``slots``
-        differs from it (a successor takes over its predecessor's scaled count)."""
+        differs from it (a successor takes over its predecessor's scaled count).
+        ``preload``: the application is imported by a template per generation
+        (``--preload``), so ``when_ready`` waits for the first generation to serve."""
         self.timings = timings or Timings()  # the serving generation's
+        self._preload = preload
         self._slots = slots  # the serving generation's (or, at first, the booting one's)
         self._configured = slots if configured is None else configured
         self._inherited = inherited
@@ -353,8 +363,10 @@ class ManagerFSM:
         actions: list[Action] = [] if self._inherited else self._take_ownership()
         # gunicorn's order: the count is set, then the server starts and is
         # ready (its listeners are bound), and only then are workers forked.
+        # With --preload, gunicorn is ready only once the application imported:
+        # when_ready waits for the first generation (``_promote``).
         hooks = [Hook("nworkers_changed", (self._slots, None)), Hook("on_starting"),
-                 Hook("when_ready")]
+                 *(() if self._preload else (Hook("when_ready"),))]
         return [*actions, *hooks, Log(Level.INFO, f"Booting {shards(self._slots)}"),
                 *self._boot_generation(self._slots, self.timings)]
 
@@ -453,6 +465,8 @@ class ManagerFSM:
             self._phase = Phase.RUNNING
             message = f"Ready: {shards(self._slots)} serving"
             actions.append(Log(Level.INFO, message))
+            if self._preload:  # the application loaded: gunicorn's master is ready now
+                actions.append(Hook("when_ready"))
             if not self._owns_files:  # a successor: its predecessor drains now
                 actions += self._take_ownership()
         else:

@@ -106,7 +106,8 @@ class Manager:
         self._successor_ready: int | None = None
         self.timings = reconfigure.timings_of(config)
         self.fsm = ManagerFSM(slots=config.shards, timings=self.timings,
-                              inherited=inherited is not None, configured=configured)
+                              inherited=inherited is not None, configured=configured,
+                              preload=config.preload_app)
         self.pid = os.getpid()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inbox, self._outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -28,6 +29,7 @@ from tests.support.processes import (
     START_TIMEOUT,
     Server,
     kill_group,
+    launch_command,
     launch_script,
     listening_sockets,
     wait_until,
@@ -256,6 +258,10 @@ JSON_LOGGING_CONF = """\
             "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
             "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False},
         },
+        # Laid over gunicorn's defaults, whose root names their "console" handler,
+        # which "handlers" above replaces: without a root of its own gunicorn
+        # (and gshard) refuses the config.
+        "root": {"handlers": ["error"]},
     }
 """
 
@@ -283,17 +289,89 @@ def test_json_access_logs_read_gunicorns_atoms_from_the_record(project, start):
     assert "Logging error" not in server.stderr.text
 
 
-def test_check_config_fails_where_the_logging_config_would_fail_the_start(project):
-    broken = JSON_LOGGING_CONF.replace('{"()": JsonFormatter}',
-                                       '{"()": "json_logging_not_installed.JsonFormatter"}')
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("broken", "named"), [
+    (JSON_LOGGING_CONF.replace('{"()": JsonFormatter}',
+                               '{"()": "json_logging_not_installed.JsonFormatter"}'),
+     "json_logging_not_installed"),
+    # gunicorn refuses it too: its default root names the "console" handler
+    # that this "handlers" replaces.
+    (JSON_LOGGING_CONF.replace('"root": {"handlers": ["error"]},', ""),
+     "Unable to configure root logger: ValueError: Unable to add handler 'console'"),
+], ids=["formatter-not-installed", "no-console-for-the-default-root"])
+def test_check_config_fails_where_the_logging_config_would_fail_the_start(project, broken,
+                                                                          named):
     write(project / "gunicorn.conf.py", broken)
     checked = gshard(APP, "--check-config", cwd=project)
     assert checked.returncode == 1
     assert checked.stderr.startswith("gshard: error: logging config: "), checked.stderr
-    assert "json_logging_not_installed" in checked.stderr
+    assert named in checked.stderr and checked.stderr.count("\n") == 1
     started = gshard(APP, cwd=project)
     assert started.returncode == 2
     assert started.stderr.startswith("gshard: error: logging config: ")
+    assert named in started.stderr and started.stderr.count("\n") == 1
+
+
+# A real config's shape: only gunicorn's two handlers redefined, the rest (the two
+# loggers, the root) from gunicorn's defaults, which it is laid over.
+JSON_HANDLERS_CONF = """\
+    workers = 1
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"format": '{"lvl": "%(levelname)s", "msg": "%(message)s"}'}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json"},
+        },
+    }
+"""
+JSON_LINE = r'^\{"lvl": "[A-Z]+", "msg": ".*"\}$'
+PROBE_LINE = r'"msg": "127\.0\.0\.1 - - \[.+\] "GET /probe HTTP/1\.1" 200 '
+
+
+def logged_by(server: Server, port: int) -> Server:
+    """One request to ``server`` on ``port``, then a graceful stop: its whole output."""
+    def answered() -> bool:
+        try:
+            with Conn.tcp(port) as conn:
+                conn.send(b"GET /probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return conn.read_response().status == 200
+        except OSError:
+            return False  # gunicorn's worker may not have booted yet
+
+    wait_until(answered, 20, "an answer")
+    wait_until(lambda: server.stderr.count(PROBE_LINE), 5, "the access line")
+    assert server.stop() == 0
+    wait_until(lambda: server.stderr.closed and server.stdout.closed, 5, "the output's end")
+    return server
+
+
+@pytest.mark.timeout(90)
+def test_a_config_redefining_only_gunicorns_handlers_logs_as_gunicorn_logs_it(project, start):
+    """Error and access lines in the config's JSON format, each twice (the logger's handler,
+    then the root's: gunicorn's defaults propagate), nothing on stdout: as gunicorn
+    itself logs with the same file, run beside it."""
+    write(project / "gunicorn.conf.py", JSON_HANDLERS_CONF)
+    gunicorn = launch_command(
+        [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "--no-control-socket", APP],
+        cwd=project, env=SERVER_ENV)
+    try:
+        port = int(gunicorn.stderr.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)",
+                                            START_TIMEOUT).group(1))
+        theirs = logged_by(gunicorn, port)
+    finally:
+        kill_group(gunicorn)
+    server = start(project)
+    ours = logged_by(server, server.port)
+    for name, run in (("gunicorn", theirs), ("gshard", ours)):
+        assert run.stdout.lines == [], name
+        assert run.stderr.lines, name
+        for line in run.stderr.lines:
+            assert re.match(JSON_LINE, line), f"{name}: {line}"
+        assert run.stderr.count(PROBE_LINE) == 2, (name, run.stderr.text)
+    # gshard's own messages, doubled as gunicorn's are.
+    assert ours.stderr.count(r'^\{"lvl": "INFO", "msg": "Ready: 1 shard serving"\}$') == 2
 
 
 # --- 4. A config file's own names stay quiet ---------------------------------------------

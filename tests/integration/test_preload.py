@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.loadgen import Load, deploy, fresh_request
+from gshard.errors import EXIT_APP_LOAD_ERROR
+from tests.support.loadgen import APP, SERVER_ENV, Load, deploy, fresh_request
 from tests.support.processes import (
     adopting_orphans,
     child_pids,
@@ -196,3 +197,37 @@ def test_the_manager_reaps_every_template_before_it_exits(deployed_gshard, tmp_p
         finally:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(template, os.WNOHANG)
+
+
+# A config whose when_ready says the server is ready (a readiness marker, as
+# deployments write one for a load balancer or a deploy script).
+READY_MARKER_CONF = """\
+import pathlib
+
+preload_app = True
+workers = 2
+
+
+def when_ready(server):
+    pathlib.Path("ready.marker").write_text(str(server.pid))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_when_ready_runs_only_once_the_preloaded_application_loaded(gshard_proc, tmp_path):
+    """gunicorn imports a preloaded application before when_ready, which never runs
+    when the import fails; gshard's templates import it per generation, so when_ready
+    waits for the first generation to serve."""
+    (tmp_path / "gunicorn.conf.py").write_text(READY_MARKER_CONF)
+    marker = tmp_path / "ready.marker"
+    deploy(tmp_path, "v1", broken="no database at import")
+    failed = gshard_proc(APP, cwd=tmp_path, env=SERVER_ENV, ready=False)
+    assert failed.wait(40) == EXIT_APP_LOAD_ERROR, failed.stderr.text
+    failed.stderr.wait_for(r"RuntimeError: no database at import", 5)
+    assert not marker.exists()
+    deploy(tmp_path, "v1")
+    server = gshard_proc(APP, cwd=tmp_path, env=SERVER_ENV)  # ready: its first generation serves
+    wait_until(marker.exists, 5, "the readiness marker")
+    assert marker.read_text() == str(server.pid)
+    assert fresh_request(server.port, "/").ok
+    assert server.stop() == 0

@@ -44,10 +44,11 @@ class FsmDriver:
     """A ``ManagerFSM`` and the part of the manager's loop that feeds it."""
 
     def __init__(self, slots: int = 2, timings: Timings | None = None, inherited: bool = False,
-                 after_turn: Callable[[], None] | None = None) -> None:
+                 after_turn: Callable[[], None] | None = None, preload: bool = False) -> None:
         """``after_turn`` runs after each turn's actions, as the loop then checks
-        the control socket's waiters."""
-        self.fsm = ManagerFSM(slots=slots, timings=timings, inherited=inherited)
+        the control socket's waiters; ``preload``: the machine of a ``--preload`` manager."""
+        self.fsm = ManagerFSM(slots=slots, timings=timings, inherited=inherited,
+                              preload=preload)
         # What reading the configuration again finds: (shards, timings), or an error.
         self.configured: tuple[int, Timings] = (slots, timings or Timings())
         self.config_error: str | None = None

@@ -15,6 +15,7 @@ from gshard.cli import arguments, serve
 from gshard.cli.main import main
 from gshard.config import Config, config_names, flag_name, settings
 from gshard.errors import EXIT_USAGE, ConfigError
+from gshard.gunicorn_compat import migration_table
 
 
 @pytest.fixture(autouse=True)
@@ -278,19 +279,62 @@ def test_secure_scheme_headers_from_a_config_file(tmp_path, warnings):
     assert not warnings
 
 
-def test_limits_zero_means_maximum():
+def test_limit_zeros_are_read_as_gunicorn_reads_them_but_the_request_line_keeps_its_bound():
+    """gunicorn 27 (http/message.py): fields 0 is MAX_HEADERS, field_size 0 its
+    default; line 0 is no limit there, 8190 (the most gshard reads) here."""
+    from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS
+
     config = parse(
         "app:x", "--limit-request-line", "0", "--limit-request-fields", "0",
         "--limit-request-field-size", "0",
     )
     assert config.limits_kwargs() == {
-        "request_line": 8190, "fields": 32768, "field_size": 65536, "body": 0,
-        "head_total": 65536,
+        "request_line": 8190, "fields": MAX_HEADERS, "field_size": DEFAULT_MAX_HEADERFIELD_SIZE,
+        "body": 0, "head_total": 65536,
     }
     assert parse("app:x").limits_kwargs() == {
         "request_line": 8190, "fields": 100, "field_size": 8190, "body": 0,
         "head_total": 65536,
     }
+
+
+def test_a_request_line_limit_of_zero_is_said_once_at_start():
+    (warning,) = parse("app:x", "-w", "1", "--limit-request-line", "0").compat_warnings()
+    assert warning.startswith("limit_request_line = 0: gunicorn reads 0 as no limit")
+    assert "gshard keeps 8190 bytes" in warning
+    # From a config file as from the command line; any other value says nothing.
+    assert len(Config.from_values({"app": "a:b", "shards": 1,
+                                   "limit_request_line": 0}).compat_warnings()) == 1
+    for given in ("4094", "8190"):
+        assert parse("app:x", "-w", "1", "--limit-request-line", given).compat_warnings() == []
+    assert parse("app:x", "-w", "1", "--limit-request-field-size", "0",
+                 "--limit-request-fields", "0").compat_warnings() == []
+
+
+def test_the_limits_help_and_the_migration_table_say_what_zero_means():
+    specs = {spec.name: spec for spec in settings()}
+    assert "0 means 8190 too (gunicorn reads 0 as no limit)" in \
+        specs["limit_request_line"].metadata["help"]
+    assert "0 means the default, 8190, as in gunicorn" in \
+        specs["limit_request_field_size"].metadata["help"]
+    (row,) = [line for line in migration_table(settings()).splitlines()
+              if line.startswith("| `limit_request_line` |")]
+    assert "0 means 8190 with one warning (gunicorn: no limit" in row
+
+
+def test_print_config_shows_the_limit_a_zero_stands_for():
+    def printed(*argv: str) -> dict[str, str]:
+        lines = parse("app:x", *argv).describe().splitlines()
+        return {name.strip(): value for name, value in (line.split(" = ", 1) for line in lines)}
+
+    shown = printed("--limit-request-line", "0", "--limit-request-field-size", "0",
+                    "--limit-request-fields", "0")
+    assert shown["limit_request_line"] == "8190  # given as 0"
+    assert shown["limit_request_field_size"] == "8190  # given as 0"
+    assert shown["limit_request_fields"] == "32768  # given as 0"
+    plain = printed()
+    assert plain["limit_request_line"] == "8190"
+    assert plain["limit_request_body"] == "0"  # no limit, as it says
 
 
 @pytest.mark.parametrize(

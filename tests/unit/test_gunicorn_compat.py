@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -343,9 +344,8 @@ def test_print_config_prints_every_setting_and_exits_zero(capsys):
 @pytest.fixture
 def restore_logging():
     saved = {}
-    for ours, theirs in log.GUNICORN_LOGGERS:
-        for logger in (ours, theirs):
-            saved[logger] = (logger.handlers, logger.level, logger.disabled, logger.propagate)
+    for logger in (*(name for pair in log.GUNICORN_LOGGERS for name in pair), logging.root):
+        saved[logger] = (logger.handlers[:], logger.level, logger.disabled, logger.propagate)
     yield
     for logger, (handlers, level, disabled, propagate) in saved.items():
         logger.handlers, logger.level = handlers, level
@@ -372,6 +372,8 @@ def test_logconfig_dict_configures_gshards_own_messages(restore_logging, tmp_pat
         "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target),
                               "formatter": "plain"}},
         "loggers": {"gunicorn.error": {"handlers": ["file"], "level": "DEBUG"}},
+        # Replacing "handlers" drops gunicorn's "console", which its default root names.
+        "root": {"handlers": []},
     }})
     log.configure_for(config)
     log.error_log.debug("said by gshard")
@@ -424,6 +426,7 @@ def test_a_logging_config_may_name_gshards_loggers_instead(restore_logging, tmp_
         "version": 1,
         "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target)}},
         "loggers": {"gshard.error": {"handlers": ["file"], "level": "WARNING"}},
+        "root": {"handlers": []},
     }})
     log.configure_for(config)
     error = logging.getLogger("gunicorn.error")
@@ -433,3 +436,79 @@ def test_a_logging_config_may_name_gshards_loggers_instead(restore_logging, tmp_
     for handler in error.handlers:
         handler.flush()
     assert target.read_text() == "said on gunicorn.error\n"
+
+
+# --- logging configs are laid over gunicorn's defaults, as gunicorn lays them ------------
+
+# A real config's shape: only gunicorn's two handlers redefined, with a JSON formatter.
+JSON_HANDLERS_ONLY = {
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"json": {"format": '{"lvl": "%(levelname)s", "msg": "%(message)s"}'}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"},
+                 "error_console": {"class": "logging.StreamHandler", "formatter": "json"}},
+}
+
+
+def test_the_logging_defaults_are_gunicorns():
+    from gunicorn.glogging import CONFIG_DEFAULTS
+
+    assert log.GUNICORN_DEFAULTS == CONFIG_DEFAULTS
+
+
+def test_a_logging_config_is_merged_as_gunicorn_merges_it():
+    merged = log.over_gunicorn_defaults(JSON_HANDLERS_ONLY)
+    expected = dict(log.GUNICORN_DEFAULTS)
+    expected.update(JSON_HANDLERS_ONLY)  # gunicorn's own config.update: key by key
+    assert merged == expected
+    assert merged["loggers"] == log.GUNICORN_DEFAULTS["loggers"]
+    merged["loggers"]["gunicorn.error"]["level"] = "DEBUG"  # a copy per use
+    assert log.GUNICORN_DEFAULTS["loggers"]["gunicorn.error"]["level"] == "INFO"
+
+
+def test_redefined_handlers_format_both_logs_and_turn_the_access_log_on(
+        restore_logging, capsys):
+    from gshard.http.access_log import AccessLogger
+
+    log.configure_for(Config.from_values({"app": "a:b", "loglevel": "debug",
+                                          "logconfig_dict": JSON_HANDLERS_ONLY}))
+    assert AccessLogger("%(h)s").enabled  # no accesslog given, as gunicorn reads it
+    log.error_log.debug("below the defaults' level")  # gunicorn's levels: INFO
+    log.error_log.info("said by gshard")
+    log.access_log.info("an access line")
+    err = capsys.readouterr().err.splitlines()
+    # Each line twice, as in gunicorn: the logger's handler, then the root's.
+    assert err == ['{"lvl": "INFO", "msg": "said by gshard"}'] * 2 + \
+        ['{"lvl": "INFO", "msg": "an access line"}'] * 2
+
+
+def test_a_config_gunicorn_refuses_is_refused_in_one_line(restore_logging, capsys,
+                                                         _clean_start):
+    """"handlers" without "console", which the default root names: gunicorn's
+    Logger.setup fails on it ("Unable to configure root logger"), and so does gshard."""
+    refused = {"version": 1, "handlers": {"file": {"class": "logging.StreamHandler"}},
+               "loggers": {"gunicorn.error": {"handlers": ["file"]}}}
+    with pytest.raises(ValueError, match="Unable to configure root logger"):
+        log.configure_for(Config.from_values({"app": "a:b", "logconfig_dict": refused}))
+    (_clean_start / "gshard.conf.py").write_text(f"logconfig_dict = {refused!r}\n")
+    assert main(["app:x"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == ("gshard: error: logging config: ValueError: Unable to configure root "
+                   "logger: ValueError: Unable to add handler 'console': KeyError: 'console'\n")
+
+
+def test_logconfig_json_is_merged_like_the_dict(restore_logging, capsys, tmp_path):
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(JSON_HANDLERS_ONLY))
+    log.configure_for(parse("app:x", "--log-config-json", str(path)))
+    log.error_log.info("from the file")
+    assert capsys.readouterr().err.count('{"lvl": "INFO", "msg": "from the file"}') == 2
+
+
+def test_one_logging_config_applies_as_in_gunicorn_and_the_others_are_named(tmp_path):
+    path = tmp_path / "logging.json"
+    path.write_text("{}")
+    config = Config.from_values({"app": "a:b", "shards": 1, "logconfig_json": str(path),
+                                 "logconfig_dict": JSON_HANDLERS_ONLY})
+    assert config.compat_warnings() == [
+        "Ignoring logconfig_json: logconfig_dict is given, and one logging config applies, "
+        "as in gunicorn"]

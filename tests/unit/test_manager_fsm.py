@@ -692,6 +692,37 @@ def test_start_runs_gunicorns_start_hooks_before_any_shard_is_forked():
         ("spawn", 0), ("spawn", 1)]
 
 
+def test_with_preload_when_ready_runs_once_the_first_generation_serves():
+    """gunicorn's --preload imports the application before when_ready; here a template
+    per generation imports it, so when_ready waits for the first generation."""
+    d = FsmDriver(2, TIMINGS, preload=True)
+    assert hook_calls(d.feed(events.Start)) == [
+        ("nworkers_changed", 2, None), ("on_starting",), ("spawn", 0), ("spawn", 1)]
+    first, second = d.pids_of(1)
+    assert hook_calls(d.ready(first)) == []
+    actions = d.ready(second)
+    assert hook_calls(actions) == [("when_ready",)]
+    ready = next(i for i, a in enumerate(actions) if isinstance(a, events.Log)
+                 and a.message == "Ready: 2 shards serving")
+    assert actions[ready + 1] == events.Hook("when_ready")
+    # Once: neither a respawn nor a reload's generation runs it again.
+    d.exit_shard(first, 1)
+    d.ready_booting()
+    d.boot_generation()
+    d.ready_all(2)
+    assert [a for a in d.actions if a == events.Hook("when_ready")] == [events.Hook("when_ready")]
+
+
+def test_with_preload_when_ready_never_runs_if_the_first_generation_fails_to_load():
+    d = FsmDriver(2, TIMINGS, preload=True)
+    d.feed(events.Start)
+    a, b = d.pids_of(1)
+    d.feed(events.BootFailed, a, "Traceback...\nRuntimeError: no database")
+    d.feed(events.Exited, a, EXIT_APP_LOAD_ERROR)
+    assert exits(d.feed(events.Exited, b, EXIT_APP_LOAD_ERROR)) == [EXIT_APP_LOAD_ERROR]
+    assert events.Hook("when_ready") not in d.actions
+
+
 def test_reload_runs_on_reload_before_the_new_generation_is_forked():
     d = driver(slots=2)
     d.started()
