@@ -142,7 +142,9 @@ class AccessLogger:
 
     @property
     def enabled(self) -> bool:
-        return not access_log.disabled and bool(access_log.handlers)
+        # A handler of its own, or the root's when the logger propagates (a
+        # logging config laid over gunicorn's defaults can leave it so).
+        return not access_log.disabled and access_log.hasHandlers()
 
     def log(self, exchange: Exchange) -> None:
         # The format was checked against gunicorn's atoms with the configuration;

@@ -22,6 +22,7 @@ from gshard.config import BOOKKEEPING, Config, config_names, settings
 from gshard.cpus import usable_cpus
 from gshard.errors import EXIT_USAGE, ConfigError
 from gshard.gunicorn_compat import GUNICORN_ONLY, migration_table
+from gshard.http.access_log import AccessLogger
 from gshard.shard import privileges
 
 ENV_NAMES = ("PORT", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "SCRIPT_NAME", "SENDFILE",
@@ -418,6 +419,26 @@ def test_trusting_every_forwarder_on_a_tcp_listener_is_said_once():
     # Behind a unix socket only local proxies connect: nothing to say.
     assert parse("app:x", "-w", "1", "--forwarded-allow-ips", "*",
                  "-b", "unix:/run/a.sock").compat_warnings() == []
+
+
+def test_access_lines_left_to_the_root_logger_are_written(restore_logging, tmp_path):
+    """gunicorn writes access lines that reach a handler only through the root
+    logger (its defaults make gunicorn.access propagate); so does gshard."""
+    target = tmp_path / "root.log"
+    config = Config.from_values({"app": "a:b", "logconfig_dict": {
+        "version": 1,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target)}},
+        "root": {"handlers": ["file"], "level": "INFO"},
+        "loggers": {"gunicorn.access": {"level": "INFO", "propagate": True},
+                    "gunicorn.error": {"level": "INFO", "propagate": True}},
+    }})
+    log.configure_for(config)
+    access = AccessLogger("%(s)s")
+    assert access.enabled
+    log.access_log.info("an access line")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert target.read_text() == "an access line\n"
 
 
 def test_a_logging_config_may_name_gshards_loggers_instead(restore_logging, tmp_path):
