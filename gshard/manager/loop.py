@@ -96,6 +96,9 @@ class Manager:
         self.config = config  # the configuration read last
         # Each generation's own (a reload reads it again), until its shards are gone.
         self.generation_configs: dict[int, Config] = {}
+        # --preload's templates killed for not loading the application within
+        # --boot-timeout: pid -> that limit, for the failure their exit reports.
+        self._overdue_templates: dict[int, float] = {}
         self._reread = reread
         self.listeners = listeners
         # To start a successor with the same command line (SIGUSR2); None
@@ -171,6 +174,8 @@ class Manager:
                 found += self._signal_events(now)
             # Exits are collected before messages and handled after them:
             # whatever a process sent before it exited is then seen first.
+            if self.templates is not None:
+                self._kill_overdue_templates(now)
             reaped = self._reap(now)
             found += self._message_events(now)
             if self.control is not None:
@@ -237,7 +242,7 @@ class Manager:
                 case ipc.Kind.SPAWNED if self.templates is not None:
                     spawned = self.templates.spawned(message.detail)
                     if spawned is not None:
-                        found += self._spawned(spawned, now)
+                        found += self._spawned(spawned)
                 case ipc.Kind.SOURCES if self.watcher is not None:
                     self.watcher.add(message.detail.split("\n"))
                 # BLOCKED is for the observer alone.
@@ -280,18 +285,42 @@ class Manager:
         assert self.templates is not None
         worker = self.server.forking(slot, generation, self._config_of(generation))
         self.templates.spawn(slot, generation, worker,
-                             [ls.socket_for(slot) for ls in self.listeners])
+                             [ls.socket_for(slot) for ls in self.listeners], time.monotonic())
 
-    def _spawned(self, shard: templates.Spawned, now: float) -> list[events.Event]:
+    def _spawned(self, shard: templates.Spawned) -> list[events.Event]:
+        # The shard's boot clock starts when it was asked for, not when the
+        # template got to fork it: --boot-timeout bounds the import as well.
         self.server.forked(shard.worker, shard.pid)
-        return [events.Spawned(shard.pid, shard.slot, shard.generation, now)]
+        return [events.Spawned(shard.pid, shard.slot, shard.generation, shard.asked)]
+
+    def _kill_overdue_templates(self, now: float) -> None:
+        """A template that has not forked a shard asked for within --boot-timeout is
+        stuck loading the application (or slow past the limit): it is killed, and
+        its exit fails the generation as a shard that did not boot in time would."""
+        assert self.templates is not None
+        for stuck in self.templates.overdue(
+                now, lambda generation: self._config_of(generation).boot_timeout):
+            if stuck.pid in self._overdue_templates:
+                continue
+            limit = self._config_of(stuck.generation).boot_timeout
+            log.error_log.error("The template of generation %d (pid %d) has not loaded the "
+                                "application within --boot-timeout %gs; killing it",
+                                stuck.generation, stuck.pid, limit)
+            self._overdue_templates[stuck.pid] = limit
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck.pid, signal.SIGKILL)
 
     def _template_exited(self, pid: int, code: int, now: float) -> list[events.Event]:
         assert self.templates is not None
+        limit = self._overdue_templates.pop(pid, None)
         lost = self.templates.reaped(pid, code)
         if lost is None:
             return []
-        return [*self._spawned(lost, now), events.Exited(pid, code, now)]
+        found = self._spawned(lost)
+        if limit is not None:
+            found.append(events.BootFailed(pid, f"the application did not load within "
+                                                f"--boot-timeout {limit:g}s (--preload)", now))
+        return [*found, events.Exited(pid, code, now)]
 
     def _fork_template(self, generation: int, requests: socket.socket,
                        others: list[socket.socket]) -> int:

@@ -29,6 +29,11 @@ does today, so the state machine sees the same boot failure and the old
 generation keeps serving. A template is told to exit (its socket closed) once
 its generation neither serves nor boots and has no shard left.
 
+A shard's boot clock starts when the manager asks for it, so
+``--boot-timeout`` bounds the template's import too: a template that has not
+forked a shard asked for within it is killed (``loop``), and the generation
+fails as one whose shard did not boot in time.
+
 The spawn is asynchronous: the manager sends the request and carries on.
 The shard's first act is to announce itself on the shards' message socket
 (``SPAWNED``), so its other messages, and its exit (the manager reads
@@ -71,8 +76,10 @@ class Template:
     pid: int
     generation: int
     sock: socket.socket
-    # Requests not yet answered, by the Worker's age: (slot, the shard's Worker).
-    pending: dict[int, tuple[int, Any]] = field(default_factory=dict)
+    # Requests not yet answered, by the Worker's age: (slot, the shard's Worker,
+    # when it was asked for: the shard's boot clock starts then, so
+    # --boot-timeout bounds the template's import of the application too).
+    pending: dict[int, tuple[int, Any, float]] = field(default_factory=dict)
     closed: bool = False  # told to exit; kept until reaped
 
 
@@ -84,6 +91,7 @@ class Spawned:
     slot: int
     generation: int
     worker: Any
+    asked: float  # when the manager asked for it (time.monotonic())
     exited: int | None = None  # the exit status of a lost spawn's template
 
 
@@ -99,7 +107,7 @@ class Templates:
         self.orphans: dict[int, Template] = {}
 
     def spawn(self, slot: int, generation: int, worker: Any,
-              sockets: list[socket.socket]) -> None:
+              sockets: list[socket.socket], now: float) -> None:
         """Ask the generation's template (started if need be) for a shard in ``slot``."""
         template = self.by_generation.get(generation)
         if template is None or template.closed:
@@ -111,7 +119,7 @@ class Templates:
             self._forget(template)
             template = self._start(generation)
             socket.send_fds(template.sock, [request], [s.fileno() for s in sockets])
-        template.pending[worker.age] = (slot, worker)
+        template.pending[worker.age] = (slot, worker, now)
 
     def _start(self, generation: int) -> Template:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -137,8 +145,8 @@ class Templates:
         entry = template.pending.pop(age, None) if template is not None else None
         if entry is None:
             return None
-        slot, worker = entry
-        return Spawned(pid, slot, generation, worker)
+        slot, worker, asked = entry
+        return Spawned(pid, slot, generation, worker, asked)
 
     def reaped(self, pid: int, status: int) -> Spawned | None:
         """A child exited. A template's pending spawns are lost: the first becomes a
@@ -155,8 +163,16 @@ class Templates:
             return None
         log.error_log.error("The template of generation %d (pid %d) exited with %d spawns "
                             "pending", template.generation, pid, len(template.pending))
-        slot, worker = next(iter(template.pending.values()))
-        return Spawned(pid, slot, template.generation, worker, exited=status)
+        slot, worker, asked = next(iter(template.pending.values()))
+        return Spawned(pid, slot, template.generation, worker, asked, exited=status)
+
+    def overdue(self, now: float, boot_timeout: Callable[[int], float]) -> list[Template]:
+        """Templates that have not forked a shard asked for longer ago than their
+        generation's ``boot_timeout``: still loading the application, or stuck in it."""
+        return [template for template in self.by_generation.values()
+                if template.pending and not template.closed
+                and now - min(asked for _, _, asked in template.pending.values())
+                > boot_timeout(template.generation)]
 
     def is_template(self, pid: int) -> bool:
         return pid in self.orphans or any(t.pid == pid for t in self.by_generation.values())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gshard.errors import EXIT_APP_LOAD_ERROR
+from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
 from tests.support.loadgen import APP, SERVER_ENV, Load, deploy, fresh_request
 from tests.support.processes import (
     adopting_orphans,
@@ -231,3 +231,37 @@ def test_when_ready_runs_only_once_the_preloaded_application_loaded(gshard_proc,
     assert marker.read_text() == str(server.pid)
     assert fresh_request(server.port, "/").ok
     assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_boot_timeout_bounds_a_preloaded_import_at_start_and_at_reload(gshard_proc, tmp_path):
+    """The template imports the application before any shard exists; the shards'
+    boot clock starts when the manager asks for them, so --boot-timeout bounds that
+    import: a stuck one fails the start (exit 3) or the reload (the old generation
+    serves), rather than leaving the server starting for as long as the import takes."""
+    gate = tmp_path / "gate"
+    gate.touch()  # importing gated_app waits (up to 20 s) while it exists
+    env = {"GATED_APP_GATE": str(gate)}
+    started = time.monotonic()
+    stuck = gshard_proc("gated_app:app", "--preload", "--shards", "2", "--boot-timeout", "2",
+                        env=env, ready=False)
+    assert stuck.wait(15) == EXIT_BOOT_ERROR, stuck.stderr.text
+    assert time.monotonic() - started < 10
+    stuck.stderr.wait_for(r"has not loaded the application within --boot-timeout 2s; "
+                          r"killing it", 5)
+    assert "the application did not load within --boot-timeout 2s" in stuck.stderr.text
+
+    gate.unlink()
+    pidfile = tmp_path / "gshard.pid"
+    server = gshard_proc("gated_app:app", "--preload", "--shards", "2", "--boot-timeout", "2",
+                         "--pid", str(pidfile), env=env)
+    assert fresh_request(server.port, "/").ok
+    gate.touch()
+    reload = subprocess.run([sys.executable, "-m", "gshard", "reload", "--pid", str(pidfile)],
+                            capture_output=True, text=True, timeout=20)
+    assert reload.returncode == 1
+    assert "the application did not load within --boot-timeout 2s" in reload.stdout + reload.stderr
+    assert fresh_request(server.port, "/").ok  # generation 1 serves on
+    gate.unlink()
+    assert server.stop() == 0
+
