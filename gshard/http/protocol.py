@@ -376,6 +376,11 @@ def _framing(
             connection = f"{connection},{value.lower()}"
         elif name == "EXPECT":
             expect = value.lower()
+            if expect != "100-continue":
+                # RFC 9110 10.1.1: 100-continue is the only expectation defined, and
+                # a server MAY answer any other with 417, as gunicorn does, rather
+                # than serve a client that expects something nobody will do.
+                raise ProtocolError(f"expectation {value[:64]!r} cannot be met", 417)
         else:
             content_types += 1
     if hosts > 1 or (http11 and hosts == 0):

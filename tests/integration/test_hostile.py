@@ -35,7 +35,7 @@ from tests.support.processes import (
 )
 from tests.support.rawhttp import Conn, fetch, garbage, read_to_eof, request_bytes
 
-REFUSALS = {400, 408, 413, 414, 431, 501, 505}
+REFUSALS = {400, 408, 413, 414, 417, 431, 501, 505}
 
 
 def ready(socks: list[socket.socket], timeout: float) -> list[int]:
@@ -502,6 +502,8 @@ REFUSED_HEADS = [
     pytest.param(_post("Host: :8000", line="GET / HTTP/1.1"), 400, id="host-port-only"),
     pytest.param(_post("Host:", line="GET / HTTP/1.0"), 400, id="host-empty-http10"),
     pytest.param(b"M" * 9000 + b" / HTTP/1.1\r\nHost: a\r\n\r\n", 400, id="method-too-long"),
+    pytest.param(_post("Host: a", "Expect: 200-ok", line="GET / HTTP/1.1"), 417,
+                 id="expect-other-than-100-continue"),
     pytest.param(_post("Host: a:443", line="CONNECT a:443 HTTP/1.1") + b"\x16\x03\x01tunnel", 501,
                  id="connect"),
     pytest.param(_post("Host: [::1]:22", line="CONNECT [::1]:22 HTTP/1.1") + SMUGGLED, 501,

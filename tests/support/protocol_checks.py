@@ -40,7 +40,7 @@ from gshard.http.protocol import (
 from gshard.http.response import ResponseWriter
 
 # Statuses a refusal may carry (None: the peer closed mid-message, nothing to answer).
-REFUSALS = frozenset({400, 413, 414, 431, 501, 505, None})
+REFUSALS = frozenset({400, 413, 414, 417, 431, 501, 505, None})
 
 # Limits small enough that generated input reaches them, and the defaults.
 SMALL_LIMITS = Limits(request_line=64, fields=4, field_size=48, chunk_line=32, body=300)

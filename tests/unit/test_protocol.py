@@ -869,6 +869,17 @@ def test_no_continue_without_a_body_or_on_http10():
     assert not request.expect_continue
 
 
+@pytest.mark.parametrize("value", ["200-ok", "100-continue, 200-ok", "", "continue"])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_an_expectation_other_than_100_continue_gets_417(value, version):
+    """RFC 9110 10.1.1 lets a server answer 417 to any expectation it cannot meet,
+    and 100-continue is the only one defined; gunicorn answers 417 too."""
+    line = f"GET / HTTP/{version}"
+    assert refusal(head("Host: h", f"Expect: {value}".rstrip(), line=line)) == 417
+    # Expect's value is case-insensitive.
+    assert events(head("Host: h", "Expect: 100-Continue", line=line))[0]
+
+
 def test_unread_body_does_not_start_the_next_cycle():
     conn = ServerConnection()
     conn.receive_data(head("Host: h", "Content-Length: 10", line="POST / HTTP/1.1") + b"abc")
