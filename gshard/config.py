@@ -627,7 +627,9 @@ class Config:
         "still loads new code.", flags=("--preload",), switch=True,
         compat=different("one template process per generation imports the application, so a "
                          "reload loads new code (gunicorn's master keeps the old); post_fork "
-                         "runs after gevent's patching"),
+                         "runs after gevent's patching; with --user the template imports as "
+                         "that user (gunicorn's master imports as root), so no application "
+                         "code runs as root and what it reads at import must be the user's"),
     )
     reload: bool = setting(
         False, _bool, "Hot-reload when a source file of the application (or a "

@@ -2,8 +2,9 @@
 
 The manager must never import the application nor be patched by gevent, so
 the check happens in a forked child that patches first, applies the logging
-config, changes directory and imports, exactly as a booting shard does; the
-manager only reads its exit status. What fails is named: a logging config
+config, takes the shards' user and group, changes directory and imports,
+exactly as a booting shard does; the manager only reads its exit status.
+What fails is named: a logging config
 that will not work at start (``logging config: ...``), or the application
 itself (a module it imports, a data directory it opens at import).
 """
@@ -18,6 +19,7 @@ import traceback
 from gshard import log
 from gshard.config import Config
 from gshard.errors import AppLoadError
+from gshard.shard import privileges
 
 
 def check(config: Config) -> int:
@@ -49,6 +51,10 @@ def _check_in_child(config: Config) -> int:
             return 1
         from gshard.shard.loader import load_app
 
+        # As a shard (or --preload's template) does: the application is imported
+        # as --user/--group, never as root, so what it reads at import must be
+        # theirs to read; checked as root, it would pass where the start fails.
+        privileges.drop(privileges.resolve(config.user, config.group, config.initgroups))
         if config.chdir:
             os.chdir(config.chdir)
         load_app(config.app, os.getcwd())

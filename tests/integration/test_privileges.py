@@ -12,6 +12,8 @@ import sys
 import pytest
 import requests
 
+from gshard.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 
@@ -99,3 +101,32 @@ def test_shards_switch_group_while_the_manager_keeps_its_own(gshard_proc):
     assert response.status_code == 200
     assert {_ids(pid)[1] for pid in server.shard_pids()} == {nogroup}
     assert _ids(server.pid)[1] == os.getegid()
+
+
+@pytest.mark.timeout(90)
+def test_check_config_imports_as_the_shards_user_as_the_start_does(gshard_proc, tmp_path):
+    """The application is imported as --user, never as root (--preload's template
+    included, where gunicorn imports as root): --check-config imports it the same
+    way, so it fails where the start fails instead of passing as root."""
+    secret = tmp_path / "secret"
+    secret.write_text("root's alone")
+    secret.chmod(0o600)
+    (tmp_path / "secret_app.py").write_text(
+        f"KEY = open({str(secret)!r}).read()  # at import, as a settings module might\n\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [KEY.encode()]\n")
+
+    def check(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gshard", "secret_app:app", "--preload",
+                               "--check-config", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+
+    assert check().returncode == 0  # as root it imports
+    as_nobody = check("--user", "nobody")
+    assert as_nobody.returncode == 1, as_nobody.stdout + as_nobody.stderr
+    assert "the application failed to load" in as_nobody.stderr
+    started = gshard_proc("secret_app:app", "--preload", "--user", "nobody", cwd=tmp_path,
+                          ready=False)
+    assert started.wait(40) in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR), started.stderr.text
+
