@@ -195,15 +195,18 @@ def _meant_setting(name: str) -> str | None:
 
     Close means the spelling of one of its flags, or one typing slip from a
     setting's name (a letter missing, extra, wrong or two swapped), two for
-    names of 12 letters or more.
+    names of 12 letters or more; underscores left out or added are no slip
+    (``acceslogformat`` is ``access_log_format`` with one).
     """
     flagged = _flag_names().get(name)
     if flagged is not None:
         return flagged
     allowed = 2 if len(name) >= 12 else 1
+    bare = name.replace("_", "")
     candidates = [*config_names(), *(entry.name for entry in GUNICORN_ONLY)]
-    scored = sorted((_slips(name, candidate), candidate) for candidate in candidates
-                    if abs(len(candidate) - len(name)) <= allowed)
+    scored = sorted((_slips(bare, candidate.replace("_", "")), candidate)
+                    for candidate in candidates
+                    if abs(len(candidate.replace("_", "")) - len(bare)) <= allowed)
     if scored and scored[0][0] <= allowed:
         return scored[0][1]
     return None

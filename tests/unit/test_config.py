@@ -593,6 +593,7 @@ HELPERS_CONF = """
     max_requests = Limits().requests
     max_request_jitter = 10
     preload = True
+    acceslogformat = "%(h)s %(s)s"
     wsgi_app = "hello:app"
 
     def post_worker_int(worker):
@@ -612,6 +613,7 @@ def test_a_config_files_own_names_are_quiet_and_misspelt_settings_are_named(
         2, 300.0, "debug", 100)
     assert config.misspelt == (("max_request_jitter", "max_requests_jitter"),
                                ("preload", "preload_app"),
+                               ("acceslogformat", "access_log_format"),
                                ("post_worker_int", "post_worker_init"))
     assert warnings == []  # nothing is logged while the file is read: serve logs the list
     named = [line for line in config.compat_warnings() if line.startswith("Ignoring '")]
@@ -619,6 +621,8 @@ def test_a_config_files_own_names_are_quiet_and_misspelt_settings_are_named(
         f"Ignoring 'max_request_jitter' in {path}: not a setting; did you mean "
         "max_requests_jitter?",
         f"Ignoring 'preload' in {path}: not a setting; did you mean preload_app?",
+        f"Ignoring 'acceslogformat' in {path}: not a setting; did you mean "
+        "access_log_format?",
         f"Ignoring 'post_worker_int' in {path}: not a setting; did you mean "
         "post_worker_init?"]
 
