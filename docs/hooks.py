@@ -130,6 +130,8 @@ def _default(spec: dataclasses.Field) -> str:
     value = default_of(spec)
     if value is None or value == () or value == {}:
         return "unset"
+    if value == "":
+        return "empty"
     if isinstance(value, tuple):
         value = ", ".join(str(item) if not isinstance(item, tuple) else ": ".join(item)
                           for item in value)

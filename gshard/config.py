@@ -273,9 +273,24 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
+# Hooks that run at another moment than gunicorn's (docs/gunicorn.md's hooks table says
+# when each runs, and why).
+HOOK_DIFFERENCES = {
+    "on_starting": "runs after the listeners are bound (gunicorn binds after it)",
+    "when_ready": "with --preload, once the first generation serves (gunicorn: once its "
+                  "master imported the application, before forking)",
+    "pre_exec": "runs in the old manager on USR2: the new one is started with posix_spawn, "
+                "not a fork that then execs",
+}
+
+
 def server_hook(name: str) -> Any:
-    """A gunicorn server hook: a function from a config file, checked as gunicorn checks it."""
-    return setting(None, hook(name), f"gunicorn's {name} server hook (config files only).")
+    """A gunicorn server hook: a function from a config file (or ``gshard.run``),
+    checked as gunicorn checks it."""
+    difference = HOOK_DIFFERENCES.get(name)
+    return setting(None, hook(name),
+                   f"gunicorn's {name} server hook (config files and gshard.run() only).",
+                   compat=different(difference) if difference else SAME)
 
 
 @dataclass(frozen=True)
@@ -579,8 +594,8 @@ class Config:
         flags=("--log-config",), metavar="FILE",
     )
     logconfig_dict: dict = setting(
-        None, _mapping, "A logging.config.dictConfig dict (config files only), laid over "
-        "gunicorn's logging defaults key by key, as gunicorn does.",
+        None, _mapping, "A logging.config.dictConfig dict (config files and gshard.run() only), "
+        "laid over gunicorn's logging defaults key by key, as gunicorn does.",
         default_factory=dict,
     )
     logconfig_json: str | None = setting(
@@ -608,8 +623,8 @@ class Config:
         False, _bool,
         "Give shards every group of --user; without it they keep only --group.",
         flags=("--initgroups",), switch=True,
-        compat=different("without it, shards have only their group: gunicorn keeps the "
-                         "supplementary groups gshard was started with (root's)"),
+        compat=different("without it, shards have only their group: gunicorn's workers keep "
+                         "the supplementary groups gunicorn was started with (root's)"),
     )
     sendfile: bool = setting(
         True, _bool, "Read wsgi.file_wrapper files and send their bytes instead of handing "

@@ -338,6 +338,7 @@ def migration_table(fields: Any) -> str:
         shown = ", ".join(f"`{flag}`" for flag in flags)
         note = compat.note.replace("|", "\\|")
         if name in HOOK_ARITY:
-            note = "a server hook (config files only), checked as gunicorn checks it"
+            note = ("a server hook (config files and gshard.run()), checked as gunicorn checks "
+                    "it" + (f"; {note}" if note else ""))
         lines.append(f"| `{name}` | {shown} | {_VERDICTS[compat.kind]} | {note} |")
     return "\n".join(lines)

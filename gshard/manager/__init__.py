@@ -12,5 +12,6 @@ handle on ``--preload`` templates), ``watcher`` (``--reload``), ``systemd``
 May import: the top-level modules and ``sockets``; of the serving side, only
 the entry points it runs in forked processes (``shard.boot``,
 ``shard.template``); never ``http``, gevent or the cli (import-linter checks
-it, setup.cfg).
+it, setup.cfg). The process does load gevent once, unpatched, through
+``shard.boot.preload``, so that each fork finds it imported.
 """
