@@ -172,10 +172,10 @@ class Manager:
             found: list[events.Event] = []
             if self._wakeup_r in readable:
                 found += self._signal_events(now)
-            # Exits are collected before messages and handled after them:
-            # whatever a process sent before it exited is then seen first.
             if self.templates is not None:
                 self._kill_overdue_templates(now)
+            # Exits are collected before messages and handled after them:
+            # whatever a process sent before it exited is then seen first.
             reaped = self._reap(now)
             found += self._message_events(now)
             if self.control is not None:
@@ -298,17 +298,19 @@ class Manager:
         stuck loading the application (or slow past the limit): it is killed, and
         its exit fails the generation as a shard that did not boot in time would."""
         assert self.templates is not None
-        for stuck in self.templates.overdue(
-                now, lambda generation: self._config_of(generation).boot_timeout):
+        for stuck in self.templates.overdue(now, self._boot_timeout_of):
             if stuck.pid in self._overdue_templates:
                 continue
-            limit = self._config_of(stuck.generation).boot_timeout
+            limit = self._boot_timeout_of(stuck.generation)
             log.error_log.error("The template of generation %d (pid %d) has not loaded the "
                                 "application within --boot-timeout %gs; killing it",
                                 stuck.generation, stuck.pid, limit)
             self._overdue_templates[stuck.pid] = limit
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stuck.pid, signal.SIGKILL)
+
+    def _boot_timeout_of(self, generation: int) -> float:
+        return self._config_of(generation).boot_timeout
 
     def _template_exited(self, pid: int, code: int, now: float) -> list[events.Event]:
         assert self.templates is not None
